@@ -1,0 +1,198 @@
+//! Binding the N `SO_REUSEPORT` sockets of each listen address.
+//!
+//! Socket i of every address belongs to instance i. All N sockets of an address
+//! form one reuseport group, so the kernel spreads new connections (or
+//! datagrams) across the N queues; the activator holds every fd for as long as
+//! the config exists, which is why a connection that arrives while an instance
+//! is down simply waits in its queue.
+
+use distribute_config::{BindIpv6Only, Listen, ListenKind, SocketOptions, SocketSpec};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Listen backlog when `Backlog=` is not set (systemd uses SOMAXCONN too).
+pub const DEFAULT_BACKLOG: u32 = 4096;
+
+/// One bound listening socket and what it is for.
+#[derive(Debug)]
+pub struct BoundSocket {
+    /// The `Listen*=` line it came from.
+    pub listen: Listen,
+    /// The socket (blocking: its file description is shared with the instance,
+    /// which picks its own mode; the activator only ever polls it).
+    pub socket: Socket,
+}
+
+/// Why an address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}={value} ({addr}): {op}: {source}{hint}")]
+pub struct BindError {
+    key: &'static str,
+    value: String,
+    addr: SocketAddr,
+    op: &'static str,
+    source: io::Error,
+    hint: String,
+}
+
+impl BindError {
+    /// The underlying OS error.
+    pub fn io(&self) -> &io::Error {
+        &self.source
+    }
+}
+
+fn key_of(kind: ListenKind) -> &'static str {
+    match kind {
+        ListenKind::Stream => "ListenStream",
+        ListenKind::Datagram => "ListenDatagram",
+    }
+}
+
+fn hint_for(err: &io::Error, addr: &SocketAddr) -> String {
+    match err.raw_os_error() {
+        Some(libc::EADDRINUSE) => format!(
+            "; another socket holds port {} without SO_REUSEPORT (or as another user): `ss -lntup 'sport = :{}'` shows it",
+            addr.port(),
+            addr.port()
+        ),
+        Some(libc::EACCES) => format!(
+            "; port {} needs CAP_NET_BIND_SERVICE (run systemd-distribute as root or grant it the capability)",
+            addr.port()
+        ),
+        Some(libc::EADDRNOTAVAIL) => format!(
+            "; {} is not an address of this host (FreeBind=yes binds it anyway)",
+            addr.ip()
+        ),
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "; out of file descriptors: raise LimitNOFILE= of systemd-distribute.service or lower Distribute=".into()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Binds `n` sockets for every listen address of `spec`; returns them grouped
+/// per instance: `result[i]` holds instance i's sockets in `Listen*=` order.
+/// Either everything binds or nothing stays open.
+pub fn bind_all(spec: &SocketSpec, n: u32) -> Result<Vec<Vec<BoundSocket>>, BindError> {
+    let mut per_instance: Vec<Vec<BoundSocket>> = (0..n).map(|_| Vec::new()).collect();
+    for listen in &spec.listen {
+        for slot in per_instance.iter_mut() {
+            let socket = bind_one(listen, &spec.options)?;
+            slot.push(BoundSocket {
+                listen: listen.clone(),
+                socket,
+            });
+        }
+    }
+    Ok(per_instance)
+}
+
+/// Binds one reuseport socket for `listen` with `opts` applied.
+pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindError> {
+    let addr = listen.addr;
+    let fail = |op: &'static str, source: io::Error| BindError {
+        key: key_of(listen.kind),
+        value: listen.original.clone(),
+        addr,
+        op,
+        hint: hint_for(&source, &addr),
+        source,
+    };
+    let (ty, proto) = match listen.kind {
+        ListenKind::Stream => (Type::STREAM, Protocol::TCP),
+        ListenKind::Datagram => (Type::DGRAM, Protocol::UDP),
+    };
+    let socket = Socket::new(Domain::for_address(addr), ty.cloexec(), Some(proto))
+        .map_err(|e| fail("socket", e))?;
+    socket.set_reuse_address(true).map_err(|e| fail("SO_REUSEADDR", e))?;
+    socket.set_reuse_port(true).map_err(|e| fail("SO_REUSEPORT", e))?;
+    if addr.is_ipv6() {
+        match opts.bind_ipv6_only {
+            BindIpv6Only::Default => {}
+            BindIpv6Only::Both => socket.set_only_v6(false).map_err(|e| fail("IPV6_V6ONLY", e))?,
+            BindIpv6Only::Ipv6Only => socket.set_only_v6(true).map_err(|e| fail("IPV6_V6ONLY", e))?,
+        }
+    }
+    if opts.free_bind {
+        socket.set_freebind(true).map_err(|e| fail("IP_FREEBIND", e))?;
+        if addr.is_ipv6() {
+            socket.set_freebind_ipv6(true).map_err(|e| fail("IPV6_FREEBIND", e))?;
+        }
+    }
+    if opts.transparent {
+        if addr.is_ipv6() {
+            set_int_opt(&socket, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)
+                .map_err(|e| fail("IPV6_TRANSPARENT", e))?;
+        } else {
+            socket.set_ip_transparent_v4(true).map_err(|e| fail("IP_TRANSPARENT", e))?;
+        }
+    }
+    if let Some(dev) = &opts.bind_to_device {
+        socket
+            .bind_device(Some(dev.as_bytes()))
+            .map_err(|e| fail("SO_BINDTODEVICE", e))?;
+    }
+    if let Some(size) = opts.receive_buffer {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        socket.set_recv_buffer_size(size).map_err(|e| fail("SO_RCVBUF", e))?;
+    }
+    if let Some(size) = opts.send_buffer {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        socket.set_send_buffer_size(size).map_err(|e| fail("SO_SNDBUF", e))?;
+    }
+    if listen.kind == ListenKind::Stream {
+        if opts.no_delay {
+            socket.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", e))?;
+        }
+        if opts.keep_alive {
+            socket.set_keepalive(true).map_err(|e| fail("SO_KEEPALIVE", e))?;
+        }
+        if let Some(usec) = opts.defer_accept_usec.filter(|&u| u > 0) {
+            // TCP_DEFER_ACCEPT takes whole seconds; round up like systemd.
+            let secs = Duration::from_micros(usec).as_secs_f64().ceil() as libc::c_int;
+            set_int_opt(&socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)
+                .map_err(|e| fail("TCP_DEFER_ACCEPT", e))?;
+        }
+    }
+    socket
+        .bind(&SockAddr::from(addr))
+        .map_err(|e| fail("bind", e))?;
+    if listen.kind == ListenKind::Stream {
+        let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG).min(i32::MAX as u32) as i32;
+        socket.listen(backlog).map_err(|e| fail("listen", e))?;
+    }
+    Ok(socket)
+}
+
+fn set_int_opt(socket: &Socket, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a pointer to a live c_int of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// CPUs in this process's affinity set, for `Distribute=cpus`.
+pub fn cpus_in_affinity() -> u32 {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&i| set.is_set(i).unwrap_or(false))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1)
+}

@@ -1,0 +1,111 @@
+//! The slice of systemd's D-Bus API we use, as zbus proxies.
+//!
+//! Only the methods and signals the activator calls are declared, so the
+//! surface we depend on is visible at a glance.
+
+use zbus::proxy;
+use zbus::zvariant::{OwnedObjectPath, Value};
+
+/// A property of a transient unit, as `StartTransientUnit` takes it (`(sv)`).
+pub type Property<'a> = (&'a str, Value<'a>);
+
+/// `org.freedesktop.systemd1.Manager`.
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1",
+    gen_blocking = false
+)]
+pub trait Manager {
+    /// Enables `UnitNew`/`UnitRemoved`/`JobRemoved` for this client.
+    fn subscribe(&self) -> zbus::Result<()>;
+
+    /// Creates and starts a transient unit.
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[Property<'_>],
+        aux: &[(&str, &[Property<'_>])],
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    /// Stops a unit.
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Forgets a unit's failed state so it can be garbage-collected.
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+
+    /// Unit files matching `patterns` as (path, enablement state); used to find
+    /// an on-disk `NAME@.service` template, whose fragment systemd does NOT apply
+    /// to transient instances.
+    fn list_unit_files_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<Vec<(String, String)>>;
+
+    /// The object path of a loaded unit (error `NoSuchUnit` otherwise).
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Sent when a unit is unloaded, e.g. a transient unit garbage-collected
+    /// after it became inactive or failed.
+    #[zbus(signal)]
+    fn unit_removed(&self, id: String, unit: OwnedObjectPath) -> zbus::Result<()>;
+
+    /// Sent when a job finishes; `result` is `done`, `failed`, `canceled`, ...
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+
+    /// systemd's version string, e.g. `252.38-1~deb12u1`.
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+}
+
+/// `org.freedesktop.systemd1.Unit`, for the state of one instance.
+#[proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1",
+    gen_blocking = false
+)]
+pub trait Unit {
+    /// `active`, `inactive`, `failed`, `activating`, `deactivating`, ...
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+}
+
+/// The major version from systemd's `Version` property (`252.38-1~deb12u1` → 252).
+pub fn major_version(version: &str) -> Option<u32> {
+    let digits: String = version
+        .trim_start_matches('v')
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// First systemd release whose `ExtraFileDescriptors=` passes fds natively.
+pub const EXTRA_FDS_SINCE: u32 = 257;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_versions() {
+        for (input, want) in [
+            ("252.38-1~deb12u1", Some(252)),
+            ("257", Some(257)),
+            ("v258-rc1", Some(258)),
+            ("", None),
+            ("abc", None),
+        ] {
+            assert_eq!(major_version(input), want, "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Typed result of parsing a `NAME.socket` file: the contract between the
+//! config crate and the activator. Everything here is plain data.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// One fully parsed and validated distributed socket config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketSpec {
+    /// `NAME` from `NAME.socket`.
+    pub name: String,
+    /// Files that contributed, in the order they were applied (main file, then drop-ins).
+    pub sources: Vec<PathBuf>,
+    /// `ListenStream=` / `ListenDatagram=` in file order (after list resets).
+    pub listen: Vec<Listen>,
+    /// `Distribute=`. Optional in the file: defaults to `Count(1)` (one instance),
+    /// which still gives the activator's start-on-demand behaviour.
+    pub distribute: Distribute,
+    /// Template prefix from `Service=`: instances are `{service}@{i}.service`.
+    /// Defaults to `name`. `Service=web@.service` and `Service=web` both give `web`.
+    pub service: String,
+    /// Per-fd socket options.
+    pub options: SocketOptions,
+    /// `[Service]` section: what each instance runs.
+    pub exec: ServiceSpec,
+}
+
+/// Kind of listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenKind {
+    /// `ListenStream=`: TCP.
+    Stream,
+    /// `ListenDatagram=`: UDP.
+    Datagram,
+}
+
+/// One `Listen*=` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    /// Stream or datagram.
+    pub kind: ListenKind,
+    /// `PORT` alone means `[::]:PORT` (dual-stack unless `BindIPv6Only=ipv6-only`).
+    pub addr: SocketAddr,
+    /// The value as written, for messages and `FileDescriptorName` defaults.
+    pub original: String,
+}
+
+/// `Distribute=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribute {
+    /// A fixed count, 1..=MAX_DISTRIBUTE.
+    Count(u32),
+    /// `cpus`: CPUs in the activator's affinity set, resolved at bind time.
+    Cpus,
+}
+
+/// Largest `Distribute=` we accept.
+pub const MAX_DISTRIBUTE: u32 = 1024;
+
+/// `BindIPv6Only=` (systemd's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BindIpv6Only {
+    /// `default`: the kernel's `net.ipv6.bindv6only` (we leave IPV6_V6ONLY untouched).
+    #[default]
+    Default,
+    /// `both`: dual-stack, IPV6_V6ONLY=0.
+    Both,
+    /// `ipv6-only`: IPV6_V6ONLY=1.
+    Ipv6Only,
+}
+
+/// Options applied to every fd of the config.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SocketOptions {
+    /// `Backlog=` (systemd default: SOMAXCONN, we use `None` = 4096 at bind time).
+    pub backlog: Option<u32>,
+    /// `BindIPv6Only=`.
+    pub bind_ipv6_only: BindIpv6Only,
+    /// `FreeBind=`.
+    pub free_bind: bool,
+    /// `NoDelay=` (TCP_NODELAY, streams only).
+    pub no_delay: bool,
+    /// `KeepAlive=` (SO_KEEPALIVE, streams only).
+    pub keep_alive: bool,
+    /// `ReceiveBuffer=` in bytes (suffixes K, M, G accepted, base 1024).
+    pub receive_buffer: Option<u64>,
+    /// `SendBuffer=` in bytes.
+    pub send_buffer: Option<u64>,
+    /// `FileDescriptorName=` (default: the config name), checked like systemd: <= 255 chars,
+    /// printable ASCII, no `:`. `%N` and `%%` are already expanded.
+    pub file_descriptor_name: Option<String>,
+    /// `Transparent=` (IP_TRANSPARENT / IPV6_TRANSPARENT; needs CAP_NET_ADMIN).
+    pub transparent: bool,
+    /// `DeferAcceptSec=` in microseconds (TCP_DEFER_ACCEPT takes seconds: round up at bind time).
+    /// `None` or `Some(0)`: off.
+    pub defer_accept_usec: Option<u64>,
+    /// `BindToDevice=`: network interface name (SO_BINDTODEVICE), checked like systemd's
+    /// `ifname_valid()`. `None`: not bound to a device.
+    pub bind_to_device: Option<String>,
+    /// `TriggerLimitIntervalSec=` in microseconds (`u64::MAX` = `infinity`). `None`: default.
+    pub trigger_limit_interval_usec: Option<u64>,
+    /// `TriggerLimitBurst=`. `None`: default.
+    pub trigger_limit_burst: Option<u32>,
+}
+
+/// `[Service]` section, values still containing specifiers (`%i`, `%N`, `%%`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceSpec {
+    /// `ExecStart=`: argv (systemd quoting rules: double/single quotes, backslash escapes).
+    /// Exactly one ExecStart is required (empty assignment resets).
+    pub exec_start: Vec<String>,
+    /// `User=`.
+    pub user: Option<String>,
+    /// `Group=`.
+    pub group: Option<String>,
+    /// `DynamicUser=`.
+    pub dynamic_user: Option<bool>,
+    /// `Environment=` assignments in order (`KEY=VALUE`, quoted words split like systemd).
+    pub environment: Vec<String>,
+    /// `WorkingDirectory=`.
+    pub working_directory: Option<String>,
+    /// `CPUAffinity=` as a list of CPU indices (ranges `0-3` and lists `0 2 4` / `0,2`).
+    pub cpu_affinity: Vec<u32>,
+    /// Other supported keys, translated 1:1 into transient-unit properties,
+    /// in file order. See `PassthroughValue`.
+    pub extra: Vec<(String, PassthroughValue)>,
+}
+
+/// Typed value for a `[Service]` key that maps 1:1 onto a systemd unit property.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PassthroughValue {
+    /// D-Bus `b`.
+    Bool(bool),
+    /// D-Bus `s`.
+    Str(String),
+    /// D-Bus `t`.
+    U64(u64),
+    /// D-Bus `i`.
+    I32(i32),
+}

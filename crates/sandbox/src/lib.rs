@@ -1,0 +1,427 @@
+//! A private, real systemd for integration tests and the demo.
+//!
+//! The machines we develop on do not run systemd as PID 1, so the harness boots
+//! one: a fresh cgroup, then `unshare` into new PID, mount, cgroup, UTS and IPC
+//! namespaces, tmpfs on /run, /tmp and /var/tmp, a cgroup2 mount of the new
+//! cgroup namespace, and `/lib/systemd/systemd --system` with a unit path that
+//! only the harness owns (see [`units`] for why that matters). The network
+//! namespace is shared, so tests reach instances on 127.0.0.1 from outside.
+//!
+//! Everything the harness creates lives under `target/sandbox/` and in its own
+//! cgroup; dropping a [`Sandbox`] kills the namespace's PID 1 (which takes every
+//! process in it down) and removes the cgroup tree.
+
+#![deny(missing_docs)]
+
+pub mod units;
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Environment variable that turns a skipped sandbox test into a failure.
+pub const CI_ENV: &str = "CI";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running private systemd.
+pub struct Sandbox {
+    name: String,
+    dir: PathBuf,
+    cgroup: PathBuf,
+    unshare: Child,
+    pid1: i32,
+}
+
+/// Why the sandbox cannot run on this machine (not root, tools missing).
+pub fn unavailable_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("the sandbox needs root (namespaces, cgroups, mounts)".into());
+    }
+    for tool in [
+        "/lib/systemd/systemd",
+        "/usr/bin/dbus-daemon",
+        "/usr/bin/unshare",
+        "/usr/bin/nsenter",
+    ] {
+        if !Path::new(tool).exists() {
+            return Some(format!("{tool} is missing (apt-get install systemd dbus util-linux)"));
+        }
+    }
+    if cgroup2_root().is_none() {
+        return Some("no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified".into());
+    }
+    None
+}
+
+/// Boots a sandbox for a test, or reports loudly that the test is skipped.
+///
+/// Under `CI=true` a machine that cannot run the sandbox is a failure, not a skip.
+/// A boot failure on a capable machine always panics: that is a real bug.
+pub fn boot_for_test(name: &str) -> Option<Sandbox> {
+    if let Some(reason) = unavailable_reason() {
+        if std::env::var(CI_ENV).as_deref() == Ok("true") {
+            panic!("sandbox test {name} cannot run under CI=true: {reason}");
+        }
+        eprintln!("\n*** SKIPPED {name}: {reason} ***\n");
+        return None;
+    }
+    match Sandbox::boot(name, &[]) {
+        Ok(s) => Some(s),
+        Err(e) => panic!("sandbox test {name}: booting the private systemd failed: {e:#}"),
+    }
+}
+
+fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists() && is_cgroup2(p))
+}
+
+fn is_cgroup2(p: &Path) -> bool {
+    // cgroup2 has cgroup.controllers; a v1 hierarchy does not.
+    p.join("cgroup.controllers").exists()
+}
+
+/// The workspace's target directory, where the harness keeps its state.
+pub fn target_dir() -> PathBuf {
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(t);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
+}
+
+/// The script run as PID 1 of the new namespaces before it execs systemd.
+const INIT_SCRIPT: &str = r#"set -e
+mount -t tmpfs -o mode=755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+if [ -d /var/log/journal ]; then mount -t tmpfs -o mode=755 tmpfs /var/log/journal; fi
+mkdir -p /run/systemd/system /run/dbus /run/systemd/journald.conf.d
+printf '%s' "$SANDBOX_JOURNALD_CONF" > /run/systemd/journald.conf.d/50-sandbox.conf
+unset SANDBOX_JOURNALD_CONF
+umount -l /sys/fs/cgroup
+mount -t cgroup2 none /sys/fs/cgroup
+exec /lib/systemd/systemd --system --unit=harness.target
+"#;
+
+impl Sandbox {
+    /// Boots a private systemd. `dbus_policies` are extra dbus-daemon policy
+    /// files (e.g. `units/org.distribute1.conf`) made visible to the sandbox's bus.
+    pub fn boot(name: &str, dbus_policies: &[PathBuf]) -> Result<Sandbox> {
+        if let Some(reason) = unavailable_reason() {
+            bail!("cannot boot the sandbox: {reason}");
+        }
+        let id = format!(
+            "{}-{}-{}",
+            name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = target_dir().join("sandbox").join(&id);
+        let dir = {
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.canonicalize()?
+        };
+        let unit_dir = dir.join("units");
+        let empty_dir = dir.join("empty");
+        fs::create_dir_all(&unit_dir)?;
+        fs::create_dir_all(&empty_dir)?;
+        // Services run under DynamicUser must be able to traverse to binaries and configs.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        write_harness_units(&unit_dir, &dir, dbus_policies)?;
+
+        let root = cgroup2_root().context("no cgroup2 hierarchy")?;
+        let cgroup = root.join(format!("distribute-sandbox-{id}"));
+        fs::create_dir(&cgroup).with_context(|| format!("creating cgroup {}", cgroup.display()))?;
+        let procs = cgroup.join("cgroup.procs");
+
+        let log = fs::File::create(dir.join("systemd.log"))?;
+        let mut cmd = Command::new("/usr/bin/unshare");
+        cmd.args([
+            "--pid",
+            "--fork",
+            "--mount",
+            "--cgroup",
+            "--uts",
+            "--ipc",
+            "--propagation",
+            "private",
+            "--mount-proc",
+            "/bin/sh",
+            "-c",
+            INIT_SCRIPT,
+        ])
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("SYSTEMD_UNIT_PATH", &unit_dir)
+        // No generators: their output could mount or start host things.
+        .env("SYSTEMD_GENERATOR_PATH", &empty_dir)
+        .env("SYSTEMD_ENVIRONMENT_GENERATOR_PATH", &empty_dir)
+        .env("container", "distribute-sandbox")
+        .env("SANDBOX_JOURNALD_CONF", units::JOURNALD_CONF)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+        let procs_c = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes())?;
+        // SAFETY: between fork and exec we only call async-signal-safe functions
+        // (open, write, close) on memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs_c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if r != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let unshare = cmd.spawn().context("spawning unshare")?;
+        let mut sb = Sandbox {
+            name: name.to_string(),
+            dir,
+            cgroup,
+            pid1: 0,
+            unshare,
+        };
+        sb.wait_booted().with_context(|| {
+            format!(
+                "sandbox did not boot; systemd's output:\n{}",
+                fs::read_to_string(sb.dir.join("systemd.log")).unwrap_or_default()
+            )
+        })?;
+        Ok(sb)
+    }
+
+    fn wait_booted(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let upid = self.unshare.id();
+        // PID 1 of the namespace is unshare's only child.
+        while self.pid1 == 0 {
+            if let Some(status) = self.unshare.try_wait()? {
+                bail!("unshare exited early: {status}");
+            }
+            let children = fs::read_to_string(format!("/proc/{upid}/task/{upid}/children"))
+                .unwrap_or_default();
+            if let Some(p) = children.split_whitespace().next() {
+                self.pid1 = p.parse()?;
+            } else if Instant::now() > deadline {
+                bail!("namespace PID 1 did not appear");
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let private = self.host_path("/run/systemd/private");
+        while !private.exists() {
+            if let Some(status) = self.unshare.try_wait()? {
+                bail!("systemd exited early: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not appear", private.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        loop {
+            let out = self.command("systemctl").args(["is-active", "harness.target", "dbus.socket"]).output()?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("harness.target not active: {}", String::from_utf8_lossy(&out.stdout));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The test or demo name this sandbox was booted for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The harness-owned directory (visible at the same path inside the sandbox).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The sandboxed systemd's only unit directory.
+    pub fn unit_dir(&self) -> PathBuf {
+        self.dir.join("units")
+    }
+
+    /// Host PID of the sandbox's systemd (PID 1 inside).
+    pub fn pid1(&self) -> i32 {
+        self.pid1
+    }
+
+    /// A path inside the sandbox's mount namespace, reachable from the host.
+    pub fn host_path(&self, inner: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{}", self.pid1, inner))
+    }
+
+    /// The system bus address, usable from the host.
+    pub fn bus_address(&self) -> String {
+        format!(
+            "unix:path={}",
+            self.host_path("/run/dbus/system_bus_socket").display()
+        )
+    }
+
+    /// A command that runs inside all of the sandbox's namespaces.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("/usr/bin/nsenter");
+        c.arg("-t").arg(self.pid1.to_string()).arg("-a").arg(program);
+        c
+    }
+
+    /// Runs a command inside the sandbox and returns its stdout; fails with its
+    /// stderr when it exits non-zero.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
+        let out = self.command(program).args(args).output()?;
+        check(program, args, out)
+    }
+
+    /// `systemctl ARGS` inside the sandbox.
+    pub fn systemctl(&self, args: &[&str]) -> Result<String> {
+        self.run("systemctl", args)
+    }
+
+    /// Writes a unit file into the sandbox's unit directory and reloads systemd.
+    pub fn install_unit(&self, name: &str, text: &str) -> Result<()> {
+        fs::write(self.unit_dir().join(name), text)?;
+        self.systemctl(&["daemon-reload"])?;
+        Ok(())
+    }
+
+    /// The journal of one unit (or everything with `None`), for diagnostics.
+    pub fn journal(&self, unit: Option<&str>) -> String {
+        let mut args = vec!["--no-pager", "-o", "short-monotonic"];
+        if let Some(u) = unit {
+            args.extend(["-u", u]);
+        }
+        match self.command("journalctl").args(&args).output() {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Err(e) => format!("(journalctl failed: {e})"),
+        }
+    }
+
+    /// Units whose name matches `pattern` (e.g. `echo@*`) and are loaded.
+    pub fn loaded_units(&self, pattern: &str) -> Result<Vec<(String, String)>> {
+        let out = self.systemctl(&[
+            "list-units", "--all", "--plain", "--no-legend", "--no-pager", pattern,
+        ])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let unit = w.next()?.to_string();
+                let _load = w.next()?;
+                let active = w.next()?.to_string();
+                Some((unit, active))
+            })
+            .collect())
+    }
+
+    /// Kills every process in the sandbox and removes its cgroup tree.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        if self.pid1 > 0 {
+            // SIGKILL on the namespace's PID 1 kills every process in the namespace.
+            // SAFETY: plain syscall on a PID we spawned (by PID, never by name).
+            unsafe { libc::kill(self.pid1, libc::SIGKILL) };
+            self.pid1 = 0;
+        }
+        // unshare reaps the namespace's PID 1 and then exits; give it the chance
+        // so no zombie is left behind, then make sure.
+        let reap_deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.unshare.try_wait(), Ok(None)) && Instant::now() < reap_deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match remove_cgroup_tree(&self.cgroup) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e).context(format!("removing cgroup {}", self.cgroup.display()))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("sandbox {}: teardown: {e:#}", self.name);
+        }
+    }
+}
+
+fn remove_cgroup_tree(p: &Path) -> Result<()> {
+    if !p.exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(p)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_cgroup_tree(&entry.path())?;
+        }
+    }
+    fs::remove_dir(p)?;
+    Ok(())
+}
+
+fn check(program: &str, args: &[&str], out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn write_harness_units(unit_dir: &Path, dir: &Path, dbus_policies: &[PathBuf]) -> Result<()> {
+    for t in units::STUB_TARGETS {
+        fs::write(
+            unit_dir.join(format!("{t}.target")),
+            format!("[Unit]\nDescription={t}.target (sandbox stub)\nDefaultDependencies=no\n"),
+        )?;
+    }
+    fs::write(unit_dir.join("harness.target"), units::HARNESS_TARGET)?;
+    fs::write(unit_dir.join("dbus.socket"), units::DBUS_SOCKET)?;
+    let policies: Vec<String> = dbus_policies
+        .iter()
+        .map(|p| p.canonicalize().map(|p| p.display().to_string()))
+        .collect::<std::io::Result<_>>()
+        .context("dbus policy file")?;
+    let conf = dir.join("dbus-system.conf");
+    fs::write(&conf, units::dbus_config(&policies))?;
+    fs::write(
+        unit_dir.join("dbus.service"),
+        units::dbus_service(&conf.display().to_string()),
+    )?;
+    fs::write(unit_dir.join("systemd-journald.socket"), units::JOURNALD_SOCKET)?;
+    fs::write(unit_dir.join("systemd-journald.service"), units::JOURNALD_SERVICE)?;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! The harness itself: boots, runs a transient unit, keeps the host's /tmp, cleans up.
+
+use distribute_sandbox::boot_for_test;
+use std::time::{Duration, Instant};
+
+#[test]
+fn boots_runs_a_unit_and_cleans_up() {
+    let marker = std::env::temp_dir().join(format!("distribute-sandbox-marker-{}", std::process::id()));
+    std::fs::write(&marker, "host /tmp must survive the sandbox").unwrap();
+    let Some(sb) = boot_for_test("harness-boot") else { return };
+    let pid1 = sb.pid1();
+    // /tmp inside is a fresh tmpfs: the host marker is not visible there.
+    assert!(!sb.host_path(marker.to_str().unwrap()).exists());
+    sb.run(
+        "systemd-run",
+        &["--unit=probe", "-p", "CollectMode=inactive-or-failed", "-p", "DynamicUser=yes", "/bin/sh", "-c", "echo hello-from-probe"],
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let j = sb.journal(Some("probe.service"));
+        if j.contains("hello-from-probe") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "probe output not in the sandbox journal:\n{j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cgroup_dirs: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/unified")
+        .or_else(|_| std::fs::read_dir("/sys/fs/cgroup"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("harness-boot"))
+        .collect();
+    assert_eq!(cgroup_dirs.len(), 1);
+    sb.shutdown().unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid1}")).exists(), "sandbox PID 1 still alive");
+    assert!(!cgroup_dirs[0].path().exists(), "cgroup left behind");
+    assert!(marker.exists(), "the host's /tmp was touched");
+    std::fs::remove_file(marker).unwrap();
+}
