@@ -54,8 +54,10 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(shim)
     };
 
-    // Subscribe to UnitRemoved before any instance can start, so no removal is missed.
+    // Subscribe to UnitRemoved and unit state changes before any instance can
+    // start, so no removal is missed.
     let mut removed = manager.receive_unit_removed().await?;
+    let mut changed = zbus::MessageStream::for_match_rule(unit_state_rule()?, &conn, None).await?;
     manager.subscribe().await.context("Subscribe() to systemd")?;
 
     let registry: Registry = Rc::new(RefCell::new(Vec::new()));
@@ -63,6 +65,7 @@ pub async fn run(opts: Options) -> Result<()> {
         manager: manager.clone(),
         shim,
         routes: RefCell::new(HashMap::new()),
+        paths: RefCell::new(HashMap::new()),
         on_change: Box::new({
             let registry = registry.clone();
             move || notify_status(&registry)
@@ -78,6 +81,19 @@ pub async fn run(opts: Options) -> Result<()> {
                 }
             }
             tracing::error!("the UnitRemoved signal stream ended (bus connection lost)");
+        });
+    }
+    {
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            while let Some(msg) = changed.next().await {
+                let Ok(msg) = msg else { continue };
+                if unit_entered_failed(&msg) {
+                    if let Some(path) = msg.header().path() {
+                        shared.unit_failed_at(path.as_str());
+                    }
+                }
+            }
         });
     }
 
@@ -122,6 +138,29 @@ pub async fn run(opts: Options) -> Result<()> {
     // on idle sockets are reset when we close them, as with any closed listener.
     tracing::info!("stopping; running instances exit when idle");
     Ok(())
+}
+
+/// `PropertiesChanged` of any unit's `org.freedesktop.systemd1.Unit` interface.
+fn unit_state_rule() -> zbus::Result<zbus::MatchRule<'static>> {
+    Ok(zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.systemd1")?
+        .interface("org.freedesktop.DBus.Properties")?
+        .member("PropertiesChanged")?
+        .path_namespace("/org/freedesktop/systemd1/unit")?
+        .arg(0, "org.freedesktop.systemd1.Unit")?
+        .build())
+}
+
+fn unit_entered_failed(msg: &zbus::Message) -> bool {
+    type Body = (String, HashMap<String, zbus::zvariant::OwnedValue>, Vec<String>);
+    let Ok((_iface, changed, _)) = msg.body().deserialize::<Body>() else {
+        return false;
+    };
+    changed
+        .get("ActiveState")
+        .and_then(|v| <&str>::try_from(v).ok())
+        == Some("failed")
 }
 
 /// Binds a config and spawns its slots; returns N.

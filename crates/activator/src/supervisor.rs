@@ -8,7 +8,9 @@
 //!    activator gets no wakeups for them at all: it is never on the data path.
 //! 3. **running**: the task waits for systemd's `UnitRemoved` signal for that
 //!    unit (the unit is `CollectMode=inactive-or-failed`, so it is unloaded as
-//!    soon as the instance exits, whatever the reason). Then back to 1: anything
+//!    soon as the instance exits, whatever the reason; a `PropertiesChanged`
+//!    to `ActiveState=failed` before that marks a crash, which delays the next
+//!    start with exponential backoff). Then back to 1: anything
 //!    that queued meanwhile makes the socket readable at once and starts the
 //!    instance again, so nothing that reached the queue is lost.
 
@@ -31,6 +33,8 @@ use tokio::sync::mpsc;
 /// What the signal dispatcher tells an instance slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnitEvent {
+    /// The unit entered the `failed` state (non-zero exit, killed, timeout).
+    Failed,
     /// systemd unloaded the unit: the instance is gone.
     Removed,
 }
@@ -63,16 +67,11 @@ pub struct SlotStatus {
     pub failures: u64,
 }
 
-/// An instance that exits sooner than this after its start counts as a failure
-/// for backoff purposes (crash loops must not spin the activator).
-pub const QUICK_EXIT: Duration = Duration::from_secs(1);
-/// First backoff delay; doubles per consecutive failure.
+/// First backoff delay after a failed instance; doubles per consecutive failure,
+/// so a crash loop cannot spin the activator or systemd.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest backoff delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Consecutive quick exits tolerated before backing off: an instance with a
-/// short idle timeout may legitimately exit quickly once or twice in a row.
-const QUICK_EXITS_TOLERATED: u32 = 2;
 
 /// Everything the slot tasks share: the bus, how fds are handed off, and the
 /// routing table from unit names to slots.
@@ -83,6 +82,8 @@ pub struct Shared {
     pub shim: Option<String>,
     /// Unit name → the slot that owns it.
     pub routes: RefCell<HashMap<String, mpsc::UnboundedSender<UnitEvent>>>,
+    /// Unit object path → unit name, for `PropertiesChanged`.
+    pub paths: RefCell<HashMap<String, String>>,
     /// Called whenever a slot changes state (for `STATUS=`).
     pub on_change: Box<dyn Fn()>,
 }
@@ -90,8 +91,19 @@ pub struct Shared {
 impl Shared {
     /// Delivers a `UnitRemoved` signal to the slot owning `unit`, if any.
     pub fn unit_removed(&self, unit: &str) {
+        self.route(unit, UnitEvent::Removed);
+    }
+
+    /// Delivers "entered the failed state" to the slot whose unit has object path `path`.
+    pub fn unit_failed_at(&self, path: &str) {
+        if let Some(unit) = self.paths.borrow().get(path) {
+            self.route(unit, UnitEvent::Failed);
+        }
+    }
+
+    fn route(&self, unit: &str, event: UnitEvent) {
         if let Some(tx) = self.routes.borrow().get(unit) {
-            let _ = tx.send(UnitEvent::Removed);
+            let _ = tx.send(event);
         }
     }
 }
@@ -114,6 +126,10 @@ pub struct Slot {
 pub fn spawn_slot(shared: Rc<Shared>, spec: Rc<SocketSpec>, slot: Slot) -> tokio::task::JoinHandle<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     shared.routes.borrow_mut().insert(slot.unit.clone(), tx);
+    shared
+        .paths
+        .borrow_mut()
+        .insert(unit_object_path(&slot.unit), slot.unit.clone());
     tokio::task::spawn_local(run_slot(shared, spec, slot, rx))
 }
 
@@ -143,26 +159,24 @@ async fn run_slot(
                 slot.status.borrow_mut().activations += 1;
                 tracing::info!(unit = %slot.unit, "started instance ({:?})", started.elapsed());
                 set(SlotState::Running);
-                if events.recv().await.is_none() {
+                let Some(failed) = wait_gone(&mut events).await else {
                     return; // config removed
-                }
+                };
                 let lived = started.elapsed();
-                tracing::debug!(unit = %slot.unit, "instance gone after {lived:?}");
-                if lived < QUICK_EXIT {
-                    consecutive_failures += 1;
-                } else {
+                if !failed {
+                    tracing::debug!(unit = %slot.unit, "instance exited after {lived:?}");
                     consecutive_failures = 0;
+                    continue;
                 }
-                if consecutive_failures > QUICK_EXITS_TOLERATED {
-                    slot.status.borrow_mut().failures += 1;
-                    let delay = backoff(consecutive_failures - QUICK_EXITS_TOLERATED);
-                    let reason = format!(
-                        "instance exited {consecutive_failures} times in a row within {QUICK_EXIT:?} of its start"
-                    );
-                    tracing::warn!(unit = %slot.unit, "{reason}; next start in {delay:?}");
-                    set(SlotState::Backoff { reason });
-                    tokio::time::sleep(delay).await;
-                }
+                consecutive_failures += 1;
+                slot.status.borrow_mut().failures += 1;
+                let delay = backoff(consecutive_failures);
+                let reason = format!(
+                    "instance failed after {lived:?} ({consecutive_failures} failure(s) in a row)"
+                );
+                tracing::warn!(unit = %slot.unit, "{reason}; next start in {delay:?}");
+                set(SlotState::Backoff { reason });
+                tokio::time::sleep(delay).await;
             }
             Err(StartError::Exists) => {
                 // A unit of that name is still loaded (e.g. an instance from an
@@ -172,7 +186,7 @@ async fn run_slot(
                 // A failed leftover would never be unloaded on its own.
                 let _ = shared.manager.reset_failed_unit(&slot.unit).await;
                 set(SlotState::Running);
-                if events.recv().await.is_none() {
+                if wait_gone(&mut events).await.is_none() {
                     return;
                 }
             }
@@ -186,6 +200,32 @@ async fn run_slot(
             }
         }
     }
+}
+
+/// Waits for the unit's removal; `Some(true)` if it failed on the way out,
+/// `None` if the slot was dropped.
+async fn wait_gone(events: &mut mpsc::UnboundedReceiver<UnitEvent>) -> Option<bool> {
+    let mut failed = false;
+    loop {
+        match events.recv().await? {
+            UnitEvent::Failed => failed = true,
+            UnitEvent::Removed => return Some(failed),
+        }
+    }
+}
+
+/// systemd's object path for a unit: `/org/freedesktop/systemd1/unit/` plus
+/// the name with every byte that is not `[A-Za-z0-9]` written as `_xx` (hex).
+pub fn unit_object_path(unit: &str) -> String {
+    let mut p = String::from("/org/freedesktop/systemd1/unit/");
+    for b in unit.bytes() {
+        if b.is_ascii_alphanumeric() {
+            p.push(b as char);
+        } else {
+            p.push_str(&format!("_{b:02x}"));
+        }
+    }
+    p
 }
 
 /// Exponential backoff: `BACKOFF_START * 2^(n-1)`, capped at `BACKOFF_MAX`.
@@ -280,6 +320,16 @@ pub fn queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_paths_escape_like_systemd() {
+        for (unit, want) in [
+            ("web@0.service", "/org/freedesktop/systemd1/unit/web_400_2eservice"),
+            ("a-b.service", "/org/freedesktop/systemd1/unit/a_2db_2eservice"),
+        ] {
+            assert_eq!(unit_object_path(unit), want);
+        }
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -263,7 +263,10 @@ pub fn parse_listen_env(
 fn env_str(name: &'static str) -> Result<Option<String>> {
     match std::env::var_os(name) {
         None => Ok(None),
-        Some(v) => v.into_string().map(Some).map_err(|_| Error::NotUnicode(name)),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .map_err(|_| Error::NotUnicode(name)),
     }
 }
 
@@ -351,7 +354,9 @@ pub fn instance_index() -> Option<u32> {
 
 /// The configuration name from `$DISTRIBUTE_NAME`, if set and non-empty.
 pub fn instance_name() -> Option<String> {
-    std::env::var(DISTRIBUTE_NAME).ok().filter(|s| !s.is_empty())
+    std::env::var(DISTRIBUTE_NAME)
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Error from [`parse_timespan`].
@@ -457,7 +462,12 @@ mod tests {
             // For us.
             (Some("100"), Some("1"), None, Ok(vec![(3, u())])),
             (Some("100"), Some("2"), None, Ok(vec![(3, u()), (4, u())])),
-            (Some("100"), Some("1"), Some("web"), Ok(vec![(3, "web".into())])),
+            (
+                Some("100"),
+                Some("1"),
+                Some("web"),
+                Ok(vec![(3, "web".into())]),
+            ),
             (
                 Some("100"),
                 Some("3"),

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 /// Environment variable that turns a skipped sandbox test into a failure.
 pub const CI_ENV: &str = "CI";
 
+/// Where the harness directory appears inside the sandbox.
+pub const INNER_DIR: &str = "/run/distribute-harness";
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A running private systemd.
@@ -64,7 +67,7 @@ pub fn unavailable_reason() -> Option<String> {
 ///
 /// Under `CI=true` a machine that cannot run the sandbox is a failure, not a skip.
 /// A boot failure on a capable machine always panics: that is a real bug.
-pub fn boot_for_test(name: &str) -> Option<Sandbox> {
+pub fn boot_for_test(name: &str, dbus_policies: &[PathBuf]) -> Option<Sandbox> {
     if let Some(reason) = unavailable_reason() {
         if std::env::var(CI_ENV).as_deref() == Ok("true") {
             panic!("sandbox test {name} cannot run under CI=true: {reason}");
@@ -72,7 +75,7 @@ pub fn boot_for_test(name: &str) -> Option<Sandbox> {
         eprintln!("\n*** SKIPPED {name}: {reason} ***\n");
         return None;
     }
-    match Sandbox::boot(name, &[]) {
+    match Sandbox::boot(name, dbus_policies) {
         Ok(s) => Some(s),
         Err(e) => panic!("sandbox test {name}: booting the private systemd failed: {e:#}"),
     }
@@ -99,8 +102,16 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The script run as PID 1 of the new namespaces before it execs systemd.
+///
+/// The harness directory is bind-mounted at [`INNER_DIR`] before /tmp is covered,
+/// so the sandbox sees the harness's files (units, configs, binaries) wherever
+/// the checkout lives: under /tmp (hidden by the fresh tmpfs) or under /root
+/// (hidden from `DynamicUser=` services by `ProtectHome=`).
 const INIT_SCRIPT: &str = r#"set -e
 mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/distribute-harness
+mount --bind "$SANDBOX_HARNESS_DIR" /run/distribute-harness
+unset SANDBOX_HARNESS_DIR
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
 if [ -d /var/log/journal ]; then mount -t tmpfs -o mode=755 tmpfs /var/log/journal; fi
@@ -162,10 +173,11 @@ impl Sandbox {
         ])
         .env_clear()
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("SYSTEMD_UNIT_PATH", &unit_dir)
+        .env("SANDBOX_HARNESS_DIR", &dir)
+        .env("SYSTEMD_UNIT_PATH", format!("{INNER_DIR}/units"))
         // No generators: their output could mount or start host things.
-        .env("SYSTEMD_GENERATOR_PATH", &empty_dir)
-        .env("SYSTEMD_ENVIRONMENT_GENERATOR_PATH", &empty_dir)
+        .env("SYSTEMD_GENERATOR_PATH", format!("{INNER_DIR}/empty"))
+        .env("SYSTEMD_ENVIRONMENT_GENERATOR_PATH", format!("{INNER_DIR}/empty"))
         .env("container", "distribute-sandbox")
         .env("SANDBOX_JOURNALD_CONF", units::JOURNALD_CONF)
         .stdin(Stdio::null())
@@ -250,9 +262,45 @@ impl Sandbox {
         &self.name
     }
 
-    /// The harness-owned directory (visible at the same path inside the sandbox).
+    /// The harness-owned directory on the host; inside the sandbox it is [`INNER_DIR`].
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The path inside the sandbox of `rel` under the harness directory.
+    pub fn inside(&self, rel: &str) -> String {
+        format!("{INNER_DIR}/{}", rel.trim_start_matches('/'))
+    }
+
+    /// Makes a host file (e.g. a built binary) available inside the sandbox under
+    /// `bin/`, readable and executable by every user; returns its inner path.
+    pub fn install_file(&self, host: &Path) -> Result<String> {
+        let name = host
+            .file_name()
+            .with_context(|| format!("{} has no file name", host.display()))?;
+        let bin = self.dir.join("bin");
+        fs::create_dir_all(&bin)?;
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))?;
+        let dest = bin.join(name);
+        let _ = fs::remove_file(&dest);
+        if fs::hard_link(host, &dest).is_err() {
+            fs::copy(host, &dest)
+                .with_context(|| format!("copying {} into the sandbox", host.display()))?;
+        }
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
+        Ok(self.inside(&format!("bin/{}", name.to_string_lossy())))
+    }
+
+    /// Writes a file under the harness directory (e.g. a config) and returns its
+    /// inner path. Directories are created world-readable.
+    pub fn write_file(&self, rel: &str, text: &str) -> Result<String> {
+        let path = self.dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+            fs::set_permissions(parent, fs::Permissions::from_mode(0o755))?;
+        }
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(self.inside(rel))
     }
 
     /// The sandboxed systemd's only unit directory.
@@ -298,6 +346,7 @@ impl Sandbox {
     }
 
     /// Writes a unit file into the sandbox's unit directory and reloads systemd.
+    /// Paths inside the unit must be inner paths (see [`Sandbox::inside`]).
     pub fn install_unit(&self, name: &str, text: &str) -> Result<()> {
         fs::write(self.unit_dir().join(name), text)?;
         self.systemctl(&["daemon-reload"])?;
@@ -410,16 +459,19 @@ fn write_harness_units(unit_dir: &Path, dir: &Path, dbus_policies: &[PathBuf]) -
     }
     fs::write(unit_dir.join("harness.target"), units::HARNESS_TARGET)?;
     fs::write(unit_dir.join("dbus.socket"), units::DBUS_SOCKET)?;
-    let policies: Vec<String> = dbus_policies
-        .iter()
-        .map(|p| p.canonicalize().map(|p| p.display().to_string()))
-        .collect::<std::io::Result<_>>()
-        .context("dbus policy file")?;
-    let conf = dir.join("dbus-system.conf");
-    fs::write(&conf, units::dbus_config(&policies))?;
+    let policy_dir = dir.join("dbus-policy");
+    fs::create_dir_all(&policy_dir)?;
+    let mut policies = Vec::new();
+    for p in dbus_policies {
+        let name = p.file_name().context("dbus policy file has no name")?;
+        fs::copy(p, policy_dir.join(name))
+            .with_context(|| format!("copying dbus policy {}", p.display()))?;
+        policies.push(format!("{INNER_DIR}/dbus-policy/{}", name.to_string_lossy()));
+    }
+    fs::write(dir.join("dbus-system.conf"), units::dbus_config(&policies))?;
     fs::write(
         unit_dir.join("dbus.service"),
-        units::dbus_service(&conf.display().to_string()),
+        units::dbus_service(&format!("{INNER_DIR}/dbus-system.conf")),
     )?;
     fs::write(unit_dir.join("systemd-journald.socket"), units::JOURNALD_SOCKET)?;
     fs::write(unit_dir.join("systemd-journald.service"), units::JOURNALD_SERVICE)?;

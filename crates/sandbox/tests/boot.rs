@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 fn boots_runs_a_unit_and_cleans_up() {
     let marker = std::env::temp_dir().join(format!("distribute-sandbox-marker-{}", std::process::id()));
     std::fs::write(&marker, "host /tmp must survive the sandbox").unwrap();
-    let Some(sb) = boot_for_test("harness-boot") else { return };
+    let Some(sb) = boot_for_test("harness-boot", &[]) else { return };
     let pid1 = sb.pid1();
     // /tmp inside is a fresh tmpfs: the host marker is not visible there.
     assert!(!sb.host_path(marker.to_str().unwrap()).exists());
+    // The harness directory is visible inside, wherever the checkout lives.
+    let inner = sb.write_file("probe.txt", "visible").unwrap();
+    assert_eq!(sb.run("cat", &[&inner]).unwrap(), "visible");
     sb.run(
         "systemd-run",
         &["--unit=probe", "-p", "CollectMode=inactive-or-failed", "-p", "DynamicUser=yes", "/bin/sh", "-c", "echo hello-from-probe"],

@@ -1,0 +1,174 @@
+//! `distribute-hello`: a socket-activated HTTP/1.1 instance for systemd-distribute.
+//!
+//! Every `GET` (or `HEAD`) gets `200 OK`, `Content-Type: text/plain` and the body
+//! `instance=<$DISTRIBUTE_INSTANCE or ?> pid=<pid>\n`, so clients can see which
+//! instance served them. Keep-alive, pipelining and partial requests are handled;
+//! malformed requests get `400` and the connection is closed.
+
+use std::os::fd::BorrowedFd;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use distribute_instance::http::{parse_request, write_response, ParseError};
+use distribute_instance::{Action, Handler, Server, SocketKind};
+
+#[path = "../demo_common.rs"]
+mod common;
+
+const PROG: &str = "distribute-hello";
+
+/// Answer HTTP GET requests on the passed sockets with this instance's index and PID.
+#[derive(Debug, Parser)]
+#[command(name = PROG, version)]
+struct Cli {
+    #[command(flatten)]
+    common: common::Common,
+
+    /// Busy-spin this many microseconds per request (simulated work, for benchmarks).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    work_us: u64,
+}
+
+struct Hello {
+    body: Vec<u8>,
+    work: Duration,
+    requests: u64,
+    errors: u64,
+}
+
+#[derive(Default)]
+struct HttpConn {
+    /// Received bytes not yet parsed (a partial request head, pipelined requests).
+    buf: Vec<u8>,
+    /// Body bytes of the current request still to be discarded.
+    skip: u64,
+    /// Shutting down: answer the request in progress with `Connection: close`.
+    draining: bool,
+}
+
+impl Hello {
+    fn spin(&self) {
+        if self.work.is_zero() {
+            return;
+        }
+        let end = Instant::now() + self.work;
+        while Instant::now() < end {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Answers every complete request in `conn.buf[*pos..]`, advancing `*pos`.
+    fn handle_requests(
+        &mut self,
+        conn: &mut HttpConn,
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        loop {
+            // Discard the body of the previous request.
+            let k = conn.skip.min((conn.buf.len() - *pos) as u64);
+            *pos += k as usize;
+            conn.skip -= k;
+            if conn.skip > 0 {
+                return Action::Continue;
+            }
+            let (req, consumed) = match parse_request(&conn.buf[*pos..]) {
+                Ok(None) => return Action::Continue,
+                Err(e) => return self.error(e, out),
+                Ok(Some(r)) => r,
+            };
+            if req.transfer_encoding {
+                self.errors += 1;
+                let body = b"Transfer-Encoding is not supported\n";
+                write_response(out, 501, false, &[], body, false);
+                return Action::Close;
+            }
+            let keep_alive = req.keep_alive && !conn.draining;
+            let head_only = req.method == "HEAD";
+            if req.method == "GET" || head_only {
+                self.spin();
+                self.requests += 1;
+                write_response(out, 200, keep_alive, &[], &self.body, head_only);
+            } else {
+                self.errors += 1;
+                let body = b"only GET and HEAD are supported\n";
+                write_response(out, 405, keep_alive, &["Allow: GET, HEAD"], body, false);
+            }
+            conn.skip = req.content_length;
+            *pos += consumed;
+            if !keep_alive {
+                return Action::Close;
+            }
+        }
+    }
+
+    fn error(&mut self, e: ParseError, out: &mut Vec<u8>) -> Action {
+        self.errors += 1;
+        let body = format!("{e}\n");
+        write_response(out, e.status(), false, &[], body.as_bytes(), false);
+        Action::Close
+    }
+}
+
+impl Handler for Hello {
+    type Conn = HttpConn;
+
+    fn on_connect(&mut self, _fd: BorrowedFd<'_>) -> HttpConn {
+        HttpConn::default()
+    }
+
+    fn on_data(&mut self, conn: &mut HttpConn, input: &[u8], out: &mut Vec<u8>) -> Action {
+        conn.buf.extend_from_slice(input);
+        // Parse at an offset and compact once, so a read full of pipelined requests
+        // costs linear time.
+        let mut pos = 0;
+        let action = self.handle_requests(conn, &mut pos, out);
+        conn.buf.drain(..pos);
+        action
+    }
+
+    fn on_shutdown(&mut self, conn: &mut HttpConn, _out: &mut Vec<u8>) -> Action {
+        conn.draining = true;
+        if conn.buf.is_empty() && conn.skip == 0 {
+            // Between requests: close now.
+            Action::Close
+        } else {
+            // Mid-request: answer it (with Connection: close), then close.
+            Action::Continue
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{PROG}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let fds = common::start(PROG, &cli.common, &[SocketKind::Stream])?;
+    let hello = Hello {
+        body: format!(
+            "instance={} pid={}\n",
+            common::instance_label(),
+            std::process::id()
+        )
+        .into_bytes(),
+        work: Duration::from_micros(cli.work_us),
+        requests: 0,
+        errors: 0,
+    };
+    let (stats, hello) = Server::new(fds, hello, cli.common.config())?.run()?;
+    common::log_exit(
+        PROG,
+        &stats,
+        &format!(" requests={} errors={}", hello.requests, hello.errors),
+    );
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Distribute=N end to end: a real systemd (sandboxed), the real activator
+//! from the shipped unit file, real instances, real loopback connections.
+
+use distribute_tests::{get_hello, port, tally, Activator, Failures, Hello, Rng};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn hello_config(port: u16, n: u32, idle: &str) -> String {
+    format!(
+        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\n\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout {idle}\nDynamicUser=yes\n"
+    )
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Runs `per_thread` sequential requests on each of `threads` threads, sleeping
+/// a random 0..`max_gap` between requests; returns answers and failures.
+fn fire(
+    target: SocketAddr,
+    threads: u64,
+    per_thread: u64,
+    max_gap: Duration,
+) -> (Vec<Hello>, Failures) {
+    let hellos = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(Mutex::new(Failures::default()));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let hellos = hellos.clone();
+            let failures = failures.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(0x5eed + t);
+                let mut local = Failures::default();
+                for _ in 0..per_thread {
+                    match get_hello(target, Duration::from_secs(10)) {
+                        Ok(h) => hellos.lock().unwrap().push(h),
+                        Err(e) => {
+                            eprintln!("request failed: {e:#}");
+                            local.count(&e);
+                        }
+                    }
+                    let gap = max_gap.as_micros() as u64;
+                    if gap > 0 {
+                        std::thread::sleep(Duration::from_micros(rng.below(gap)));
+                    }
+                }
+                failures.lock().unwrap().add(&local);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let hellos = Arc::try_unwrap(hellos).unwrap().into_inner().unwrap();
+    let failures = Arc::try_unwrap(failures).unwrap().into_inner().unwrap();
+    (hellos, failures)
+}
+
+#[test]
+fn four_instances_serve_400_connections() {
+    let p = port(1);
+    let Some(a) = Activator::start("four-instances", &[("web", &hello_config(p, 4, "30s"))]) else {
+        return;
+    };
+    let (hellos, failures) = fire(addr(p), 8, 50, Duration::ZERO);
+    let t = tally(&hellos);
+    println!("400 connections: {} answered, failures {failures:?}", hellos.len());
+    for (instance, pids) in &t {
+        println!("  instance {instance}: {pids:?}");
+    }
+    assert_eq!(failures.total(), 0, "failures: {failures:?}\n{}", a.log());
+    assert_eq!(hellos.len(), 400);
+    assert_eq!(
+        t.keys().cloned().collect::<Vec<_>>(),
+        vec!["0", "1", "2", "3"],
+        "every instance serves some connections"
+    );
+    // One PID per instance: each instance accepted its whole share itself.
+    for (instance, pids) in &t {
+        assert_eq!(pids.len(), 1, "instance {instance} was started more than once: {pids:?}");
+    }
+    let units = a.instances("web@*");
+    assert_eq!(units.len(), 4, "{units:?}");
+}
+
+#[test]
+fn idle_exit_then_reactivation() {
+    let p = port(2);
+    let Some(a) = Activator::start("idle-exit", &[("web", &hello_config(p, 2, "500ms"))]) else {
+        return;
+    };
+    let first = get_hello(addr(p), Duration::from_secs(10)).expect("first request");
+    println!("first answer: {first:?}");
+    assert!(!a.instances("web@*").is_empty(), "an instance is running after a request");
+    assert!(
+        a.wait_no_instances("web@*", Duration::from_secs(15)),
+        "instances did not exit after the idle timeout: {:?}\n{}",
+        a.instances("web@*"),
+        a.log()
+    );
+    println!("all instances exited on idle and were unloaded");
+    let second = get_hello(addr(p), Duration::from_secs(10)).expect("request after idle exit");
+    println!("after re-activation: {second:?}");
+    assert_ne!(first.pid, second.pid, "a new instance process served it");
+    assert!(a.log().contains("started instance"), "{}", a.log());
+}
+
+#[test]
+fn no_loss_around_idle_exit() {
+    let p = port(3);
+    // Instances exit after 50 ms idle while 10 clients connect at random
+    // 0-200 ms spacing: instances exit and restart constantly, and connections
+    // keep landing right at the moment an instance decides to exit.
+    let Some(a) = Activator::start("no-loss", &[("web", &hello_config(p, 2, "50ms"))]) else {
+        return;
+    };
+    let started = Instant::now();
+    let (hellos, failures) = fire(addr(p), 10, 200, Duration::from_millis(200));
+    let pids: std::collections::BTreeSet<u32> = hellos.iter().map(|h| h.pid).collect();
+    println!(
+        "2000 connections around idle exits in {:?}: {} answered by {} instance processes; refused={} reset={} timeout={} other={}",
+        started.elapsed(),
+        hellos.len(),
+        pids.len(),
+        failures.refused,
+        failures.reset,
+        failures.timeout,
+        failures.other
+    );
+    assert_eq!(failures.total(), 0, "{failures:?}\n{}", a.log());
+    assert_eq!(hellos.len(), 2000);
+    assert!(
+        pids.len() > 4,
+        "instances should have exited and been re-activated many times, saw {} PIDs",
+        pids.len()
+    );
+}

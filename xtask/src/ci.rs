@@ -1,0 +1,9 @@
+//! `cargo xtask ci`: everything CI checks, in the order that fails fastest.
+
+use anyhow::Result;
+
+pub fn run() -> Result<()> {
+    crate::cargo(&["fmt", "--all", "--check"])?;
+    crate::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    crate::test::run(&[])
+}
