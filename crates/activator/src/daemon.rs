@@ -236,17 +236,24 @@ fn resolve_shim(opts: &Options) -> Result<String> {
 
 fn notify_status(registry: &Registry) {
     let reg = registry.borrow();
-    let configs = reg.len();
     let (mut running, mut total) = (0, 0);
+    let mut per_config = Vec::new();
     for served in reg.iter() {
-        for s in &served.slots {
-            total += 1;
-            if s.borrow().state == SlotState::Running {
-                running += 1;
-            }
-        }
+        let up = served
+            .slots
+            .iter()
+            .filter(|s| s.borrow().state == SlotState::Running)
+            .count();
+        running += up;
+        total += served.slots.len();
+        per_config.push(format!("{} {up}/{}", served.spec.name, served.slots.len()));
     }
-    let status = format!("{configs} sockets, {running}/{total} instances running");
+    // STATUS= is one line in `systemctl status`: keep it short.
+    per_config.truncate(8);
+    let status = format!(
+        "{running}/{total} instances running: {}",
+        per_config.join(", ")
+    );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
 }
 

@@ -127,7 +127,7 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
             set_int_opt(&socket, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)
                 .map_err(|e| fail("IPV6_TRANSPARENT", e))?;
         } else {
-            socket.set_ip_transparent_v4(true).map_err(|e| fail("IP_TRANSPARENT", e))?;
+            socket.set_ip_transparent(true).map_err(|e| fail("IP_TRANSPARENT", e))?;
         }
     }
     if let Some(dev) = &opts.bind_to_device {

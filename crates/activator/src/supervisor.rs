@@ -282,21 +282,27 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
     }
 }
 
-/// A registration-only handle: the socket stays owned by the slot; dropping
-/// the `AsyncFd` removes it from epoll.
-struct Watch(RawFd);
+/// A registration-only handle: the socket stays owned by the slot (the borrow
+/// proves it outlives the registration); dropping the `AsyncFd` removes it
+/// from epoll.
+struct Watch<'a>(BorrowedFd<'a>);
 
-impl AsRawFd for Watch {
+impl AsRawFd for Watch<'_> {
     fn as_raw_fd(&self) -> RawFd {
-        self.0
+        self.0.as_raw_fd()
     }
 }
 
 /// Waits until one of `sockets` has something queued.
 async fn wait_readable(sockets: &[BoundSocket]) -> io::Result<()> {
-    let watches: Vec<AsyncFd<Watch>> = sockets
+    let watches: Vec<AsyncFd<Watch<'_>>> = sockets
         .iter()
-        .map(|s| AsyncFd::with_interest(Watch(s.socket.as_raw_fd()), Interest::READABLE))
+        .map(|s| {
+            // SAFETY: the fd is borrowed from `sockets`, so it stays open and
+            // refers to the same socket for as long as the `AsyncFd` lives.
+            unsafe { AsyncFd::register_with_interest(Watch(s.socket.as_fd()), Interest::READABLE) }
+                .map_err(io::Error::from)
+        })
         .collect::<io::Result<_>>()?;
     loop {
         let (res, i, _) = select_all(watches.iter().map(|w| Box::pin(w.readable()))).await;

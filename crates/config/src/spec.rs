@@ -25,6 +25,22 @@ pub struct SocketSpec {
     pub exec: ServiceSpec,
 }
 
+impl SocketSpec {
+    /// The name for `$LISTEN_FDNAMES`: `FileDescriptorName=`, or by default `NAME.socket`,
+    /// which is what systemd uses for a `NAME.socket` unit.
+    pub fn fd_name(&self) -> String {
+        match &self.options.file_descriptor_name {
+            Some(n) => n.clone(),
+            None => format!("{}.socket", self.name),
+        }
+    }
+
+    /// The unit name of instance `index`: `{service}@{index}.service`.
+    pub fn instance_unit(&self, index: u32) -> String {
+        format!("{}@{index}.service", self.service)
+    }
+}
+
 /// Kind of listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListenKind {
@@ -54,6 +70,13 @@ pub enum Distribute {
     Cpus,
 }
 
+impl Default for Distribute {
+    /// `Distribute=` may be left out: one instance.
+    fn default() -> Self {
+        Distribute::Count(1)
+    }
+}
+
 /// Largest `Distribute=` we accept.
 pub const MAX_DISTRIBUTE: u32 = 1024;
 
@@ -67,6 +90,17 @@ pub enum BindIpv6Only {
     Both,
     /// `ipv6-only`: IPV6_V6ONLY=1.
     Ipv6Only,
+}
+
+impl BindIpv6Only {
+    /// The value as systemd spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindIpv6Only::Default => "default",
+            BindIpv6Only::Both => "both",
+            BindIpv6Only::Ipv6Only => "ipv6-only",
+        }
+    }
 }
 
 /// Options applied to every fd of the config.
@@ -86,7 +120,8 @@ pub struct SocketOptions {
     pub receive_buffer: Option<u64>,
     /// `SendBuffer=` in bytes.
     pub send_buffer: Option<u64>,
-    /// `FileDescriptorName=` (default: the config name), checked like systemd: <= 255 chars,
+    /// `FileDescriptorName=`; `None`: `NAME.socket`, like systemd's default (the socket
+    /// unit's name), see [`SocketSpec::fd_name`]. Checked like systemd: <= 255 chars,
     /// printable ASCII, no `:`. `%N` and `%%` are already expanded.
     pub file_descriptor_name: Option<String>,
     /// `Transparent=` (IP_TRANSPARENT / IPV6_TRANSPARENT; needs CAP_NET_ADMIN).

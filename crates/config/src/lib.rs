@@ -1,0 +1,51 @@
+//! Parser and loader for systemd-distribute configs: `NAME.socket` files in systemd
+//! unit-file syntax with a `[Socket]` section (where and how to listen, `Distribute=N`) and
+//! a `[Service]` section (what each instance `NAME@i.service` runs).
+//!
+//! This crate is pure: text in, typed [`SocketSpec`] or a [`ConfigError`] with
+//! `file:line` out. The only I/O is reading files, in [`Loader`].
+//!
+//! ```
+//! use std::path::Path;
+//! use distribute_config::{parse_str, Distribute};
+//!
+//! let text = "[Socket]\nListenStream=8080\nDistribute=4\n\n\
+//!             [Service]\nExecStart=/usr/bin/server --id=%i\n";
+//! let spec = parse_str("web", Path::new("web.socket"), text).unwrap();
+//! assert_eq!(spec.distribute, Distribute::Count(4));
+//! assert_eq!(spec.exec.for_instance("web", 2).exec_start, ["/usr/bin/server", "--id=2"]);
+//!
+//! let err = parse_str("web", Path::new("web.socket"), "[Socket]\nDistribute=0\n").unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "web.socket:2: Distribute=0: must be at least 1 (valid: 1 to 1024, or \"cpus\")"
+//! );
+//! ```
+//!
+//! Modules by responsibility: `lexer` (unit-file syntax), `words` (quoting), `values`
+//! (one validator per value syntax), `specifier` (`%i`, `%N`), `parse` (keys → fields),
+//! `validate` (whole-config checks), `load` (directories, drop-ins, masking), `render`
+//! (stable text form).
+
+#![deny(missing_docs)]
+
+mod error;
+mod lexer;
+mod load;
+mod parse;
+mod render;
+mod spec;
+mod specifier;
+mod validate;
+pub mod values;
+mod words;
+
+pub use error::ConfigError;
+pub use load::{LoadReport, Loader, Masked, SYSTEM_DIRS};
+pub use parse::{check_config_name, parse_files, parse_str, service_keys, SOCKET_KEYS};
+pub use render::{render, render_report, render_spec};
+pub use spec::{
+    BindIpv6Only, Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec, SocketOptions,
+    SocketSpec, MAX_DISTRIBUTE,
+};
+pub use specifier::expand_specifiers;

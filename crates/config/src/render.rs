@@ -1,0 +1,113 @@
+//! A stable, human-readable text form of loaded configs, for golden tests and for
+//! `distributectl cat`-style output. Every field is shown, defaults included, one
+//! `key = value` per line, so a diff shows exactly what a change did.
+
+use std::fmt::Write as _;
+
+use crate::error::ConfigError;
+use crate::load::LoadReport;
+use crate::spec::{Distribute, ListenKind, PassthroughValue, SocketSpec};
+
+/// Renders one spec.
+pub fn render_spec(spec: &SocketSpec) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let mut line = |key: &str, value: &dyn std::fmt::Display| {
+        let _ = writeln!(out, "{key} = {value}");
+    };
+    for s in &spec.sources {
+        line("source", &s.display());
+    }
+    for l in &spec.listen {
+        let kind = match l.kind {
+            ListenKind::Stream => "stream",
+            ListenKind::Datagram => "datagram",
+        };
+        line("listen", &format_args!("{kind} {} ({:?})", l.addr, l.original));
+    }
+    match spec.distribute {
+        Distribute::Count(n) => line("distribute", &n),
+        Distribute::Cpus => line("distribute", &"cpus"),
+    }
+    line("service", &spec.service);
+    let o = &spec.options;
+    line("backlog", &opt(&o.backlog));
+    line("bind_ipv6_only", &o.bind_ipv6_only.as_str());
+    line("free_bind", &o.free_bind);
+    line("transparent", &o.transparent);
+    line("no_delay", &o.no_delay);
+    line("keep_alive", &o.keep_alive);
+    line("receive_buffer", &opt(&o.receive_buffer));
+    line("send_buffer", &opt(&o.send_buffer));
+    line("defer_accept_usec", &opt(&o.defer_accept_usec));
+    line("bind_to_device", &opt_str(&o.bind_to_device));
+    line("file_descriptor_name", &opt_str(&o.file_descriptor_name));
+    line("trigger_limit_interval_usec", &opt(&o.trigger_limit_interval_usec));
+    line("trigger_limit_burst", &opt(&o.trigger_limit_burst));
+    let e = &spec.exec;
+    line("exec_start", &quoted(&e.exec_start));
+    line("user", &opt_str(&e.user));
+    line("group", &opt_str(&e.group));
+    line("dynamic_user", &opt(&e.dynamic_user));
+    line("environment", &quoted(&e.environment));
+    line("working_directory", &opt_str(&e.working_directory));
+    let cpus: Vec<String> = e.cpu_affinity.iter().map(u32::to_string).collect();
+    line("cpu_affinity", &list(cpus));
+    for (k, v) in &e.extra {
+        let v = match v {
+            PassthroughValue::Bool(b) => format!("b {b}"),
+            PassthroughValue::Str(s) => format!("s {s:?}"),
+            PassthroughValue::U64(n) => format!("t {n}"),
+            PassthroughValue::I32(n) => format!("i {n}"),
+        };
+        line("extra", &format_args!("{k} {v}"));
+    }
+    out
+}
+
+/// Renders specs and errors: a `[NAME]` block per spec, then one `error: …` line per error.
+pub fn render(specs: &[SocketSpec], errors: &[ConfigError]) -> String {
+    let mut out = String::new();
+    for spec in specs {
+        let _ = writeln!(out, "[{}]", spec.name);
+        out.push_str(&render_spec(spec));
+        out.push('\n');
+    }
+    for e in errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    out
+}
+
+/// Renders a whole [`LoadReport`]: [`render`] plus `masked: …` lines.
+pub fn render_report(report: &LoadReport) -> String {
+    let mut out = render(&report.specs, &report.errors);
+    for m in &report.masked {
+        let _ = writeln!(out, "masked: {} ({})", m.name, m.path.display());
+    }
+    out
+}
+
+/// `-` for `None`.
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
+}
+
+/// `-` for `None`, else the string quoted (so empty and odd strings stay visible).
+fn opt_str(v: &Option<String>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), |s| format!("{s:?}"))
+}
+
+/// Each word quoted, space-separated; `-` for none.
+fn quoted(words: &[String]) -> String {
+    list(words.iter().map(|w| format!("{w:?}")).collect())
+}
+
+/// Items space-separated; `-` for none (no trailing blanks in golden files).
+fn list(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(" ")
+    }
+}
