@@ -6,6 +6,7 @@
 //! properties from [`unit`] and fds packed by [`fdpass`], wait for the unit to
 //! go away) → [`daemon`] (startup, signals, sd_notify).
 
+pub mod control;
 pub mod daemon;
 pub mod fdpass;
 pub mod sockets;

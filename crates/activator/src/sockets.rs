@@ -27,20 +27,21 @@ pub struct BoundSocket {
 
 /// Why an address could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("{key}={value} ({addr}): {op}: {source}{hint}")]
+#[error("{key}={value} ({addr}): {op}: {err}{hint}")]
 pub struct BindError {
     key: &'static str,
     value: String,
     addr: SocketAddr,
     op: &'static str,
-    source: io::Error,
+    // Not `source`: the message already includes it, and anyhow would print it twice.
+    err: io::Error,
     hint: String,
 }
 
 impl BindError {
     /// The underlying OS error.
     pub fn io(&self) -> &io::Error {
-        &self.source
+        &self.err
     }
 }
 
@@ -99,7 +100,7 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
         addr,
         op,
         hint: hint_for(&source, &addr),
-        source,
+        err: source,
     };
     let (ty, proto) = match listen.kind {
         ListenKind::Stream => (Type::STREAM, Protocol::TCP),

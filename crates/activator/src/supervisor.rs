@@ -147,7 +147,7 @@ async fn run_slot(
     loop {
         set(SlotState::Listening);
         if let Err(e) = wait_readable(&slot.sockets).await {
-            tracing::error!(unit = %slot.unit, "cannot watch sockets: {e}");
+            tracing::error!(unit = %slot.unit, "{}: cannot watch sockets: {e}", slot.unit);
             return;
         }
         // Anything routed to us before this start belongs to an earlier life.
@@ -157,14 +157,14 @@ async fn run_slot(
         match start_instance(&shared, &spec, &slot).await {
             Ok(()) => {
                 slot.status.borrow_mut().activations += 1;
-                tracing::info!(unit = %slot.unit, "started instance ({:?})", started.elapsed());
+                tracing::info!(unit = %slot.unit, "{}: started ({:?})", slot.unit, started.elapsed());
                 set(SlotState::Running);
                 let Some(failed) = wait_gone(&mut events).await else {
                     return; // config removed
                 };
                 let lived = started.elapsed();
                 if !failed {
-                    tracing::debug!(unit = %slot.unit, "instance exited after {lived:?}");
+                    tracing::debug!(unit = %slot.unit, "{}: exited after {lived:?}", slot.unit);
                     consecutive_failures = 0;
                     continue;
                 }
@@ -174,7 +174,7 @@ async fn run_slot(
                 let reason = format!(
                     "instance failed after {lived:?} ({consecutive_failures} failure(s) in a row)"
                 );
-                tracing::warn!(unit = %slot.unit, "{reason}; next start in {delay:?}");
+                tracing::warn!(unit = %slot.unit, "{}: {reason}; next start in {delay:?}", slot.unit);
                 set(SlotState::Backoff { reason });
                 tokio::time::sleep(delay).await;
             }
@@ -182,7 +182,7 @@ async fn run_slot(
                 // A unit of that name is still loaded (e.g. an instance from an
                 // earlier run of the activator): it is running with its own copy
                 // of the socket. Adopt it: wait until it goes away.
-                tracing::info!(unit = %slot.unit, "instance already loaded; adopting it until it exits");
+                tracing::info!(unit = %slot.unit, "{}: already loaded; adopting it until it exits", slot.unit);
                 // A failed leftover would never be unloaded on its own.
                 let _ = shared.manager.reset_failed_unit(&slot.unit).await;
                 set(SlotState::Running);
@@ -194,7 +194,7 @@ async fn run_slot(
                 consecutive_failures += 1;
                 slot.status.borrow_mut().failures += 1;
                 let delay = backoff(consecutive_failures);
-                tracing::error!(unit = %slot.unit, "starting instance failed: {e}; next try in {delay:?}");
+                tracing::error!(unit = %slot.unit, "{}: start failed: {e}; next try in {delay:?}", slot.unit);
                 set(SlotState::Backoff { reason: e });
                 tokio::time::sleep(delay).await;
             }
@@ -241,11 +241,7 @@ enum StartError {
 
 async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Result<(), StartError> {
     let exec = spec.exec.for_instance(&spec.name, slot.index);
-    let fd_name = spec
-        .options
-        .file_descriptor_name
-        .clone()
-        .unwrap_or_else(|| spec.name.clone());
+    let fd_name = spec.fd_name();
     let fds: Vec<BorrowedFd<'_>> = slot.sockets.iter().map(|s| s.socket.as_fd()).collect();
     let names: Vec<String> = fds.iter().map(|_| fd_name.clone()).collect();
     // The carrier must outlive the call: systemd dups it while handling it.

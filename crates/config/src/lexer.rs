@@ -209,7 +209,10 @@ fn section(file: &Path, lineno: usize, name: &str) -> Result<State, ConfigError>
 mod tests {
     use super::*;
 
-    fn lex_ok(text: &str) -> Vec<(Section, usize, String, String)> {
+    /// `(section, line, key, value)`.
+    type Lexed = (Section, usize, String, String);
+
+    fn lex_ok(text: &str) -> Vec<Lexed> {
         lex(Path::new("t.socket"), text)
             .unwrap()
             .into_iter()
@@ -221,44 +224,72 @@ mod tests {
         lex(Path::new("t.socket"), text).unwrap_err().to_string()
     }
 
-    fn a(section: Section, line: usize, key: &str, value: &str) -> (Section, usize, String, String) {
+    fn a(section: Section, line: usize, key: &str, value: &str) -> Lexed {
         (section, line, key.to_string(), value.to_string())
     }
 
     #[test]
     fn basics() {
         use Section::*;
-        let cases: &[(&str, Vec<(Section, usize, String, String)>)] = &[
+        let cases: &[(&str, Vec<Lexed>)] = &[
             ("", vec![]),
             ("\n\n", vec![]),
             ("[Socket]\nA=b\n", vec![a(Socket, 2, "A", "b")]),
             // whitespace around key and value is trimmed, inner whitespace kept
-            ("[Socket]\n  A  =  b  c \t\n", vec![a(Socket, 2, "A", "b  c")]),
+            (
+                "[Socket]\n  A  =  b  c \t\n",
+                vec![a(Socket, 2, "A", "b  c")],
+            ),
             // only the first '=' separates
-            ("[Service]\nEnvironment=A=b\n", vec![a(Service, 2, "Environment", "A=b")]),
+            (
+                "[Service]\nEnvironment=A=b\n",
+                vec![a(Service, 2, "Environment", "A=b")],
+            ),
             // empty value: reset
             ("[Socket]\nA=\n", vec![a(Socket, 2, "A", "")]),
             // comments, also indented
-            ("# c\n[Socket]\n; c\n  # c\nA=b # not a comment\n", vec![a(Socket, 5, "A", "b # not a comment")]),
+            (
+                "# c\n[Socket]\n; c\n  # c\nA=b # not a comment\n",
+                vec![a(Socket, 5, "A", "b # not a comment")],
+            ),
             // continuation: backslash becomes a space, next line appended as is
             ("[Socket]\nA=b \\\n  c\n", vec![a(Socket, 2, "A", "b    c")]),
             ("[Socket]\nA=b\\\nc\n", vec![a(Socket, 2, "A", "b c")]),
             // comment lines inside a continuation are skipped
-            ("[Socket]\nA=b \\\n# x\n; y \\\n c\nD=e\n", vec![a(Socket, 2, "A", "b   c"), a(Socket, 6, "D", "e")]),
+            (
+                "[Socket]\nA=b \\\n# x\n; y \\\n c\nD=e\n",
+                vec![a(Socket, 2, "A", "b   c"), a(Socket, 6, "D", "e")],
+            ),
             // an empty line ends a continuation
-            ("[Socket]\nA=b \\\n\nD=e\n", vec![a(Socket, 2, "A", "b"), a(Socket, 4, "D", "e")]),
+            (
+                "[Socket]\nA=b \\\n\nD=e\n",
+                vec![a(Socket, 2, "A", "b"), a(Socket, 4, "D", "e")],
+            ),
             // continuation at end of file
             ("[Socket]\nA=b \\", vec![a(Socket, 2, "A", "b")]),
             // escaped backslash at the end is not a continuation
-            ("[Socket]\nA=b\\\\\nD=e\n", vec![a(Socket, 2, "A", "b\\\\"), a(Socket, 3, "D", "e")]),
+            (
+                "[Socket]\nA=b\\\\\nD=e\n",
+                vec![a(Socket, 2, "A", "b\\\\"), a(Socket, 3, "D", "e")],
+            ),
             // a commented line ending in a backslash continues nothing
             ("[Socket]\n# x \\\nA=b\n", vec![a(Socket, 3, "A", "b")]),
             // CRLF and BOM
             ("\u{feff}[Socket]\r\nA=b\r\n", vec![a(Socket, 2, "A", "b")]),
             // sections switch, X- sections are ignored
-            ("[Socket]\nA=b\n[X-Mine]\nWhatever=1\n[Service]\nC=d\n", vec![a(Socket, 2, "A", "b"), a(Service, 6, "C", "d")]),
+            (
+                "[Socket]\nA=b\n[X-Mine]\nWhatever=1\n[Service]\nC=d\n",
+                vec![a(Socket, 2, "A", "b"), a(Service, 6, "C", "d")],
+            ),
             // repeated sections are fine
-            ("[Socket]\nA=1\n[Service]\nB=2\n[Socket]\nC=3\n", vec![a(Socket, 2, "A", "1"), a(Service, 4, "B", "2"), a(Socket, 6, "C", "3")]),
+            (
+                "[Socket]\nA=1\n[Service]\nB=2\n[Socket]\nC=3\n",
+                vec![
+                    a(Socket, 2, "A", "1"),
+                    a(Service, 4, "B", "2"),
+                    a(Socket, 6, "C", "3"),
+                ],
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(&lex_ok(text), want, "input {text:?}");

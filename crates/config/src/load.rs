@@ -168,8 +168,10 @@ impl Loader {
             let text = read_text(&dropin)?;
             files.push((dropin, text));
         }
-        let borrowed: Vec<(&Path, &str)> =
-            files.iter().map(|(p, t)| (p.as_path(), t.as_str())).collect();
+        let borrowed: Vec<(&Path, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_path(), t.as_str()))
+            .collect();
         parse_files(name, &borrowed).map(Some)
     }
 
@@ -208,8 +210,8 @@ fn list_dir(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf)>, ConfigEr
     };
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry
-            .map_err(|e| ConfigError::file(dir, format!("cannot read directory: {e}")))?;
+        let entry =
+            entry.map_err(|e| ConfigError::file(dir, format!("cannot read directory: {e}")))?;
         let file_name = entry.file_name();
         let path = entry.path();
         let bytes = file_name.as_bytes();

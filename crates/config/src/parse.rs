@@ -8,11 +8,10 @@ use std::path::Path;
 
 use crate::error::ConfigError;
 use crate::lexer::{lex, Assignment, Section};
-use crate::specifier::{check_specifiers, expand_specifiers};
 use crate::spec::{
-    Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec, SocketOptions,
-    SocketSpec,
+    Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec, SocketOptions, SocketSpec,
 };
+use crate::specifier::{check_specifiers, expand_specifiers};
 use crate::validate::finish;
 use crate::values::{self, check_unit_prefix};
 use crate::words::split_words;
@@ -75,10 +74,7 @@ const SERVICE_OTHER_KEYS: &[&str] = &[
 
 /// All keys accepted in `[Service]`.
 pub fn service_keys() -> impl Iterator<Item = &'static str> {
-    SERVICE_OTHER_KEYS
-        .iter()
-        .chain(SERVICE_BOOLS)
-        .copied()
+    SERVICE_OTHER_KEYS.iter().chain(SERVICE_BOOLS).copied()
 }
 
 /// systemd `.socket` keys we know but deliberately do not support, with the reason.
@@ -87,19 +83,23 @@ fn unsupported_socket_key(key: &str) -> Option<&'static str> {
     const NOT_IP: &str = "only ListenStream= (TCP) and ListenDatagram= (UDP) can be \
                           distributed: the kernel spreads connections over SO_REUSEPORT \
                           sockets only for TCP and UDP";
-    const UNIX_ONLY: &str = "applies only to AF_UNIX sockets and FIFOs, which cannot be \
+    const UNIX_ONLY: &str = "applies only to AF_UNIX sockets (and FIFOs), which cannot be \
                              distributed with SO_REUSEPORT";
     const ACCEPT_ONLY: &str = "applies only with Accept=yes, which is incompatible with \
                                Distribute=: each instance accepts on its own socket";
     Some(match key {
-        "ListenSequentialPacket" | "ListenFIFO" | "ListenSpecial" | "ListenNetlink"
-        | "ListenMessageQueue" | "ListenUSBFunction" => NOT_IP,
+        "ListenSequentialPacket"
+        | "ListenFIFO"
+        | "ListenSpecial"
+        | "ListenNetlink"
+        | "ListenMessageQueue"
+        | "ListenUSBFunction"
+        | "Writable"
+        | "MessageQueueMaxMessages"
+        | "MessageQueueMessageSize" => NOT_IP,
         "SocketUser" | "SocketGroup" | "SocketMode" | "DirectoryMode" | "Symlinks"
-        | "RemoveOnStop" | "PassCredentials" | "PassSecurity" | "PassFileDescriptorsToExec"
-        | "FlushPending" | "Writable" | "MessageQueueMaxMessages"
-        | "MessageQueueMessageSize" => UNIX_ONLY,
-        "MaxConnections" | "MaxConnectionsPerSource" | "PollLimitIntervalSec"
-        | "PollLimitBurst" => ACCEPT_ONLY,
+        | "RemoveOnStop" | "PassCredentials" | "PassSecurity" => UNIX_ONLY,
+        "MaxConnections" | "MaxConnectionsPerSource" => ACCEPT_ONLY,
         "ReusePort" => "SO_REUSEPORT is always on: it is how the sockets are distributed",
         "ExecStartPre" | "ExecStartPost" | "ExecStopPre" | "ExecStopPost" | "TimeoutSec" => {
             "socket units' own commands are not supported; put the command in [Service] or \
@@ -131,7 +131,10 @@ pub fn parse_str(name: &str, path: &Path, text: &str) -> Result<SocketSpec, Conf
 /// validated [`SocketSpec`] named `name`. Stops at the first error.
 pub fn parse_files(name: &str, files: &[(&Path, &str)]) -> Result<SocketSpec, ConfigError> {
     let Some(&(main, _)) = files.first() else {
-        return Err(ConfigError::file(Path::new(""), format!("config {name:?}: no files")));
+        return Err(ConfigError::file(
+            Path::new(""),
+            format!("config {name:?}: no files"),
+        ));
     };
     check_config_name(name).map_err(|e| ConfigError::file(main, e))?;
 
@@ -188,8 +191,8 @@ fn last_service_prefix(lexed: &[(&Path, Vec<Assignment>)]) -> Option<String> {
     let last = lexed
         .iter()
         .flat_map(|(_, a)| a)
-        .filter(|a| a.section == Section::Socket && a.key == "Service")
-        .last()?;
+        .rev()
+        .find(|a| a.section == Section::Socket && a.key == "Service")?;
     values::parse_service(&last.value).ok()
 }
 
@@ -243,9 +246,11 @@ impl Builder<'_> {
                 // Accept=no is what every distributed socket does; accept it so that
                 // existing units can be copied over unchanged.
                 if !value.is_empty() && values::parse_bool(value)? {
-                    return Err("Accept=yes is incompatible with Distribute=: each instance \
+                    return Err(
+                        "Accept=yes is incompatible with Distribute=: each instance \
                                 accepts on its own socket"
-                        .into());
+                            .into(),
+                    );
                 }
             }
             _ => {
@@ -255,13 +260,16 @@ impl Builder<'_> {
                 if service_keys().any(|k| k == key) {
                     return Err(format!("{key}= belongs in [Service], not [Socket]"));
                 }
-                return Err(unknown_key(key, Section::Socket, SOCKET_KEYS.iter().copied())
-                    .unwrap_or_else(|| {
-                        format!(
-                            "unknown key \"{key}\" in [Socket]; valid keys: {}",
-                            SOCKET_KEYS.join(", ")
-                        )
-                    }));
+                return Err(
+                    unknown_key(key, Section::Socket, SOCKET_KEYS.iter().copied()).unwrap_or_else(
+                        || {
+                            format!(
+                                "unknown key \"{key}\" in [Socket]; valid keys: {}",
+                                SOCKET_KEYS.join(", ")
+                            )
+                        },
+                    ),
+                );
             }
         }
         Ok(())
@@ -296,9 +304,11 @@ impl Builder<'_> {
                 if value.is_empty() {
                     exec.exec_start.clear();
                 } else if !exec.exec_start.is_empty() {
-                    return Err("ExecStart= is already set; only one command is allowed (an \
+                    return Err(
+                        "ExecStart= is already set; only one command is allowed (an \
                                 empty ExecStart= first resets it, e.g. in a drop-in)"
-                        .into());
+                            .into(),
+                    );
                 } else {
                     exec.exec_start = exec_start(value)?;
                 }
@@ -331,7 +341,9 @@ impl Builder<'_> {
                 set_extra(exec, k, v);
             }
             "ProtectSystem" => {
-                let v = opt(value, |v| values::parse_bool_or_choice(v, &["full", "strict"]))?;
+                let v = opt(value, |v| {
+                    values::parse_bool_or_choice(v, &["full", "strict"])
+                })?;
                 set_extra(exec, key, v.map(PassthroughValue::Str));
             }
             "ProtectHome" => {
@@ -348,7 +360,11 @@ impl Builder<'_> {
             }
             "LimitNOFILE" => {
                 let v = opt(value, values::parse_limit_nofile)?;
-                set_extra(exec, "LimitNOFILE", v.map(|(_, hard)| PassthroughValue::U64(hard)));
+                set_extra(
+                    exec,
+                    "LimitNOFILE",
+                    v.map(|(_, hard)| PassthroughValue::U64(hard)),
+                );
                 set_extra(
                     exec,
                     "LimitNOFILESoft",
@@ -361,8 +377,13 @@ impl Builder<'_> {
             }
             "TimeoutStopSec" => {
                 // systemd: 0 disables the timeout, i.e. infinity.
-                let v = opt(value, values::parse_time_span)?
-                    .map(|usec| if usec == 0 { u64::MAX } else { usec });
+                let v = opt(value, values::parse_time_span)?.map(|usec| {
+                    if usec == 0 {
+                        u64::MAX
+                    } else {
+                        usec
+                    }
+                });
                 set_extra(exec, "TimeoutStopUSec", v.map(PassthroughValue::U64));
             }
             "Nice" => {
@@ -384,15 +405,16 @@ impl Builder<'_> {
                 return Err(format!("{key}= belongs in [Socket], not [Service]"))
             }
             _ => {
-                return Err(unknown_key(key, Section::Service, service_keys())
-                    .unwrap_or_else(|| {
+                return Err(
+                    unknown_key(key, Section::Service, service_keys()).unwrap_or_else(|| {
                         format!(
                             "unknown or unsupported key \"{key}\" in [Service]; put it in a \
                              drop-in /etc/systemd/system/{}@.service.d/*.conf, which systemd \
                              applies to every instance",
                             self.dropin_prefix
                         )
-                    }))
+                    }),
+                )
             }
         }
         Ok(())
@@ -463,8 +485,9 @@ fn fd_name(value: &str, name: &str) -> values::Result<String> {
 fn exec_start(value: &str) -> values::Result<Vec<String>> {
     let words = split_words(value, true)?;
     if words.iter().any(|w| w.bare && w.text == ";") {
-        return Err("only one command is allowed; to pass \";\" as an argument write \"\\;\""
-            .into());
+        return Err(
+            "only one command is allowed; to pass \";\" as an argument write \"\\;\"".into(),
+        );
     }
     let Some(first) = words.first() else {
         return Err("no command given".into());
@@ -515,7 +538,10 @@ fn environment(value: &str) -> values::Result<Vec<String>> {
             ));
         };
         values::check_env_name(var)?;
-        if let Some(c) = val.chars().find(|&c| c.is_control() && c != '\t' && c != '\n') {
+        if let Some(c) = val
+            .chars()
+            .find(|&c| c.is_control() && c != '\t' && c != '\n')
+        {
             return Err(format!(
                 "value of {var} contains {}",
                 values::describe_char(c)

@@ -23,7 +23,10 @@ pub fn render_spec(spec: &SocketSpec) -> String {
             ListenKind::Stream => "stream",
             ListenKind::Datagram => "datagram",
         };
-        line("listen", &format_args!("{kind} {} ({:?})", l.addr, l.original));
+        line(
+            "listen",
+            &format_args!("{kind} {} ({:?})", l.addr, l.original),
+        );
     }
     match spec.distribute {
         Distribute::Count(n) => line("distribute", &n),
@@ -42,7 +45,10 @@ pub fn render_spec(spec: &SocketSpec) -> String {
     line("defer_accept_usec", &opt(&o.defer_accept_usec));
     line("bind_to_device", &opt_str(&o.bind_to_device));
     line("file_descriptor_name", &opt_str(&o.file_descriptor_name));
-    line("trigger_limit_interval_usec", &opt(&o.trigger_limit_interval_usec));
+    line(
+        "trigger_limit_interval_usec",
+        &opt(&o.trigger_limit_interval_usec),
+    );
     line("trigger_limit_burst", &opt(&o.trigger_limit_burst));
     let e = &spec.exec;
     line("exec_start", &quoted(&e.exec_start));
@@ -95,7 +101,8 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 
 /// `-` for `None`, else the string quoted (so empty and odd strings stay visible).
 fn opt_str(v: &Option<String>) -> String {
-    v.as_ref().map_or_else(|| "-".to_string(), |s| format!("{s:?}"))
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), |s| format!("{s:?}"))
 }
 
 /// Each word quoted, space-separated; `-` for none.

@@ -9,7 +9,8 @@
 use crate::spec::{PassthroughValue, ServiceSpec};
 
 /// The message listing the valid specifiers, shared by all specifier errors.
-const VALID: &str = "valid specifiers are %i (instance index), %N (config name) and %% (a literal %)";
+const VALID: &str =
+    "valid specifiers are %i (instance index), %N (config name) and %% (a literal %)";
 
 /// Expands `%i` to `index`, `%N` to `name` and `%%` to `%`.
 ///

@@ -61,7 +61,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
         ('P', 50),
         ('E', 60),
     ];
-    let bad = || "not a size: use bytes with an optional K, M, G or T suffix (base 1024), e.g. 64K".to_string();
+    let bad = || {
+        "not a size: use bytes with an optional K, M, G or T suffix (base 1024), e.g. 64K"
+            .to_string()
+    };
     let mut total: u128 = 0;
     let mut rest = s.trim_start();
     if rest.is_empty() {
@@ -71,7 +74,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
         let (number, after) = split_number(rest).ok_or_else(bad)?;
         let after = after.trim_start();
         let (shift, after) = match after.chars().next().and_then(|c| {
-            SUFFIXES.iter().find(|(s, _)| *s == c).map(|&(_, shift)| shift)
+            SUFFIXES
+                .iter()
+                .find(|(s, _)| *s == c)
+                .map(|&(_, shift)| shift)
         }) {
             Some(shift) => (shift, &after[1..]),
             None => (0, after),
@@ -134,9 +140,7 @@ pub fn parse_time_span(s: &str) -> Result<u64> {
                 .find(|(names, _)| names.contains(&unit))
                 .map(|&(_, usec)| usec)
                 .ok_or_else(|| {
-                    format!(
-                        "unknown time unit \"{unit}\": use us, ms, s, min, h, d, w, M or y"
-                    )
+                    format!("unknown time unit \"{unit}\": use us, ms, s, min, h, d, w, M or y")
                 })?
         };
         total = number
@@ -214,16 +218,20 @@ fn digits_value(digits: &str) -> u128 {
 /// what SO_REUSEPORT can distribute): `PORT` (→ `[::]:PORT`), `IPV4:PORT`, `[IPV6]:PORT`.
 pub fn parse_listen(s: &str) -> Result<SocketAddr> {
     if s.starts_with('/') || s.starts_with('@') {
-        return Err("AF_UNIX sockets cannot be distributed: the kernel spreads connections \
+        return Err(
+            "AF_UNIX sockets cannot be distributed: the kernel spreads connections \
                     over SO_REUSEPORT sockets only for TCP and UDP; use PORT, ADDR:PORT or \
                     [ADDR]:PORT"
-            .into());
+                .into(),
+        );
     }
     if s.starts_with("vsock:") {
-        return Err("AF_VSOCK sockets cannot be distributed: the kernel spreads connections \
+        return Err(
+            "AF_VSOCK sockets cannot be distributed: the kernel spreads connections \
                     over SO_REUSEPORT sockets only for TCP and UDP; use PORT, ADDR:PORT or \
                     [ADDR]:PORT"
-            .into());
+                .into(),
+        );
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
         let port = parse_port(s)?;
@@ -281,9 +289,11 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr> {
             let port = parse_port(port)?;
             Ok(SocketAddr::V4(SocketAddrV4::new(addr, port)))
         }
-        None => Err("not a listen address: use PORT, ADDR:PORT or [ADDR]:PORT, e.g. 8080, \
+        None => Err(
+            "not a listen address: use PORT, ADDR:PORT or [ADDR]:PORT, e.g. 8080, \
                      127.0.0.1:8080 or [::1]:8080"
-            .into()),
+                .into(),
+        ),
     }
 }
 
@@ -391,9 +401,11 @@ pub fn parse_service(s: &str) -> Result<String> {
             }
         },
         None if s.contains('@') => {
-            return Err("use the template name, e.g. \"web@.service\", or just the prefix \
+            return Err(
+                "use the template name, e.g. \"web@.service\", or just the prefix \
                         \"web\""
-                .into())
+                    .into(),
+            )
         }
         None => s,
     };
@@ -553,7 +565,10 @@ pub fn parse_bool_or_choice(s: &str, choices: &[&str]) -> Result<String> {
     }
     match parse_bool(s) {
         Ok(b) => Ok(if b { "yes" } else { "no" }.to_string()),
-        Err(_) => Err(format!("must be a boolean or one of: {}", choices.join(", "))),
+        Err(_) => Err(format!(
+            "must be a boolean or one of: {}",
+            choices.join(", ")
+        )),
     }
 }
 
@@ -709,7 +724,10 @@ mod tests {
                 ("16E", Err("too large")),
                 ("18446744073709551615", Ok(u64::MAX)),
                 ("18446744073709551616", Err("too large")),
-                ("1000000000000000000000000000000000000000000", Err("too large")),
+                (
+                    "1000000000000000000000000000000000000000000",
+                    Err("too large"),
+                ),
                 ("1k", Err("not a size")),
                 ("K", Err("not a size")),
                 ("-1", Err("not a size")),
@@ -770,9 +788,15 @@ mod tests {
                 ("127.0.0.1:0", Err("between 1 and 65535")),
                 ("127.0.0.1:", Err("between 1 and 65535")),
                 ("127.0.0.1:http", Err("between 1 and 65535")),
-                ("/run/web.sock", Err("AF_UNIX sockets cannot be distributed")),
+                (
+                    "/run/web.sock",
+                    Err("AF_UNIX sockets cannot be distributed"),
+                ),
                 ("@abstract", Err("AF_UNIX sockets cannot be distributed")),
-                ("vsock:2:1234", Err("AF_VSOCK sockets cannot be distributed")),
+                (
+                    "vsock:2:1234",
+                    Err("AF_VSOCK sockets cannot be distributed"),
+                ),
                 ("::1:80", Err("must be in brackets")),
                 ("[::1]80", Err("expected [IPV6]:PORT")),
                 ("[::1]", Err("expected [IPV6]:PORT")),
@@ -798,7 +822,10 @@ mod tests {
                 ("4", Ok(Distribute::Count(4))),
                 ("1024", Ok(Distribute::Count(1024))),
                 ("cpus", Ok(Distribute::Cpus)),
-                ("0", Err("must be at least 1 (valid: 1 to 1024, or \"cpus\")")),
+                (
+                    "0",
+                    Err("must be at least 1 (valid: 1 to 1024, or \"cpus\")"),
+                ),
                 ("1025", Err("must be at most 1024")),
                 ("99999999999", Err("must be at most 1024")),
                 ("-1", Err("not a number")),

@@ -156,7 +156,11 @@ mod tests {
         for (input, want) in cases {
             let got = texts(input);
             match want {
-                Ok(w) => assert_eq!(got, Ok(w.iter().map(|s| s.to_string()).collect()), "input {input:?}"),
+                Ok(w) => assert_eq!(
+                    got,
+                    Ok(w.iter().map(|s| s.to_string()).collect()),
+                    "input {input:?}"
+                ),
                 Err(msg) => {
                     let e = got.expect_err(input);
                     assert!(e.contains(msg), "input {input:?}: {e:?} lacks {msg:?}");
@@ -170,6 +174,9 @@ mod tests {
         let ws = split_words("-/bin/x \"-y\" \\;z ;", true).unwrap();
         let bare: Vec<bool> = ws.iter().map(|w| w.bare).collect();
         assert_eq!(bare, [true, false, false, true]);
-        assert_eq!(split_words("\\;", false).unwrap_err(), "invalid escape \"\\;\"");
+        assert_eq!(
+            split_words("\\;", false).unwrap_err(),
+            "invalid escape \"\\;\""
+        );
     }
 }

@@ -203,7 +203,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "[Socket]\nListenStream=80\nSocketUser=web\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: SocketUser=web: SocketUser= is not supported: applies only to AF_UNIX sockets and FIFOs, which cannot be distributed with SO_REUSEPORT",
+        "/etc/systemd/distribute/web.socket:3: SocketUser=web: SocketUser= is not supported: applies only to AF_UNIX sockets (and FIFOs), which cannot be distributed with SO_REUSEPORT",
     ),
     (
         "[Socket]\nListenStream=80\nMaxConnections=64\n[Service]\nExecStart=/usr/bin/web\n",
@@ -448,5 +448,8 @@ fn error_fields() {
     let err = parse_str("web", Path::new(PATH), "[Socket]\nListenStream=80\n").unwrap_err();
     assert_eq!(err.file, Path::new(PATH));
     assert_eq!((err.line, err.key), (None, None));
-    assert_eq!(err.message, "missing ExecStart= in [Service]: nothing to run");
+    assert_eq!(
+        err.message,
+        "missing ExecStart= in [Service]: nothing to run"
+    );
 }

@@ -93,7 +93,12 @@ fn load_by_name_matches_load_all() {
         let loader = Loader::with_dirs(&case, SYSTEM_DIRS);
         let report = loader.load_report();
         for spec in &report.specs {
-            assert_eq!(loader.load(&spec.name).as_ref(), Ok(spec), "{}", case.display());
+            assert_eq!(
+                loader.load(&spec.name).as_ref(),
+                Ok(spec),
+                "{}",
+                case.display()
+            );
         }
         for m in &report.masked {
             let err = loader.load(&m.name).unwrap_err();

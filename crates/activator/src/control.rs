@@ -1,0 +1,159 @@
+//! The seam between the single-threaded daemon core and its control plane
+//! (the D-Bus API in [`crate::api`]).
+//!
+//! The core owns all state (`Rc`, `RefCell`, fds) on one thread. The API side
+//! must be `Send + Sync` for zbus, so it never touches that state: it sends a
+//! [`Command`] and awaits the reply, and it learns about changes from
+//! [`Event`]s. Every read goes through [`Request::Describe`]/[`Request::List`],
+//! which answer with fresh data, including the live accept-queue depth.
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the control plane can ask of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Every served (or failed) socket config.
+    List,
+    /// One socket config by name.
+    Describe {
+        /// Config name (`NAME` of `NAME.socket`).
+        name: String,
+    },
+    /// Re-read all configs and reconcile (like SIGHUP).
+    Reload,
+    /// Change N of one config at run time (until the next reload).
+    SetDistribute {
+        /// Config name.
+        name: String,
+        /// New N, 1..=MAX_DISTRIBUTE.
+        n: u32,
+    },
+    /// Start instance `index` now, even with nothing queued; clears a failed state.
+    StartInstance {
+        /// Config name.
+        name: String,
+        /// Instance index.
+        index: u32,
+    },
+    /// Stop instance `index` (its socket stays watched: the next connection starts it again).
+    StopInstance {
+        /// Config name.
+        name: String,
+        /// Instance index.
+        index: u32,
+    },
+    /// Stop, then start instance `index`.
+    RestartInstance {
+        /// Config name.
+        name: String,
+        /// Instance index.
+        index: u32,
+    },
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// For [`Request::List`].
+    Sockets(Vec<SocketInfo>),
+    /// For [`Request::Describe`].
+    Socket(SocketInfo),
+    /// For actions: a one-line human summary of what was done.
+    Done(String),
+}
+
+/// Why a request failed; maps 1:1 onto D-Bus error names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No config of that name.
+    #[error("no such socket: {0}")]
+    NoSuchSocket(String),
+    /// Argument out of range (index >= N, N = 0, N too large, ...).
+    #[error("{0}")]
+    InvalidArgs(String),
+    /// The request was valid but could not be carried out.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A request with its reply channel.
+#[derive(Debug)]
+pub struct Command {
+    /// What is asked.
+    pub request: Request,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<Reply, ControlError>>,
+}
+
+/// Sends [`Command`]s to the daemon.
+pub type CommandSender = mpsc::UnboundedSender<Command>;
+
+/// Asks the daemon and waits for the answer.
+pub async fn ask(tx: &CommandSender, request: Request) -> Result<Reply, ControlError> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(Command { request, reply })
+        .map_err(|_| ControlError::Failed("the daemon is shutting down".into()))?;
+    rx.await
+        .map_err(|_| ControlError::Failed("the daemon dropped the request".into()))?
+}
+
+/// Changes the control plane should publish (object added/removed, `PropertiesChanged`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A config is now served (or failed to bind): create its object.
+    SocketAdded(String),
+    /// A config was removed: remove its object.
+    SocketRemoved(String),
+    /// Something about a config or one of its instances changed.
+    SocketChanged(String),
+}
+
+/// One socket config as the control plane shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocketInfo {
+    /// Config name.
+    pub name: String,
+    /// `ListenStream=127.0.0.1:8080`-style lines, in config order.
+    pub listen: Vec<String>,
+    /// Current N.
+    pub distribute: u32,
+    /// Template prefix: instances are `SERVICE@I.service`.
+    pub service: String,
+    /// `serving`, `draining`, or `failed`.
+    pub state: String,
+    /// Why the config is failed or degraded ("" if fine), e.g. the last reload error.
+    pub error: String,
+    /// Files the effective config came from, in the order applied.
+    pub sources: Vec<String>,
+    /// Instance slots, by index.
+    pub instances: Vec<InstanceInfo>,
+}
+
+/// One instance slot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceInfo {
+    /// Index I.
+    pub index: u32,
+    /// `SERVICE@I.service`.
+    pub unit: String,
+    /// `listening`, `starting`, `running`, `backoff`, `failed`, or `draining`.
+    pub state: String,
+    /// Main PID of the running instance (0 if none or unknown).
+    pub main_pid: u32,
+    /// Successful starts since the daemon started.
+    pub activations: u64,
+    /// Failed starts and failed exits since the daemon started.
+    pub failures: u64,
+    /// Connections waiting in the accept queue of its stream sockets, summed.
+    pub queue_depth: u32,
+    /// Why it is in `backoff`/`failed` ("" otherwise).
+    pub reason: String,
+}
+
+impl SocketInfo {
+    /// Instances currently running.
+    pub fn running(&self) -> usize {
+        self.instances.iter().filter(|i| i.state == "running").count()
+    }
+}
