@@ -45,7 +45,7 @@ pub use load::{LoadReport, Loader, Masked, SYSTEM_DIRS};
 pub use parse::{check_config_name, parse_files, parse_str, service_keys, SOCKET_KEYS};
 pub use render::{render, render_report, render_spec};
 pub use spec::{
-    BindIpv6Only, Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec, SocketOptions,
-    SocketSpec, MAX_DISTRIBUTE,
+    Activation, BindIpv6Only, Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec,
+    SocketOptions, SocketSpec, MAX_DISTRIBUTE,
 };
 pub use specifier::expand_specifiers;

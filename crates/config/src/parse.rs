@@ -9,7 +9,8 @@ use std::path::Path;
 use crate::error::ConfigError;
 use crate::lexer::{lex, Assignment, Section};
 use crate::spec::{
-    Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec, SocketOptions, SocketSpec,
+    Activation, Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec, SocketOptions,
+    SocketSpec,
 };
 use crate::specifier::{check_specifiers, expand_specifiers};
 use crate::validate::finish;
@@ -35,6 +36,7 @@ pub const SOCKET_KEYS: &[&str] = &[
     "FileDescriptorName",
     "TriggerLimitIntervalSec",
     "TriggerLimitBurst",
+    "Activation",
 ];
 
 /// `[Service]` booleans passed through 1:1 as D-Bus `b` properties of the same name.
@@ -242,6 +244,13 @@ impl Builder<'_> {
                 o.trigger_limit_interval_usec = opt(value, values::parse_time_span)?
             }
             "TriggerLimitBurst" => o.trigger_limit_burst = opt(value, values::parse_u32)?,
+            "Activation" => {
+                o.activation = match value {
+                    "" | "on-demand" => Activation::OnDemand,
+                    "eager" => Activation::Eager,
+                    _ => return Err("must be \"on-demand\" (start an instance when its socket has something queued) or \"eager\" (start all N at once)".into()),
+                }
+            }
             "Accept" => {
                 // Accept=no is what every distributed socket does; accept it so that
                 // existing units can be copied over unchanged.

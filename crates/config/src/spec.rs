@@ -136,6 +136,19 @@ pub struct SocketOptions {
     pub trigger_limit_interval_usec: Option<u64>,
     /// `TriggerLimitBurst=`. `None`: default.
     pub trigger_limit_burst: Option<u32>,
+    /// `Activation=`: when instances start.
+    pub activation: Activation,
+}
+
+/// `Activation=`: when the activator starts instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// `on-demand` (default): instance i starts when socket i has something queued.
+    #[default]
+    OnDemand,
+    /// `eager`: all N instances start as soon as the config is bound (and on
+    /// reload or rescale); after an instance exits, it is started on demand.
+    Eager,
 }
 
 /// `[Service]` section, values still containing specifiers (`%i`, `%N`, `%%`).

@@ -219,7 +219,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "[Socket]\nListenStream=80\nFrobnicate=yes\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: Frobnicate=yes: unknown key \"Frobnicate\" in [Socket]; valid keys: ListenStream, ListenDatagram, Distribute, Service, Backlog, BindIPv6Only, FreeBind, Transparent, NoDelay, KeepAlive, ReceiveBuffer, SendBuffer, DeferAcceptSec, BindToDevice, FileDescriptorName, TriggerLimitIntervalSec, TriggerLimitBurst",
+        "/etc/systemd/distribute/web.socket:3: Frobnicate=yes: unknown key \"Frobnicate\" in [Socket]; valid keys: ListenStream, ListenDatagram, Distribute, Service, Backlog, BindIPv6Only, FreeBind, Transparent, NoDelay, KeepAlive, ReceiveBuffer, SendBuffer, DeferAcceptSec, BindToDevice, FileDescriptorName, TriggerLimitIntervalSec, TriggerLimitBurst, Activation",
     ),
     (
         "[Socket]\nListenStream=80\nUser=web\n[Service]\nExecStart=/usr/bin/web\n",
@@ -392,6 +392,10 @@ const CASES: &[(&str, &str)] = &[
     (
         "[Socket]\nListenStream=80\n[Service]\nExecStart=/usr/bin/web\nnice=5\n",
         "/etc/systemd/distribute/web.socket:5: nice=5: unknown key \"nice\" in [Service]: did you mean \"Nice\"? (keys are case-sensitive)",
+    ),
+    (
+        "[Socket]\nListenStream=80\nActivation=sometimes\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: Activation=sometimes: must be \"on-demand\" (start an instance when its socket has something queued) or \"eager\" (start all N at once)",
     ),
     (
         "[Socket]\nListenStream=80\n[Service]\nExecStart=/usr/bin/web\nType=notify\n[Socket]\nService=api@.service\n",
