@@ -1,20 +1,28 @@
-//! The daemon: connect to systemd, bind every config, supervise, report.
+//! The daemon: connect to systemd, bind every config, supervise, reload,
+//! answer the control plane, report.
 
-use crate::sockets;
-use crate::supervisor::{self, Shared, Slot, SlotState, SlotStatus};
-use crate::systemd::{major_version, ManagerProxy, EXTRA_FDS_SINCE};
-use crate::unit::instance_unit_name;
+use crate::control::{Command, CommandSender, ControlError, Event, Reply, Request, SocketInfo};
+use crate::fdstore::FdStore;
+use crate::group::{resolve_n, socket_level_change, Group};
+use crate::supervisor::{Shared, SlotCommand};
+use crate::systemd::{major_version, JobProxy, ManagerProxy, UnitProxy, EXTRA_FDS_SINCE};
 use anyhow::{bail, Context, Result};
-use distribute_config::{Distribute, Loader, SocketSpec};
+use distribute_config::{ConfigError, Loader, SocketSpec, MAX_DISTRIBUTE};
 use futures_util::StreamExt;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, Notify};
 
 /// Name of the exec shim, installed next to the daemon.
 pub const SHIM_NAME: &str = "systemd-distribute-exec";
+
+/// Changes are published at most this often (D-Bus signals, `STATUS=`), so
+/// instance churn under load does not turn into a signal storm.
+const PUBLISH_DELAY: Duration = Duration::from_millis(50);
 
 /// Command-line settings of the daemon.
 #[derive(Debug, Clone, Default)]
@@ -25,22 +33,44 @@ pub struct Options {
     pub exec_shim: Option<PathBuf>,
 }
 
-/// One served config.
-struct Served {
-    spec: Rc<SocketSpec>,
-    slots: Vec<Rc<RefCell<SlotStatus>>>,
+/// Configs whose state changed since the last publication.
+#[derive(Default)]
+struct Changes {
+    names: RefCell<BTreeSet<String>>,
+    wake: Notify,
 }
 
-type Registry = Rc<RefCell<Vec<Served>>>;
+impl Changes {
+    fn mark(&self, name: &str) {
+        self.names.borrow_mut().insert(name.to_string());
+        self.wake.notify_one();
+    }
+}
+
+/// The daemon's state.
+pub struct Daemon {
+    shared: Rc<Shared>,
+    store: Rc<FdStore>,
+    loader: Loader,
+    groups: RefCell<BTreeMap<String, Rc<Group>>>,
+    /// Configs that could not be served at all, with the reason.
+    failed: RefCell<BTreeMap<String, String>>,
+    changes: Rc<Changes>,
+    events: RefCell<Option<mpsc::UnboundedSender<Event>>>,
+}
 
 /// Runs until SIGTERM/SIGINT. Must be called inside a `LocalSet`.
 pub async fn run(opts: Options) -> Result<()> {
     raise_nofile_limit();
+    let store = Rc::new(FdStore::from_env());
     let conn = zbus::Connection::system()
         .await
         .context("connecting to the system bus")?;
     let manager = ManagerProxy::new(&conn).await?;
-    let version = manager.version().await.context("reading systemd's Version")?;
+    let version = manager
+        .version()
+        .await
+        .context("reading systemd's Version")?;
     let major = major_version(&version).unwrap_or(0);
     let shim = if major >= EXTRA_FDS_SINCE {
         tracing::info!("systemd {version}: passing sockets with ExtraFileDescriptors=");
@@ -48,8 +78,7 @@ pub async fn run(opts: Options) -> Result<()> {
     } else {
         let shim = resolve_shim(&opts)?;
         tracing::info!(
-            "systemd {version}: passing sockets through StandardInputFileDescriptor= and {}",
-            shim
+            "systemd {version}: passing sockets through StandardInputFileDescriptor= and {shim}"
         );
         Some(shim)
     };
@@ -58,17 +87,20 @@ pub async fn run(opts: Options) -> Result<()> {
     // start, so no removal is missed.
     let mut removed = manager.receive_unit_removed().await?;
     let mut changed = zbus::MessageStream::for_match_rule(unit_state_rule()?, &conn, None).await?;
-    manager.subscribe().await.context("Subscribe() to systemd")?;
+    manager
+        .subscribe()
+        .await
+        .context("Subscribe() to systemd")?;
 
-    let registry: Registry = Rc::new(RefCell::new(Vec::new()));
+    let changes = Rc::new(Changes::default());
     let shared = Rc::new(Shared {
         manager: manager.clone(),
         shim,
         routes: RefCell::new(HashMap::new()),
         paths: RefCell::new(HashMap::new()),
         on_change: Box::new({
-            let registry = registry.clone();
-            move || notify_status(&registry)
+            let changes = changes.clone();
+            move |name: &str| changes.mark(name)
         }),
     });
     {
@@ -102,22 +134,28 @@ pub async fn run(opts: Options) -> Result<()> {
     } else {
         Loader::with_dirs("/", opts.config_dirs.clone())
     };
-    let (specs, errors) = loader.load_all();
-    for e in &errors {
-        tracing::error!("{e}; this config is not served");
-    }
-    for spec in specs {
-        let name = spec.name.clone();
-        match serve(&shared, &registry, spec).await {
-            Ok(n) => tracing::info!("{name}: serving with {n} instances"),
-            Err(e) => tracing::error!("{name}: {e:#}; this config is not served, the others are"),
-        }
-    }
-    if registry.borrow().is_empty() {
-        tracing::warn!("no config is served; add NAME.socket files to {:?}", loader.dirs());
-    }
+    let daemon = Rc::new(Daemon {
+        shared,
+        store,
+        loader,
+        groups: RefCell::new(BTreeMap::new()),
+        failed: RefCell::new(BTreeMap::new()),
+        changes,
+        events: RefCell::new(None),
+    });
+    daemon.reload().await;
+    // Sockets in the fd store that no config claimed (config removed while we
+    // were down) would otherwise stay open forever.
+    daemon.store.discard_unclaimed();
+
+    let (commands_tx, mut commands) = mpsc::unbounded_channel::<Command>();
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
+    *daemon.events.borrow_mut() = Some(events_tx);
+    start_api(&conn, commands_tx.clone(), events_rx).await;
+    tokio::task::spawn_local(daemon.clone().publish_changes());
+
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    notify_status(&registry);
+    daemon.notify_status();
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -127,17 +165,344 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP: live reload is not implemented yet; restart systemd-distribute to apply config changes");
+                let daemon = daemon.clone();
+                tokio::task::spawn_local(async move {
+                    let summary = daemon.reload_notified().await;
+                    tracing::info!("SIGHUP: {summary}");
+                });
+            }
+            Some(cmd) = commands.recv() => {
+                let daemon = daemon.clone();
+                tokio::task::spawn_local(async move {
+                    let reply = daemon.handle(cmd.request).await;
+                    let _ = cmd.reply.send(reply);
+                });
             }
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    // Running instances keep their own copy of their sockets: they finish what
-    // they have, exit on idle, and systemd unloads them (CollectMode). Nothing
-    // queued on a socket whose instance is running is lost; connections queued
-    // on idle sockets are reset when we close them, as with any closed listener.
-    tracing::info!("stopping; running instances exit when idle");
+    daemon.shutdown().await;
     Ok(())
+}
+
+async fn start_api(
+    conn: &zbus::Connection,
+    commands: CommandSender,
+    events: mpsc::UnboundedReceiver<Event>,
+) {
+    if let Err(e) = crate::api::serve(conn, commands, events).await {
+        tracing::error!(
+            "serving org.distribute1 on the bus failed: {e}; continuing without the control API"
+        );
+    }
+}
+
+impl Daemon {
+    /// Re-reads every config and reconciles (see the module docs of `group`).
+    pub async fn reload(self: &Rc<Self>) -> String {
+        let (specs, errors) = self.loader.load_all();
+        let mut summary = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut errors_by_name: BTreeMap<String, String> = BTreeMap::new();
+        for e in &errors {
+            let name = config_name(e).unwrap_or_else(|| e.file.display().to_string());
+            tracing::error!("{e}");
+            errors_by_name.insert(name, e.to_string());
+        }
+        for spec in specs {
+            seen.insert(spec.name.clone());
+            summary.push(self.apply(spec).await);
+        }
+        for (name, err) in &errors_by_name {
+            seen.insert(name.clone());
+            let group = self.groups.borrow().get(name).cloned();
+            match group {
+                Some(g) => {
+                    // Keep serving the last good config.
+                    *g.error.borrow_mut() = format!("{err} (still serving the last good config)");
+                    summary.push(format!("{name}: invalid, kept the last good config"));
+                }
+                None => {
+                    self.failed.borrow_mut().insert(name.clone(), err.clone());
+                    summary.push(format!("{name}: invalid, not served"));
+                }
+            }
+            self.changes.mark(name);
+        }
+        let gone: Vec<String> = self
+            .groups
+            .borrow()
+            .keys()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(g) = self.groups.borrow_mut().remove(&name) {
+                tracing::info!("{name}: config removed; draining and closing its sockets");
+                tokio::task::spawn_local(g.remove(self.store.clone()));
+                self.emit(Event::SocketRemoved(name.clone()));
+                summary.push(format!("{name}: removed"));
+            }
+        }
+        self.failed.borrow_mut().retain(|n, _| seen.contains(n));
+        if self.groups.borrow().is_empty() && self.failed.borrow().is_empty() {
+            tracing::warn!(
+                "no config found; add NAME.socket files to {:?}",
+                self.loader.dirs()
+            );
+        }
+        self.notify_status();
+        summary.join("; ")
+    }
+
+    async fn reload_notified(self: &Rc<Self>) -> String {
+        let mut states = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        let _ = sd_notify::notify(false, &states);
+        let summary = self.reload().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        summary
+    }
+
+    /// Serves a new config or reconciles an existing one with `spec`.
+    async fn apply(self: &Rc<Self>, spec: SocketSpec) -> String {
+        let name = spec.name.clone();
+        let existing = self.groups.borrow().get(&name).cloned();
+        let Some(group) = existing else {
+            return self.serve_new(spec).await;
+        };
+        let old = group.spec.borrow().clone();
+        group.error.borrow_mut().clear();
+        if socket_level_change(&old, &spec) {
+            // New addresses or socket options need new sockets. The old ones
+            // drain first: a port present in both must not end up with old and
+            // new sockets in one reuseport group.
+            tracing::info!(
+                "{name}: listen addresses or socket options changed; replacing its sockets"
+            );
+            self.groups.borrow_mut().remove(&name);
+            let daemon = self.clone();
+            tokio::task::spawn_local(async move {
+                group.remove(daemon.store.clone()).await;
+                let summary = daemon.serve_new(spec).await;
+                tracing::info!("{summary}");
+            });
+            return format!("{name}: sockets replaced");
+        }
+        let m = resolve_n(spec.distribute);
+        let unchanged = *old == spec;
+        *group.spec.borrow_mut() = Rc::new(spec);
+        self.changes.mark(&name);
+        if unchanged {
+            return format!("{name}: unchanged");
+        }
+        if m != group.active() {
+            match group.rescale(&self.shared, &self.store, m).await {
+                Ok(s) => return s,
+                Err(e) => {
+                    *group.error.borrow_mut() = e.to_string();
+                    return e.to_string();
+                }
+            }
+        }
+        format!("{name}: [Service] updated; applies to instances started from now on")
+    }
+
+    async fn serve_new(self: &Rc<Self>, spec: SocketSpec) -> String {
+        let name = spec.name.clone();
+        warn_about_template(&self.shared, &spec).await;
+        match Group::serve(&self.shared, &self.store, spec).await {
+            Ok(group) => {
+                let n = group.active();
+                self.groups.borrow_mut().insert(name.clone(), group);
+                self.failed.borrow_mut().remove(&name);
+                self.emit(Event::SocketAdded(name.clone()));
+                tracing::info!("{name}: serving with {n} instances");
+                format!("{name}: serving with {n} instances")
+            }
+            Err(e) => {
+                tracing::error!("{name}: {e}; this config is not served, the others are");
+                let first = !self.failed.borrow().contains_key(&name);
+                self.failed.borrow_mut().insert(name.clone(), e.to_string());
+                if first {
+                    self.emit(Event::SocketAdded(name.clone()));
+                }
+                format!("{name}: {e}")
+            }
+        }
+    }
+
+    fn group(&self, name: &str) -> Result<Rc<Group>, ControlError> {
+        self.groups
+            .borrow()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ControlError::NoSuchSocket(name.to_string()))
+    }
+
+    /// Answers one control-plane request.
+    pub async fn handle(self: &Rc<Self>, request: Request) -> Result<Reply, ControlError> {
+        match request {
+            Request::List => Ok(Reply::Sockets(self.list().await)),
+            Request::Describe { name } => match self.group(&name) {
+                Ok(g) => Ok(Reply::Socket(g.info(&self.shared).await)),
+                Err(e) => match self.failed.borrow().get(&name) {
+                    Some(err) => Ok(Reply::Socket(failed_info(&name, err))),
+                    None => Err(e),
+                },
+            },
+            Request::Reload => Ok(Reply::Done(self.reload_notified().await)),
+            Request::SetDistribute { name, n } => {
+                if n == 0 || n > MAX_DISTRIBUTE {
+                    return Err(ControlError::InvalidArgs(format!(
+                        "Distribute must be between 1 and {MAX_DISTRIBUTE}, got {n}"
+                    )));
+                }
+                let g = self.group(&name)?;
+                let s = g.rescale(&self.shared, &self.store, n).await?;
+                self.changes.mark(&name);
+                Ok(Reply::Done(s))
+            }
+            Request::StartInstance { name, index } => {
+                self.group(&name)?.command(index, SlotCommand::Start)?;
+                Ok(Reply::Done(format!("{name}@{index}: start requested")))
+            }
+            Request::StopInstance { name, index } => {
+                self.group(&name)?.command(index, SlotCommand::Stop)?;
+                Ok(Reply::Done(format!("{name}@{index}: stop requested")))
+            }
+            Request::RestartInstance { name, index } => {
+                self.group(&name)?.command(index, SlotCommand::Restart)?;
+                Ok(Reply::Done(format!("{name}@{index}: restart requested")))
+            }
+        }
+    }
+
+    async fn list(&self) -> Vec<SocketInfo> {
+        let groups: Vec<Rc<Group>> = self.groups.borrow().values().cloned().collect();
+        let mut out = Vec::new();
+        for g in groups {
+            out.push(g.info(&self.shared).await);
+        }
+        for (name, err) in self.failed.borrow().iter() {
+            out.push(failed_info(name, err));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(tx) = self.events.borrow().as_ref() {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Publishes coalesced changes: one wakeup per burst, never a timer when idle.
+    async fn publish_changes(self: Rc<Self>) {
+        loop {
+            self.changes.wake.notified().await;
+            tokio::time::sleep(PUBLISH_DELAY).await;
+            let names = std::mem::take(&mut *self.changes.names.borrow_mut());
+            for name in names {
+                self.emit(Event::SocketChanged(name));
+            }
+            self.notify_status();
+        }
+    }
+
+    fn notify_status(&self) {
+        let groups = self.groups.borrow();
+        let (mut running, mut total) = (0, 0);
+        let mut per_config = Vec::new();
+        for g in groups.values() {
+            let (up, n) = g.running();
+            running += up;
+            total += n;
+            per_config.push(format!("{} {up}/{n}", g.name));
+        }
+        // STATUS= is one line in `systemctl status`: keep it short.
+        per_config.truncate(8);
+        let failed = self.failed.borrow().len();
+        let mut status = format!(
+            "{running}/{total} instances running: {}",
+            per_config.join(", ")
+        );
+        if failed > 0 {
+            status.push_str(&format!("; {failed} config(s) failed"));
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
+    }
+
+    /// On `systemctl stop`, instances are stopped too (no instance outlives the
+    /// service by more than its own stop timeout). On a restart they keep
+    /// running, keep their sockets, and are adopted by the next activator.
+    async fn shutdown(&self) {
+        match self.own_job_type().await {
+            Some(job) if job == "stop" => {
+                tracing::info!("stopping: stopping every instance");
+                for g in self.groups.borrow().values() {
+                    g.command_all(SlotCommand::Stop);
+                }
+                // Let the slot tasks send their StopUnit calls.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            job => {
+                tracing::info!(
+                    "exiting ({}); running instances keep serving and are adopted on the next start",
+                    job.unwrap_or_else(|| "no stop job".into())
+                );
+            }
+        }
+    }
+
+    async fn own_job_type(&self) -> Option<String> {
+        let manager = &self.shared.manager;
+        let path = manager.get_unit_by_pid(std::process::id()).await.ok()?;
+        let conn = manager.inner().connection();
+        let unit = UnitProxy::builder(conn)
+            .path(path)
+            .ok()?
+            .build()
+            .await
+            .ok()?;
+        let (id, job_path) = unit.job().await.ok()?;
+        if id == 0 {
+            return None;
+        }
+        let job = JobProxy::builder(conn)
+            .path(job_path)
+            .ok()?
+            .build()
+            .await
+            .ok()?;
+        job.job_type().await.ok()
+    }
+}
+
+fn failed_info(name: &str, err: &str) -> SocketInfo {
+    SocketInfo {
+        name: name.to_string(),
+        listen: Vec::new(),
+        distribute: 0,
+        service: String::new(),
+        state: "failed".into(),
+        error: err.to_string(),
+        sources: Vec::new(),
+        instances: Vec::new(),
+    }
+}
+
+/// The config an error belongs to: `NAME` of `.../NAME.socket` or of a drop-in
+/// `.../NAME.socket.d/x.conf`.
+pub fn config_name(e: &ConfigError) -> Option<String> {
+    let file = e.file.file_name()?.to_str()?;
+    if let Some(n) = file.strip_suffix(".socket") {
+        return Some(n.to_string());
+    }
+    let dir = e.file.parent()?.file_name()?.to_str()?;
+    dir.strip_suffix(".socket.d").map(str::to_string)
 }
 
 /// `PropertiesChanged` of any unit's `org.freedesktop.systemd1.Unit` interface.
@@ -153,7 +518,11 @@ fn unit_state_rule() -> zbus::Result<zbus::MatchRule<'static>> {
 }
 
 fn unit_entered_failed(msg: &zbus::Message) -> bool {
-    type Body = (String, HashMap<String, zbus::zvariant::OwnedValue>, Vec<String>);
+    type Body = (
+        String,
+        HashMap<String, zbus::zvariant::OwnedValue>,
+        Vec<String>,
+    );
     let Ok((_iface, changed, _)) = msg.body().deserialize::<Body>() else {
         return false;
     };
@@ -161,39 +530,6 @@ fn unit_entered_failed(msg: &zbus::Message) -> bool {
         .get("ActiveState")
         .and_then(|v| <&str>::try_from(v).ok())
         == Some("failed")
-}
-
-/// Binds a config and spawns its slots; returns N.
-async fn serve(shared: &Rc<Shared>, registry: &Registry, spec: SocketSpec) -> Result<u32> {
-    let n = match spec.distribute {
-        Distribute::Count(n) => n,
-        Distribute::Cpus => sockets::cpus_in_affinity(),
-    };
-    warn_about_template(shared, &spec).await;
-    let bound = sockets::bind_all(&spec, n)?;
-    let spec = Rc::new(spec);
-    let mut slots = Vec::new();
-    for (index, sockets) in (0u32..).zip(bound) {
-        let status = Rc::new(RefCell::new(SlotStatus {
-            state: SlotState::Listening,
-            activations: 0,
-            failures: 0,
-        }));
-        slots.push(status.clone());
-        supervisor::spawn_slot(
-            shared.clone(),
-            spec.clone(),
-            Slot {
-                name: spec.name.clone(),
-                index,
-                unit: instance_unit_name(&spec.service, index),
-                sockets,
-                status,
-            },
-        );
-    }
-    registry.borrow_mut().push(Served { spec, slots });
-    Ok(n)
 }
 
 /// systemd ignores the fragment of an on-disk `SERVICE@.service` for transient
@@ -234,29 +570,6 @@ fn resolve_shim(opts: &Options) -> Result<String> {
     Ok(path.display().to_string())
 }
 
-fn notify_status(registry: &Registry) {
-    let reg = registry.borrow();
-    let (mut running, mut total) = (0, 0);
-    let mut per_config = Vec::new();
-    for served in reg.iter() {
-        let up = served
-            .slots
-            .iter()
-            .filter(|s| s.borrow().state == SlotState::Running)
-            .count();
-        running += up;
-        total += served.slots.len();
-        per_config.push(format!("{} {up}/{}", served.spec.name, served.slots.len()));
-    }
-    // STATUS= is one line in `systemctl status`: keep it short.
-    per_config.truncate(8);
-    let status = format!(
-        "{running}/{total} instances running: {}",
-        per_config.join(", ")
-    );
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
-}
-
 /// N sockets per address need N fds; the default soft limit (1024) is low.
 fn raise_nofile_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -264,5 +577,30 @@ fn raise_nofile_limit() {
         if soft < hard {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_of_errors() {
+        let err = |p: &str| ConfigError {
+            file: PathBuf::from(p),
+            line: None,
+            key: None,
+            value: None,
+            message: String::new(),
+        };
+        assert_eq!(
+            config_name(&err("/etc/systemd/distribute/web.socket")).as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            config_name(&err("/etc/systemd/distribute/web.socket.d/10-x.conf")).as_deref(),
+            Some("web")
+        );
+        assert_eq!(config_name(&err("/etc/other")), None);
     }
 }

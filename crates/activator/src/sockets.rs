@@ -108,19 +108,31 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
     };
     let socket = Socket::new(Domain::for_address(addr), ty.cloexec(), Some(proto))
         .map_err(|e| fail("socket", e))?;
-    socket.set_reuse_address(true).map_err(|e| fail("SO_REUSEADDR", e))?;
-    socket.set_reuse_port(true).map_err(|e| fail("SO_REUSEPORT", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| fail("SO_REUSEADDR", e))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(|e| fail("SO_REUSEPORT", e))?;
     if addr.is_ipv6() {
         match opts.bind_ipv6_only {
             BindIpv6Only::Default => {}
-            BindIpv6Only::Both => socket.set_only_v6(false).map_err(|e| fail("IPV6_V6ONLY", e))?,
-            BindIpv6Only::Ipv6Only => socket.set_only_v6(true).map_err(|e| fail("IPV6_V6ONLY", e))?,
+            BindIpv6Only::Both => socket
+                .set_only_v6(false)
+                .map_err(|e| fail("IPV6_V6ONLY", e))?,
+            BindIpv6Only::Ipv6Only => socket
+                .set_only_v6(true)
+                .map_err(|e| fail("IPV6_V6ONLY", e))?,
         }
     }
     if opts.free_bind {
-        socket.set_freebind(true).map_err(|e| fail("IP_FREEBIND", e))?;
+        socket
+            .set_freebind(true)
+            .map_err(|e| fail("IP_FREEBIND", e))?;
         if addr.is_ipv6() {
-            socket.set_freebind_ipv6(true).map_err(|e| fail("IPV6_FREEBIND", e))?;
+            socket
+                .set_freebind_ipv6(true)
+                .map_err(|e| fail("IPV6_FREEBIND", e))?;
         }
     }
     if opts.transparent {
@@ -128,7 +140,9 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
             set_int_opt(&socket, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)
                 .map_err(|e| fail("IPV6_TRANSPARENT", e))?;
         } else {
-            socket.set_ip_transparent(true).map_err(|e| fail("IP_TRANSPARENT", e))?;
+            socket
+                .set_ip_transparent(true)
+                .map_err(|e| fail("IP_TRANSPARENT", e))?;
         }
     }
     if let Some(dev) = &opts.bind_to_device {
@@ -138,18 +152,26 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
     }
     if let Some(size) = opts.receive_buffer {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
-        socket.set_recv_buffer_size(size).map_err(|e| fail("SO_RCVBUF", e))?;
+        socket
+            .set_recv_buffer_size(size)
+            .map_err(|e| fail("SO_RCVBUF", e))?;
     }
     if let Some(size) = opts.send_buffer {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
-        socket.set_send_buffer_size(size).map_err(|e| fail("SO_SNDBUF", e))?;
+        socket
+            .set_send_buffer_size(size)
+            .map_err(|e| fail("SO_SNDBUF", e))?;
     }
     if listen.kind == ListenKind::Stream {
         if opts.no_delay {
-            socket.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", e))?;
+            socket
+                .set_nodelay(true)
+                .map_err(|e| fail("TCP_NODELAY", e))?;
         }
         if opts.keep_alive {
-            socket.set_keepalive(true).map_err(|e| fail("SO_KEEPALIVE", e))?;
+            socket
+                .set_keepalive(true)
+                .map_err(|e| fail("SO_KEEPALIVE", e))?;
         }
         if let Some(usec) = opts.defer_accept_usec.filter(|&u| u > 0) {
             // TCP_DEFER_ACCEPT takes whole seconds; round up like systemd.
@@ -168,7 +190,12 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
     Ok(socket)
 }
 
-fn set_int_opt(socket: &Socket, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+fn set_int_opt(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: setsockopt with a pointer to a live c_int of the given size.
     let r = unsafe {
@@ -196,4 +223,113 @@ pub fn cpus_in_affinity() -> u32 {
         })
         .unwrap_or(1)
         .max(1)
+}
+
+/// Reuses a socket systemd passed back from the fd store if it is still what
+/// `listen` asks for (same address, same type, listening); otherwise `None`,
+/// and the caller binds a fresh one.
+pub fn reuse_stored(listen: &Listen, fd: std::os::fd::OwnedFd) -> Option<Socket> {
+    let socket = Socket::from(fd);
+    let addr = socket.local_addr().ok()?.as_socket()?;
+    let ty = socket.r#type().ok()?;
+    let want_ty = match listen.kind {
+        ListenKind::Stream => Type::STREAM,
+        ListenKind::Datagram => Type::DGRAM,
+    };
+    let listening = listen.kind == ListenKind::Datagram || is_listening(&socket);
+    (addr == listen.addr && ty == want_ty && listening).then_some(socket)
+}
+
+fn is_listening(socket: &Socket) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a live c_int with its size.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && v != 0
+}
+
+/// Connections waiting in a listening TCP socket's accept queue. For a
+/// listener, the kernel reports the queue length in `tcpi_unacked` (and the
+/// backlog in `tcpi_sacked`). Datagram sockets report 0.
+pub fn accept_queue_depth(socket: &Socket) -> u32 {
+    use std::os::fd::AsRawFd;
+    if !is_listening(socket) {
+        return 0;
+    }
+    // SAFETY: tcp_info is plain old data; zeroed is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt into a live tcp_info with its size.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        info.tcpi_unacked
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(addr: &str) -> Listen {
+        Listen {
+            kind: ListenKind::Stream,
+            addr: addr.parse().unwrap(),
+            original: addr.into(),
+        }
+    }
+
+    #[test]
+    fn queue_depth_counts_unaccepted_connections() {
+        let s = bind_one(&stream("127.0.0.1:0"), &SocketOptions::default()).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        assert_eq!(accept_queue_depth(&s), 0);
+        let _c: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(accept_queue_depth(&s), 3);
+    }
+
+    #[test]
+    fn stored_sockets_are_reused_only_when_they_match() {
+        let s = bind_one(&stream("127.0.0.1:0"), &SocketOptions::default()).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        let same = stream(&addr.to_string());
+        let dup = s.try_clone().unwrap();
+        assert!(reuse_stored(&same, dup.into()).is_some());
+        let other = stream("127.0.0.1:1");
+        assert!(reuse_stored(&other, s.into()).is_none());
+    }
+
+    #[test]
+    fn port_in_use_is_a_clear_error() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        let e = bind_one(&stream(&addr.to_string()), &SocketOptions::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("bind: Address already in use"), "{msg}");
+        assert!(
+            msg.contains(&format!("ss -lntup 'sport = :{}'", addr.port())),
+            "{msg}"
+        );
+    }
 }

@@ -9,10 +9,15 @@
 //! 3. **running**: the task waits for systemd's `UnitRemoved` signal for that
 //!    unit (the unit is `CollectMode=inactive-or-failed`, so it is unloaded as
 //!    soon as the instance exits, whatever the reason; a `PropertiesChanged`
-//!    to `ActiveState=failed` before that marks a crash, which delays the next
-//!    start with exponential backoff). Then back to 1: anything
-//!    that queued meanwhile makes the socket readable at once and starts the
-//!    instance again, so nothing that reached the queue is lost.
+//!    to `ActiveState=failed` before that marks a crash). Then back to 1:
+//!    anything that queued meanwhile makes the socket readable at once and
+//!    starts the instance again, so nothing that reached the queue is lost.
+//!
+//! Crashes are retried with exponential backoff; after [`FAILURES_BEFORE_FAILED`]
+//! in a row, or when starts exceed `TriggerLimitBurst=` per
+//! `TriggerLimitIntervalSec=` (systemd's defaults: 20 per 2 s), the slot is
+//! `failed`: its sockets are no longer watched (connections wait in the queue)
+//! until an operator starts it again or the config is reloaded.
 
 use crate::fdpass;
 use crate::sockets::BoundSocket;
@@ -21,7 +26,7 @@ use crate::unit::{self, FdHandOff};
 use distribute_config::SocketSpec;
 use futures_util::future::select_all;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
@@ -39,6 +44,20 @@ pub enum UnitEvent {
     Removed,
 }
 
+/// What an operator (or the reconciler) asks of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotCommand {
+    /// Start the instance now; clears `failed` and backoff.
+    Start,
+    /// Stop the running instance; the socket is watched again afterwards.
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// The slot is being removed (rescale down, config removed): let the
+    /// instance finish, serve what is queued, and end once the queue is empty.
+    Drain,
+}
+
 /// The observable state of one instance slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotState {
@@ -49,10 +68,22 @@ pub enum SlotState {
     /// Instance unit loaded.
     Running,
     /// Waiting before the next start after failures.
-    Backoff {
-        /// Why the last start failed.
-        reason: String,
-    },
+    Backoff,
+    /// Given up until an operator starts it again (see the module docs).
+    Failed,
+}
+
+impl SlotState {
+    /// The name the control plane shows.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SlotState::Listening => "listening",
+            SlotState::Starting => "starting",
+            SlotState::Running => "running",
+            SlotState::Backoff => "backoff",
+            SlotState::Failed => "failed",
+        }
+    }
 }
 
 /// Counters and state of one slot, shared with status reporting.
@@ -60,18 +91,30 @@ pub enum SlotState {
 pub struct SlotStatus {
     /// Current state.
     pub state: SlotState,
+    /// Set once the slot is being removed.
+    pub draining: bool,
     /// Successful starts.
     pub activations: u64,
-    /// Starts that systemd refused, and instances that exited within
-    /// [`QUICK_EXIT`] of their start.
+    /// Refused starts and failed exits.
     pub failures: u64,
+    /// Why it is in backoff or failed.
+    pub reason: String,
 }
 
-/// First backoff delay after a failed instance; doubles per consecutive failure,
-/// so a crash loop cannot spin the activator or systemd.
+/// First backoff delay after a failure; doubles per consecutive failure, so a
+/// crash loop cannot spin the activator or systemd.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest backoff delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Consecutive failures after which a slot is marked failed.
+pub const FAILURES_BEFORE_FAILED: u32 = 5;
+/// systemd's default `TriggerLimitIntervalSec=` for `Accept=no` sockets.
+pub const DEFAULT_TRIGGER_INTERVAL: Duration = Duration::from_secs(2);
+/// systemd's default `TriggerLimitBurst=` for `Accept=no` sockets.
+pub const DEFAULT_TRIGGER_BURST: u32 = 20;
+/// How long a draining slot's queue must stay empty before its sockets close:
+/// covers handshakes that were already in flight when steering moved away.
+pub const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// Everything the slot tasks share: the bus, how fds are handed off, and the
 /// routing table from unit names to slots.
@@ -84,8 +127,8 @@ pub struct Shared {
     pub routes: RefCell<HashMap<String, mpsc::UnboundedSender<UnitEvent>>>,
     /// Unit object path → unit name, for `PropertiesChanged`.
     pub paths: RefCell<HashMap<String, String>>,
-    /// Called whenever a slot changes state (for `STATUS=`).
-    pub on_change: Box<dyn Fn()>,
+    /// Called with the config name whenever a slot changes state.
+    pub on_change: Box<dyn Fn(&str)>,
 }
 
 impl Shared {
@@ -108,7 +151,8 @@ impl Shared {
     }
 }
 
-/// One instance slot: its sockets and its status.
+/// One instance slot: its sockets and its status. Shared (`Rc`) between the
+/// slot's task and its config group; the sockets close when both let go.
 pub struct Slot {
     /// Config name.
     pub name: String,
@@ -119,98 +163,334 @@ pub struct Slot {
     /// The slot's sockets, one per `Listen*=` line.
     pub sockets: Vec<BoundSocket>,
     /// Shared status.
-    pub status: Rc<RefCell<SlotStatus>>,
+    pub status: RefCell<SlotStatus>,
+}
+
+impl Slot {
+    /// A new slot in the `listening` state.
+    pub fn new(name: &str, index: u32, unit: String, sockets: Vec<BoundSocket>) -> Slot {
+        Slot {
+            name: name.to_string(),
+            index,
+            unit,
+            sockets,
+            status: RefCell::new(SlotStatus {
+                state: SlotState::Listening,
+                draining: false,
+                activations: 0,
+                failures: 0,
+                reason: String::new(),
+            }),
+        }
+    }
+}
+
+/// How a slot task begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// Watch the sockets.
+    OnDemand,
+    /// Start the instance right away (`Activation=eager`).
+    Eager,
+    /// The instance is already running (started before the activator restarted).
+    Adopt,
 }
 
 /// Registers the slot's route and spawns its task on the current `LocalSet`.
-pub fn spawn_slot(shared: Rc<Shared>, spec: Rc<SocketSpec>, slot: Slot) -> tokio::task::JoinHandle<()> {
+/// The task ends when the slot has drained or its command channel closes.
+pub fn spawn_slot(
+    shared: Rc<Shared>,
+    spec: Rc<RefCell<Rc<SocketSpec>>>,
+    slot: Rc<Slot>,
+    begin: Begin,
+) -> (
+    mpsc::UnboundedSender<SlotCommand>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     shared.routes.borrow_mut().insert(slot.unit.clone(), tx);
     shared
         .paths
         .borrow_mut()
         .insert(unit_object_path(&slot.unit), slot.unit.clone());
-    tokio::task::spawn_local(run_slot(shared, spec, slot, rx))
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let task = SlotTask {
+        shared,
+        spec,
+        slot,
+        events: rx,
+        commands: cmd_rx,
+        consecutive_failures: 0,
+        starts: VecDeque::new(),
+    };
+    (cmd_tx, tokio::task::spawn_local(task.run(begin)))
 }
 
-async fn run_slot(
+struct SlotTask {
     shared: Rc<Shared>,
-    spec: Rc<SocketSpec>,
-    slot: Slot,
-    mut events: mpsc::UnboundedReceiver<UnitEvent>,
-) {
-    let set = |state: SlotState| {
-        slot.status.borrow_mut().state = state;
-        (shared.on_change)();
-    };
-    let mut consecutive_failures: u32 = 0;
-    loop {
-        set(SlotState::Listening);
-        if let Err(e) = wait_readable(&slot.sockets).await {
-            tracing::error!(unit = %slot.unit, "{}: cannot watch sockets: {e}", slot.unit);
-            return;
+    spec: Rc<RefCell<Rc<SocketSpec>>>,
+    slot: Rc<Slot>,
+    events: mpsc::UnboundedReceiver<UnitEvent>,
+    commands: mpsc::UnboundedReceiver<SlotCommand>,
+    consecutive_failures: u32,
+    starts: VecDeque<Instant>,
+}
+
+/// What to do after a phase.
+enum Next {
+    Watch,
+    StartNow,
+    Running,
+    End,
+}
+
+impl SlotTask {
+    fn set(&self, state: SlotState, reason: &str) {
+        {
+            let mut st = self.slot.status.borrow_mut();
+            st.state = state;
+            st.reason = reason.to_string();
         }
-        // Anything routed to us before this start belongs to an earlier life.
-        while events.try_recv().is_ok() {}
-        set(SlotState::Starting);
-        let started = Instant::now();
-        match start_instance(&shared, &spec, &slot).await {
-            Ok(()) => {
-                slot.status.borrow_mut().activations += 1;
-                tracing::info!(unit = %slot.unit, "{}: started ({:?})", slot.unit, started.elapsed());
-                set(SlotState::Running);
-                let Some(failed) = wait_gone(&mut events).await else {
-                    return; // config removed
-                };
-                let lived = started.elapsed();
-                if !failed {
-                    tracing::debug!(unit = %slot.unit, "{}: exited after {lived:?}", slot.unit);
-                    consecutive_failures = 0;
-                    continue;
-                }
-                consecutive_failures += 1;
-                slot.status.borrow_mut().failures += 1;
-                let delay = backoff(consecutive_failures);
-                let reason = format!(
-                    "instance failed after {lived:?} ({consecutive_failures} failure(s) in a row)"
-                );
-                tracing::warn!(unit = %slot.unit, "{}: {reason}; next start in {delay:?}", slot.unit);
-                set(SlotState::Backoff { reason });
-                tokio::time::sleep(delay).await;
+        (self.shared.on_change)(&self.slot.name);
+    }
+
+    fn draining(&self) -> bool {
+        self.slot.status.borrow().draining
+    }
+
+    fn mark_draining(&self) {
+        self.slot.status.borrow_mut().draining = true;
+        (self.shared.on_change)(&self.slot.name);
+    }
+
+    async fn run(mut self, begin: Begin) {
+        let mut next = match begin {
+            Begin::OnDemand => Next::Watch,
+            Begin::Eager => Next::StartNow,
+            Begin::Adopt => {
+                tracing::info!("{}: adopting the running instance", self.slot.unit);
+                Next::Running
             }
-            Err(StartError::Exists) => {
-                // A unit of that name is still loaded (e.g. an instance from an
-                // earlier run of the activator): it is running with its own copy
-                // of the socket. Adopt it: wait until it goes away.
-                tracing::info!(unit = %slot.unit, "{}: already loaded; adopting it until it exits", slot.unit);
-                // A failed leftover would never be unloaded on its own.
-                let _ = shared.manager.reset_failed_unit(&slot.unit).await;
-                set(SlotState::Running);
-                if wait_gone(&mut events).await.is_none() {
-                    return;
+        };
+        loop {
+            next = match next {
+                Next::Watch => self.watch().await,
+                Next::StartNow => self.start().await,
+                Next::Running => self.running().await,
+                Next::End => break,
+            };
+        }
+        self.shared.routes.borrow_mut().remove(&self.slot.unit);
+        self.shared
+            .paths
+            .borrow_mut()
+            .remove(&unit_object_path(&self.slot.unit));
+        tracing::debug!("{}: slot ended", self.slot.unit);
+    }
+
+    /// Waits for something queued, or a command.
+    async fn watch(&mut self) -> Next {
+        if self.draining() {
+            return self.finish_drain().await;
+        }
+        self.set(SlotState::Listening, "");
+        tokio::select! {
+            r = wait_readable(&self.slot.sockets) => match r {
+                Ok(()) => Next::StartNow,
+                Err(e) => {
+                    tracing::error!("{}: cannot watch sockets: {e}", self.slot.unit);
+                    self.fail(format!("cannot watch sockets: {e}")).await
                 }
+            },
+            cmd = self.commands.recv() => match cmd {
+                None => Next::End,
+                Some(SlotCommand::Start | SlotCommand::Restart) => Next::StartNow,
+                Some(SlotCommand::Stop) => Next::Watch,
+                Some(SlotCommand::Drain) => { self.mark_draining(); Next::Watch }
+            },
+        }
+    }
+
+    /// A draining slot with no instance: end once the queue stayed empty for
+    /// [`DRAIN_GRACE`], or start the instance to serve what is queued.
+    async fn finish_drain(&mut self) -> Next {
+        loop {
+            if any_queued(&self.slot.sockets) {
+                return Next::StartNow;
             }
-            Err(StartError::Other(e)) => {
-                consecutive_failures += 1;
-                slot.status.borrow_mut().failures += 1;
-                let delay = backoff(consecutive_failures);
-                tracing::error!(unit = %slot.unit, "{}: start failed: {e}; next try in {delay:?}", slot.unit);
-                set(SlotState::Backoff { reason: e });
-                tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(DRAIN_GRACE) => {
+                    if !any_queued(&self.slot.sockets) {
+                        return Next::End;
+                    }
+                }
+                cmd = self.commands.recv() => if cmd.is_none() { return Next::End },
             }
         }
     }
-}
 
-/// Waits for the unit's removal; `Some(true)` if it failed on the way out,
-/// `None` if the slot was dropped.
-async fn wait_gone(events: &mut mpsc::UnboundedReceiver<UnitEvent>) -> Option<bool> {
-    let mut failed = false;
-    loop {
-        match events.recv().await? {
-            UnitEvent::Failed => failed = true,
-            UnitEvent::Removed => return Some(failed),
+    async fn start(&mut self) -> Next {
+        // Anything routed to us before this start belongs to an earlier life.
+        while self.events.try_recv().is_ok() {}
+        if let Some(limit) = self.trigger_limit_hit() {
+            return self.fail(limit).await;
         }
+        self.set(SlotState::Starting, "");
+        let started = Instant::now();
+        let spec = self.spec.borrow().clone();
+        match start_instance(&self.shared, &spec, &self.slot).await {
+            Ok(()) => {
+                self.slot.status.borrow_mut().activations += 1;
+                tracing::info!("{}: started ({:?})", self.slot.unit, started.elapsed());
+                Next::Running
+            }
+            Err(StartError::Exists) => {
+                // A unit of that name is still loaded (e.g. an instance from an
+                // earlier run of the activator, holding its own copy of the
+                // socket). Adopt it; a failed leftover needs a reset to go away.
+                tracing::info!(
+                    "{}: already loaded; adopting it until it exits",
+                    self.slot.unit
+                );
+                let _ = self.shared.manager.reset_failed_unit(&self.slot.unit).await;
+                Next::Running
+            }
+            Err(StartError::Other(e)) => {
+                tracing::error!("{}: start failed: {e}", self.slot.unit);
+                self.failure(format!("start failed: {e}")).await
+            }
+        }
+    }
+
+    /// Waits for the instance to go away, handling commands meanwhile.
+    async fn running(&mut self) -> Next {
+        self.set(SlotState::Running, "");
+        let since = Instant::now();
+        let mut failed = false;
+        let mut restart = false;
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    None => return Next::End,
+                    Some(UnitEvent::Failed) => failed = true,
+                    Some(UnitEvent::Removed) => break,
+                },
+                cmd = self.commands.recv() => match cmd {
+                    None => return Next::End,
+                    Some(SlotCommand::Stop) => self.stop_unit().await,
+                    Some(SlotCommand::Restart) => {
+                        restart = true;
+                        self.stop_unit().await;
+                    }
+                    Some(SlotCommand::Start) => {}
+                    Some(SlotCommand::Drain) => self.mark_draining(),
+                },
+            }
+        }
+        let lived = since.elapsed();
+        if restart {
+            tracing::info!("{}: restarting", self.slot.unit);
+            self.consecutive_failures = 0;
+            return Next::StartNow;
+        }
+        if failed {
+            return self
+                .failure(format!("instance failed after {lived:.1?}"))
+                .await;
+        }
+        tracing::debug!("{}: exited after {lived:?}", self.slot.unit);
+        self.consecutive_failures = 0;
+        Next::Watch
+    }
+
+    async fn stop_unit(&self) {
+        if let Err(e) = self
+            .shared
+            .manager
+            .stop_unit(&self.slot.unit, "replace")
+            .await
+        {
+            tracing::warn!("{}: StopUnit: {e}", self.slot.unit);
+        }
+    }
+
+    /// Counts a failure: backoff, or `failed` after too many in a row.
+    async fn failure(&mut self, what: String) -> Next {
+        self.consecutive_failures += 1;
+        self.slot.status.borrow_mut().failures += 1;
+        if self.consecutive_failures >= FAILURES_BEFORE_FAILED {
+            let reason = format!(
+                "{what}; {} failures in a row, giving up until `distributectl start {}@{}`",
+                self.consecutive_failures, self.slot.name, self.slot.index
+            );
+            return self.fail(reason).await;
+        }
+        let delay = backoff(self.consecutive_failures);
+        let reason = format!("{what}; next start in {delay:?}");
+        tracing::warn!("{}: {reason}", self.slot.unit);
+        self.set(SlotState::Backoff, &reason);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Next::Watch,
+            cmd = self.commands.recv() => match cmd {
+                None => Next::End,
+                Some(SlotCommand::Start | SlotCommand::Restart) => {
+                    self.consecutive_failures = 0;
+                    Next::StartNow
+                }
+                Some(SlotCommand::Stop) => Next::Watch,
+                Some(SlotCommand::Drain) => { self.mark_draining(); Next::Watch }
+            },
+        }
+    }
+
+    /// The `failed` state: sockets unwatched until an operator intervenes.
+    async fn fail(&mut self, reason: String) -> Next {
+        tracing::error!("{}: failed: {reason}", self.slot.unit);
+        self.set(SlotState::Failed, &reason);
+        loop {
+            match self.commands.recv().await {
+                None => return Next::End,
+                Some(SlotCommand::Start | SlotCommand::Restart) => {
+                    self.consecutive_failures = 0;
+                    self.starts.clear();
+                    return Next::StartNow;
+                }
+                Some(SlotCommand::Stop) => {}
+                // Nothing can serve the queue of a failed slot: close it.
+                Some(SlotCommand::Drain) => return Next::End,
+            }
+        }
+    }
+
+    /// Systemd's socket trigger limit, applied to this slot's starts.
+    fn trigger_limit_hit(&mut self) -> Option<String> {
+        let spec = self.spec.borrow();
+        let interval = spec
+            .options
+            .trigger_limit_interval_usec
+            .map(Duration::from_micros)
+            .unwrap_or(DEFAULT_TRIGGER_INTERVAL);
+        let burst = spec
+            .options
+            .trigger_limit_burst
+            .unwrap_or(DEFAULT_TRIGGER_BURST);
+        if interval.is_zero() || burst == 0 {
+            return None; // disabled, as in systemd
+        }
+        let now = Instant::now();
+        while self
+            .starts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > interval)
+        {
+            self.starts.pop_front();
+        }
+        self.starts.push_back(now);
+        (self.starts.len() > burst as usize).then(|| {
+            format!(
+                "trigger limit hit: more than {burst} starts within {interval:?} (TriggerLimitIntervalSec=, TriggerLimitBurst=)"
+            )
+        })
     }
 }
 
@@ -271,7 +551,7 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
         Err(zbus::Error::MethodError(name, msg, _))
             if name.as_str() == "org.freedesktop.systemd1.UnitExists" =>
         {
-            tracing::debug!(unit = %slot.unit, "UnitExists: {}", msg.unwrap_or_default());
+            tracing::debug!("{}: UnitExists: {}", slot.unit, msg.unwrap_or_default());
             Err(StartError::Exists)
         }
         Err(e) => Err(StartError::Other(e.to_string())),
@@ -311,12 +591,21 @@ async fn wait_readable(sockets: &[BoundSocket]) -> io::Result<()> {
     }
 }
 
+fn any_queued(sockets: &[BoundSocket]) -> bool {
+    sockets
+        .iter()
+        .any(|s| queued(s.socket.as_fd()).unwrap_or(false))
+}
+
 /// Whether a connection or datagram is queued on `fd` right now.
 pub fn queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     let n = poll(&mut fds, PollTimeout::ZERO)?;
-    Ok(n > 0 && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+    Ok(n > 0
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN)))
 }
 
 #[cfg(test)]
@@ -326,8 +615,14 @@ mod tests {
     #[test]
     fn object_paths_escape_like_systemd() {
         for (unit, want) in [
-            ("web@0.service", "/org/freedesktop/systemd1/unit/web_400_2eservice"),
-            ("a-b.service", "/org/freedesktop/systemd1/unit/a_2db_2eservice"),
+            (
+                "web@0.service",
+                "/org/freedesktop/systemd1/unit/web_400_2eservice",
+            ),
+            (
+                "a-b.service",
+                "/org/freedesktop/systemd1/unit/a_2db_2eservice",
+            ),
         ] {
             assert_eq!(unit_object_path(unit), want);
         }

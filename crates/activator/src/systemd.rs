@@ -44,6 +44,10 @@ pub trait Manager {
         patterns: &[&str],
     ) -> zbus::Result<Vec<(String, String)>>;
 
+    /// The unit a process belongs to.
+    #[zbus(name = "GetUnitByPID")]
+    fn get_unit_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
+
     /// The object path of a loaded unit (error `NoSuchUnit` otherwise).
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
@@ -77,6 +81,10 @@ pub trait Unit {
     /// `active`, `inactive`, `failed`, `activating`, `deactivating`, ...
     #[zbus(property)]
     fn active_state(&self) -> zbus::Result<String>;
+
+    /// The unit's pending job: (id, path); id 0 if none.
+    #[zbus(property)]
+    fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
 }
 
 /// The major version from systemd's `Version` property (`252.38-1~deb12u1` → 252).
@@ -108,4 +116,28 @@ mod tests {
             assert_eq!(major_version(input), want, "{input:?}");
         }
     }
+}
+
+/// `org.freedesktop.systemd1.Service`, for the main PID of an instance.
+#[proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1",
+    gen_blocking = false
+)]
+pub trait Service {
+    /// PID of the instance's main process, 0 if none.
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+}
+
+/// `org.freedesktop.systemd1.Job`, to tell a stop from a restart of ourselves.
+#[proxy(
+    interface = "org.freedesktop.systemd1.Job",
+    default_service = "org.freedesktop.systemd1",
+    gen_blocking = false
+)]
+pub trait Job {
+    /// `start`, `stop`, `restart`, ...
+    #[zbus(property)]
+    fn job_type(&self) -> zbus::Result<String>;
 }

@@ -1,0 +1,129 @@
+//! Keeping the listening sockets in systemd's fd store across restarts.
+//!
+//! Every socket is handed to systemd with `FDSTORE=1` and a name
+//! `CONFIG/LISTEN/INDEX` (config name, position of its `Listen*=` line,
+//! instance index; `/` cannot occur in config names and `:` is not allowed in
+//! fd names). When `systemd-distribute.service` restarts, systemd passes them
+//! back through `$LISTEN_FDS`/`$LISTEN_FDNAMES`, so the queues (and the
+//! reuseport groups) survive the restart and no connection is lost. Needs
+//! `FileDescriptorStoreMax=` in the unit; without a notify socket this is a no-op.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+/// The fd store name of a socket.
+pub fn fd_name(config: &str, listen: usize, index: u32) -> String {
+    format!("{config}/{listen}/{index}")
+}
+
+/// Inverse of [`fd_name`].
+pub fn parse_fd_name(name: &str) -> Option<(String, usize, u32)> {
+    let mut it = name.rsplitn(3, '/');
+    let index = it.next()?.parse().ok()?;
+    let listen = it.next()?.parse().ok()?;
+    let config = it.next()?;
+    (!config.is_empty()).then(|| (config.to_string(), listen, index))
+}
+
+/// The fds systemd gave back at start, and the channel to store new ones.
+pub struct FdStore {
+    enabled: bool,
+    received: RefCell<HashMap<String, OwnedFd>>,
+}
+
+impl FdStore {
+    /// Takes the fds passed by systemd (and unsets `$LISTEN_*`).
+    pub fn from_env() -> FdStore {
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        let mut received = HashMap::new();
+        match distribute_instance::listen_fds(true) {
+            Ok(fds) => {
+                for f in fds {
+                    if parse_fd_name(&f.name).is_some() {
+                        received.insert(f.name, f.fd);
+                    } else {
+                        tracing::warn!("ignoring passed fd named {:?}: not one of ours", f.name);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("ignoring $LISTEN_FDS: {e}"),
+        }
+        if !received.is_empty() {
+            tracing::info!("got {} sockets back from the fd store", received.len());
+        }
+        FdStore {
+            enabled,
+            received: RefCell::new(received),
+        }
+    }
+
+    /// A store that neither receives nor stores (tests, runs outside systemd).
+    pub fn disabled() -> FdStore {
+        FdStore {
+            enabled: false,
+            received: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a socket passed back under `name`, if any.
+    pub fn take(&self, name: &str) -> Option<OwnedFd> {
+        self.received.borrow_mut().remove(name)
+    }
+
+    /// Hands a socket to systemd's fd store.
+    pub fn store(&self, name: &str, fd: BorrowedFd<'_>) {
+        if !self.enabled {
+            return;
+        }
+        let states = [
+            sd_notify::NotifyState::FdStore,
+            sd_notify::NotifyState::FdName(name),
+        ];
+        if let Err(e) = sd_notify::notify_with_fds(false, &states, &[fd]) {
+            tracing::warn!("FDSTORE=1 for {name}: {e}");
+        }
+    }
+
+    /// Drops `name` from systemd's fd store (the socket is being closed).
+    pub fn remove(&self, name: &str) {
+        if !self.enabled {
+            return;
+        }
+        let states = [
+            sd_notify::NotifyState::FdStoreRemove,
+            sd_notify::NotifyState::FdName(name),
+        ];
+        if let Err(e) = sd_notify::notify(false, &states) {
+            tracing::warn!("FDSTOREREMOVE=1 for {name}: {e}");
+        }
+    }
+
+    /// Closes every received socket nobody claimed and removes it from the store.
+    pub fn discard_unclaimed(&self) {
+        let left: Vec<(String, OwnedFd)> = self.received.borrow_mut().drain().collect();
+        for (name, fd) in left {
+            tracing::info!("closing stored socket {name}: no config uses it any more");
+            drop(fd);
+            self.remove(&name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for (c, l, i) in [("web", 0, 0), ("a.b-c", 3, 1023), ("x", 1, 7)] {
+            assert_eq!(
+                parse_fd_name(&fd_name(c, l, i)),
+                Some((c.to_string(), l, i))
+            );
+        }
+        for bad in ["", "web", "web/1", "/1/2", "web/x/1", "web/1/x"] {
+            assert_eq!(parse_fd_name(bad), None, "{bad:?}");
+        }
+    }
+}

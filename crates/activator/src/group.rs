@@ -1,0 +1,419 @@
+//! One served config: its N slots, rescaling and removal.
+//!
+//! Rescaling never resets a queued connection:
+//! - **grow N→M**: bind M-N more sockets per address; they join the same
+//!   reuseport groups (appended, so socket i stays at position i).
+//! - **shrink N→M**: steer new connections to sockets 0..M-1 with a cBPF
+//!   program ([`crate::steering`]), let slots M..N-1 drain (their instances
+//!   serve what is queued and exit on idle), then close them highest first
+//!   and return the group to the kernel's hash.
+//! Rescales of one config are serialized; a grow waits for a running drain.
+
+use crate::control::{ControlError, InstanceInfo, SocketInfo};
+use crate::fdstore::{fd_name, FdStore};
+use crate::sockets::{self, BindError, BoundSocket};
+use crate::steering;
+use crate::supervisor::{self, Begin, Shared, Slot, SlotCommand};
+use crate::systemd::ServiceProxy;
+use distribute_config::{Activation, Distribute, ListenKind, SocketSpec};
+use std::cell::RefCell;
+use std::os::fd::AsFd;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long the slots of a removed config may take to drain before their
+/// sockets are closed anyway (a removed config gets no new home for its
+/// traffic, so under steady load its queues would never run empty).
+pub const REMOVE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A slot as its group holds it.
+pub struct SlotHandle {
+    /// The slot (shared with its task).
+    pub slot: Rc<Slot>,
+    /// Commands to its task.
+    pub commands: mpsc::UnboundedSender<SlotCommand>,
+    /// The task; ends once the slot drained.
+    pub task: Option<JoinHandle<()>>,
+}
+
+/// One served config.
+pub struct Group {
+    /// Config name.
+    pub name: String,
+    /// The effective spec; slots read it at every start, so a reload that only
+    /// changes `[Service]` applies to the next instance started.
+    pub spec: Rc<RefCell<Rc<SocketSpec>>>,
+    /// Slots by index; draining ones stay here until closed.
+    pub slots: RefCell<Vec<SlotHandle>>,
+    /// Last reload error for this config ("" if none).
+    pub error: RefCell<String>,
+    rescale_lock: tokio::sync::Mutex<()>,
+    drain: RefCell<Option<JoinHandle<()>>>,
+}
+
+/// N for a spec.
+pub fn resolve_n(d: Distribute) -> u32 {
+    match d {
+        Distribute::Count(n) => n,
+        Distribute::Cpus => sockets::cpus_in_affinity(),
+    }
+}
+
+/// Whether two specs differ in anything that lives on the socket itself
+/// (addresses, socket options, instance names), i.e. needs new sockets.
+pub fn socket_level_change(a: &SocketSpec, b: &SocketSpec) -> bool {
+    let norm = |s: &SocketSpec| {
+        let mut o = s.options.clone();
+        o.activation = Default::default();
+        o.trigger_limit_burst = None;
+        o.trigger_limit_interval_usec = None;
+        o.file_descriptor_name = None;
+        o
+    };
+    a.listen != b.listen || a.service != b.service || norm(a) != norm(b)
+}
+
+fn bind_slot_sockets(
+    spec: &SocketSpec,
+    index: u32,
+    store: &FdStore,
+) -> Result<Vec<BoundSocket>, BindError> {
+    let mut out = Vec::with_capacity(spec.listen.len());
+    for (l, listen) in spec.listen.iter().enumerate() {
+        let name = fd_name(&spec.name, l, index);
+        let reused = store
+            .take(&name)
+            .and_then(|fd| sockets::reuse_stored(listen, fd));
+        let socket = match reused {
+            Some(s) => s,
+            None => {
+                let s = sockets::bind_one(listen, &spec.options)?;
+                store.store(&name, s.as_fd());
+                s
+            }
+        };
+        out.push(BoundSocket {
+            listen: listen.clone(),
+            socket,
+        });
+    }
+    Ok(out)
+}
+
+impl Group {
+    /// Binds (or takes back from the fd store) every socket of `spec` and
+    /// starts supervising its slots. All or nothing.
+    pub async fn serve(
+        shared: &Rc<Shared>,
+        store: &FdStore,
+        spec: SocketSpec,
+    ) -> Result<Rc<Group>, BindError> {
+        let n = resolve_n(spec.distribute);
+        let mut bound = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            match bind_slot_sockets(&spec, i, store) {
+                Ok(s) => bound.push(s),
+                Err(e) => {
+                    forget_stored(&spec, i, &bound, store);
+                    return Err(e);
+                }
+            }
+        }
+        let group = Rc::new(Group {
+            name: spec.name.clone(),
+            spec: Rc::new(RefCell::new(Rc::new(spec))),
+            slots: RefCell::new(Vec::new()),
+            error: RefCell::new(String::new()),
+            rescale_lock: tokio::sync::Mutex::new(()),
+            drain: RefCell::new(None),
+        });
+        for (i, sockets) in (0u32..).zip(bound) {
+            group.spawn(shared, i, sockets).await;
+        }
+        Ok(group)
+    }
+
+    async fn spawn(&self, shared: &Rc<Shared>, index: u32, sockets: Vec<BoundSocket>) {
+        let spec = self.spec.borrow().clone();
+        let unit = spec.instance_unit(index);
+        // An instance that outlived a restart of the activator is still running
+        // with its own copy of the socket: adopt it instead of watching.
+        let begin = if shared.manager.get_unit(&unit).await.is_ok() {
+            Begin::Adopt
+        } else if spec.options.activation == Activation::Eager {
+            Begin::Eager
+        } else {
+            Begin::OnDemand
+        };
+        let slot = Rc::new(Slot::new(&spec.name, index, unit, sockets));
+        let (commands, task) =
+            supervisor::spawn_slot(shared.clone(), self.spec.clone(), slot.clone(), begin);
+        self.slots.borrow_mut().push(SlotHandle {
+            slot,
+            commands,
+            task: Some(task),
+        });
+    }
+
+    /// Slots that are not draining.
+    pub fn active(&self) -> u32 {
+        self.slots
+            .borrow()
+            .iter()
+            .filter(|h| !h.slot.status.borrow().draining)
+            .count() as u32
+    }
+
+    /// Sends `cmd` to slot `index` (which must be active).
+    pub fn command(&self, index: u32, cmd: SlotCommand) -> Result<(), ControlError> {
+        let active = self.active();
+        if index >= active {
+            return Err(ControlError::InvalidArgs(format!(
+                "instance index {index} out of range: {} has instances 0..{}",
+                self.name,
+                active.saturating_sub(1)
+            )));
+        }
+        let slots = self.slots.borrow();
+        slots[index as usize]
+            .commands
+            .send(cmd)
+            .map_err(|_| ControlError::Failed(format!("{}@{index} is shutting down", self.name)))
+    }
+
+    /// Sends `cmd` to every active slot.
+    pub fn command_all(&self, cmd: SlotCommand) {
+        for h in self.slots.borrow().iter() {
+            if !h.slot.status.borrow().draining {
+                let _ = h.commands.send(cmd);
+            }
+        }
+    }
+
+    /// Changes N to `m`. Returns a summary; a shrink completes in the background.
+    pub async fn rescale(
+        self: &Rc<Self>,
+        shared: &Rc<Shared>,
+        store: &Rc<FdStore>,
+        m: u32,
+    ) -> Result<String, ControlError> {
+        let _serial = self.rescale_lock.lock().await;
+        let pending = self.drain.borrow_mut().take();
+        if let Some(drain) = pending {
+            tracing::info!("{}: waiting for the previous shrink to drain", self.name);
+            let _ = drain.await;
+        }
+        let n = self.active();
+        if m == n {
+            return Ok(format!("{}: already {n} instances", self.name));
+        }
+        if m > n {
+            let spec = self.spec.borrow().clone();
+            for i in n..m {
+                let sockets = bind_slot_sockets(&spec, i, store).map_err(|e| {
+                    ControlError::Failed(format!("{}: growing to {m}: {e}", self.name))
+                })?;
+                self.spawn(shared, i, sockets).await;
+            }
+            tracing::info!("{}: grew from {n} to {m} instances", self.name);
+            return Ok(format!("{}: {n} → {m} instances", self.name));
+        }
+        // Shrink: steer away first, then drain the slots being removed.
+        {
+            let slots = self.slots.borrow();
+            for bs in &slots[0].slot.sockets {
+                if let Err(e) = steering::steer_to_first(bs.socket.as_fd(), m) {
+                    tracing::warn!(
+                        "{}: cannot steer {} away from the sockets being removed ({e}); connections queued on them when they close will be reset",
+                        self.name, bs.listen.original
+                    );
+                }
+            }
+            for h in &slots[m as usize..] {
+                let _ = h.commands.send(SlotCommand::Drain);
+            }
+        }
+        let group = self.clone();
+        let store = store.clone();
+        let task = tokio::task::spawn_local(async move {
+            group.close_draining(&store, m, None).await;
+            let slots = group.slots.borrow();
+            if let Some(first) = slots.first() {
+                for bs in &first.slot.sockets {
+                    if let Err(e) = steering::detach(bs.socket.as_fd()) {
+                        tracing::warn!("{}: detaching the steering program: {e}", group.name);
+                    }
+                }
+            }
+            tracing::info!("{}: shrink to {m} complete", group.name);
+        });
+        *self.drain.borrow_mut() = Some(task);
+        tracing::info!(
+            "{}: shrinking from {n} to {m}; draining instances {m}..{}",
+            self.name,
+            n - 1
+        );
+        Ok(format!(
+            "{}: {n} → {m} instances (instances {m}..{} drain and close)",
+            self.name,
+            n - 1
+        ))
+    }
+
+    /// Closes slots `keep..` highest first, each once its task ended (drained),
+    /// or when `timeout` passes.
+    async fn close_draining(&self, store: &FdStore, keep: u32, timeout: Option<Duration>) {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let last = {
+                let mut slots = self.slots.borrow_mut();
+                if slots.len() as u32 <= keep {
+                    break;
+                }
+                slots.last_mut().and_then(|h| h.task.take())
+            };
+            if let Some(mut task) = last {
+                match deadline {
+                    Some(d) => {
+                        if tokio::time::timeout_at(d, &mut task).await.is_err() {
+                            task.abort();
+                            let _ = task.await;
+                        }
+                    }
+                    None => {
+                        let _ = task.await;
+                    }
+                }
+            }
+            let closed = self.slots.borrow_mut().pop();
+            if let Some(h) = closed {
+                let spec = self.spec.borrow().clone();
+                for l in 0..h.slot.sockets.len() {
+                    store.remove(&fd_name(&spec.name, l, h.slot.index));
+                }
+                tracing::debug!("{}: closed the sockets of {}", self.name, h.slot.unit);
+                // Dropping `h` (the last reference) closes the sockets.
+            }
+        }
+    }
+
+    /// Removes the whole config: drain every slot (bounded by
+    /// [`REMOVE_DRAIN_TIMEOUT`]), then close everything.
+    pub async fn remove(self: Rc<Self>, store: Rc<FdStore>) {
+        let _serial = self.rescale_lock.lock().await;
+        let pending = self.drain.borrow_mut().take();
+        if let Some(drain) = pending {
+            let _ = drain.await;
+        }
+        for h in self.slots.borrow().iter() {
+            let _ = h.commands.send(SlotCommand::Drain);
+        }
+        self.close_draining(&store, 0, Some(REMOVE_DRAIN_TIMEOUT))
+            .await;
+        tracing::info!("{}: removed; all its sockets are closed", self.name);
+    }
+
+    /// The control plane's view, with live queue depths and main PIDs.
+    pub async fn info(&self, shared: &Shared) -> SocketInfo {
+        let spec = self.spec.borrow().clone();
+        let rows: Vec<(Rc<Slot>,)> = self
+            .slots
+            .borrow()
+            .iter()
+            .map(|h| (h.slot.clone(),))
+            .collect();
+        let mut instances = Vec::with_capacity(rows.len());
+        for (slot,) in rows {
+            let st = slot.status.borrow().clone();
+            let main_pid = if st.state == supervisor::SlotState::Running {
+                main_pid(shared, &slot.unit).await
+            } else {
+                0
+            };
+            let queue_depth = slot
+                .sockets
+                .iter()
+                .filter(|s| s.listen.kind == ListenKind::Stream)
+                .map(|s| sockets::accept_queue_depth(&s.socket))
+                .sum();
+            instances.push(InstanceInfo {
+                index: slot.index,
+                unit: slot.unit.clone(),
+                state: if st.draining {
+                    "draining".into()
+                } else {
+                    st.state.as_str().into()
+                },
+                main_pid,
+                activations: st.activations,
+                failures: st.failures,
+                queue_depth,
+                reason: st.reason,
+            });
+        }
+        let draining = instances.iter().any(|i| i.state == "draining");
+        SocketInfo {
+            name: self.name.clone(),
+            listen: spec
+                .listen
+                .iter()
+                .map(|l| match l.kind {
+                    ListenKind::Stream => format!("ListenStream={}", l.addr),
+                    ListenKind::Datagram => format!("ListenDatagram={}", l.addr),
+                })
+                .collect(),
+            distribute: self.active(),
+            service: spec.service.clone(),
+            state: if draining { "draining" } else { "serving" }.into(),
+            error: self.error.borrow().clone(),
+            sources: spec
+                .sources
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            instances,
+        }
+    }
+
+    /// Counts (running, total) for `STATUS=`.
+    pub fn running(&self) -> (usize, usize) {
+        let slots = self.slots.borrow();
+        let up = slots
+            .iter()
+            .filter(|h| h.slot.status.borrow().state == supervisor::SlotState::Running)
+            .count();
+        (up, slots.len())
+    }
+}
+
+async fn main_pid(shared: &Shared, unit: &str) -> u32 {
+    let Ok(path) = shared.manager.get_unit(unit).await else {
+        return 0;
+    };
+    let Ok(builder) = ServiceProxy::builder(shared.manager.inner().connection()).path(path) else {
+        return 0;
+    };
+    match builder.build().await {
+        Ok(p) => p.main_pid().await.unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Undoes the fd-store entries of a partially bound config.
+fn forget_stored(
+    spec: &SocketSpec,
+    failed_index: u32,
+    bound: &[Vec<BoundSocket>],
+    store: &FdStore,
+) {
+    for (i, _) in (0u32..).zip(bound) {
+        for l in 0..spec.listen.len() {
+            store.remove(&fd_name(&spec.name, l, i));
+        }
+    }
+    for l in 0..spec.listen.len() {
+        store.remove(&fd_name(&spec.name, l, failed_index));
+    }
+}

@@ -1,0 +1,148 @@
+//! Steering new connections within a reuseport group with classic BPF.
+//!
+//! Closing a listening socket resets every connection still in its accept
+//! queue. To shrink a group from N to M sockets without that, the activator
+//! first attaches `SO_ATTACH_REUSEPORT_CBPF` with a program that returns a
+//! random index below M, so the kernel only picks sockets 0..M-1 for new
+//! connections; the sockets being removed then drain (their instances accept
+//! what is queued), and are closed highest index first, once empty.
+//!
+//! Why classic BPF and not `net.ipv4.tcp_migrate_req`: the sysctl is global and
+//! would change every other service's behaviour behind the admin's back; a
+//! cBPF program is per group, needs no eBPF loader, and also works for UDP.
+//!
+//! The index a reuseport program returns is a position in the kernel's array
+//! of the group's sockets. Sockets are appended in `listen()` (TCP) or `bind()`
+//! (UDP) order, and removing one moves the last into its place. Because the
+//! activator creates sockets in index order and only ever closes the highest
+//! index, position i is always socket i.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+const SO_DETACH_REUSEPORT_BPF: libc::c_int = 68;
+const SKF_AD_OFF: u32 = (-0x1000i32) as u32;
+const SKF_AD_RANDOM: u32 = 56;
+// Classic BPF opcodes (linux/filter.h).
+const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+const BPF_ALU_MOD_K: u16 = 0x04 | 0x90 | 0x00;
+const BPF_RET_A: u16 = 0x06 | 0x10;
+
+fn insn(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// The program: `A = random(); A %= m; return A`.
+pub fn first_m_program(m: u32) -> Vec<libc::sock_filter> {
+    vec![
+        insn(BPF_LD_W_ABS, SKF_AD_OFF.wrapping_add(SKF_AD_RANDOM)),
+        insn(BPF_ALU_MOD_K, m.max(1)),
+        insn(BPF_RET_A, 0),
+    ]
+}
+
+/// Makes the reuseport group that `member` belongs to pick only among its
+/// first `m` sockets.
+pub fn steer_to_first(member: BorrowedFd<'_>, m: u32) -> io::Result<()> {
+    let mut prog = first_m_program(m);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt reads a sock_fprog pointing at `prog`, alive for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            member.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Back to the kernel's hash over all sockets of the group.
+pub fn detach(member: BorrowedFd<'_>) -> io::Result<()> {
+    let zero: libc::c_int = 0;
+    // SAFETY: setsockopt with a pointer to a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            member.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_DETACH_REUSEPORT_BPF,
+            (&zero as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        // ENOENT: nothing attached.
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::queued;
+    use socket2::{Domain, Socket, Type};
+    use std::net::SocketAddr;
+    use std::os::fd::AsFd;
+
+    fn group(n: usize) -> (Vec<Socket>, SocketAddr) {
+        let mut addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_reuse_port(true).unwrap();
+            s.bind(&addr.into()).unwrap();
+            s.listen(128).unwrap();
+            addr = s.local_addr().unwrap().as_socket().unwrap();
+            v.push(s);
+        }
+        (v, addr)
+    }
+
+    #[test]
+    fn steered_group_only_uses_the_first_m_sockets() {
+        let (socks, addr) = group(4);
+        steer_to_first(socks[3].as_fd(), 2).unwrap();
+        let conns: Vec<_> = (0..40)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(queued(socks[0].as_fd()).unwrap());
+        assert!(queued(socks[1].as_fd()).unwrap());
+        assert!(
+            !queued(socks[2].as_fd()).unwrap(),
+            "socket 2 got a connection"
+        );
+        assert!(
+            !queued(socks[3].as_fd()).unwrap(),
+            "socket 3 got a connection"
+        );
+        detach(socks[0].as_fd()).unwrap();
+        let more: Vec<_> = (0..80)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            queued(socks[2].as_fd()).unwrap() || queued(socks[3].as_fd()).unwrap(),
+            "after detach the kernel hash uses every socket again"
+        );
+        drop((conns, more));
+    }
+}
