@@ -24,7 +24,11 @@ pub fn workspace() -> PathBuf {
 
 /// A built binary of the workspace; panics with instructions when missing.
 pub fn binary(name: &str) -> PathBuf {
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let p = target_dir().join(profile).join(name);
     assert!(
         p.is_file(),
@@ -68,7 +72,8 @@ impl Activator {
                 a.sb.inside("config")
             ),
         );
-        a.sb.install_unit("systemd-distribute.service", &unit).expect("installing unit");
+        a.sb.install_unit("systemd-distribute.service", &unit)
+            .expect("installing unit");
         if let Err(e) = a.sb.systemctl(&["start", "systemd-distribute.service"]) {
             panic!(
                 "starting systemd-distribute failed: {e:#}\n--- journal ---\n{}",
@@ -81,8 +86,41 @@ impl Activator {
     /// Writes `NAME.socket` into the config dir.
     pub fn write_config(&self, name: &str, text: &str) {
         self.sb
-            .write_file(&format!("config/{name}.socket"), &text.replace("@BIN@", &self.bin))
+            .write_file(
+                &format!("config/{name}.socket"),
+                &text.replace("@BIN@", &self.bin),
+            )
             .expect("writing config");
+    }
+
+    /// `systemctl reload systemd-distribute` (SIGHUP), then waits until the
+    /// daemon logged that the reload is done.
+    pub fn reload(&self) {
+        let before = self.log().matches("SIGHUP: ").count();
+        self.sb
+            .systemctl(&["reload", "systemd-distribute.service"])
+            .expect("systemctl reload");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log().matches("SIGHUP: ").count() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "reload did not finish:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `pred(log)` holds; false on timeout.
+    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if pred(&self.log()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// The activator's journal.
@@ -191,11 +229,64 @@ impl Failures {
     }
 }
 
+/// Clients that keep a steady stream of short connections going in the
+/// background until stopped (or until a hard time bound), counting failures.
+pub struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Failures)>>,
+}
+
+impl SteadyLoad {
+    /// Starts `clients` threads against `addr`, each pausing `gap` between requests.
+    pub fn start(addr: SocketAddr, clients: usize, gap: Duration) -> SteadyLoad {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let hard_stop = Instant::now() + Duration::from_secs(300);
+                    let mut ok = 0;
+                    let mut failures = Failures::default();
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < hard_stop {
+                        match get_hello(addr, Duration::from_secs(10)) {
+                            Ok(_) => ok += 1,
+                            Err(e) => {
+                                eprintln!("steady load: request failed: {e:#}");
+                                failures.count(&e);
+                            }
+                        }
+                        std::thread::sleep(gap);
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        SteadyLoad { stop, threads }
+    }
+
+    /// Stops the clients; returns (answered, failures).
+    pub fn finish(self) -> (u64, Failures) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut ok = 0;
+        let mut failures = Failures::default();
+        for t in self.threads {
+            let (o, f) = t.join().expect("load thread");
+            ok += o;
+            failures.add(&f);
+        }
+        (ok, failures)
+    }
+}
+
 /// Tally of which instance (and PID) served how many requests.
 pub fn tally(hellos: &[Hello]) -> BTreeMap<String, BTreeMap<u32, usize>> {
     let mut t: BTreeMap<String, BTreeMap<u32, usize>> = BTreeMap::new();
     for h in hellos {
-        *t.entry(h.instance.clone()).or_default().entry(h.pid).or_default() += 1;
+        *t.entry(h.instance.clone())
+            .or_default()
+            .entry(h.pid)
+            .or_default() += 1;
     }
     t
 }
@@ -230,8 +321,15 @@ mod tests {
 
     #[test]
     fn parses_hello_bodies() {
-        let h = parse_hello("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\ninstance=3 pid=42\n").unwrap();
-        assert_eq!(h, Hello { instance: "3".into(), pid: 42 });
+        let h = parse_hello("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\ninstance=3 pid=42\n")
+            .unwrap();
+        assert_eq!(
+            h,
+            Hello {
+                instance: "3".into(),
+                pid: 42
+            }
+        );
         assert!(parse_hello("HTTP/1.1 400 Bad\r\n\r\n").is_err());
         assert!(parse_hello("HTTP/1.1 200 OK\r\n\r\nnothing").is_err());
     }

@@ -30,7 +30,10 @@ fn init_logging() {
         .then(|| tracing_journald::layer().ok())
         .flatten();
     match journald {
-        Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
         None => tracing_subscriber::registry()
             .with(filter)
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -41,7 +44,10 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("systemd-distribute: cannot create the event loop: {e}");
@@ -53,7 +59,14 @@ fn main() -> ExitCode {
         config_dirs: cli.config_dirs,
         exec_shim: cli.exec_shim,
     };
-    match local.block_on(&runtime, daemon::run(opts)) {
+    let result = local.block_on(&runtime, daemon::run(opts));
+    {
+        // Tasks still in the LocalSet hold D-Bus proxies whose destructors
+        // spawn cleanup on the runtime: drop them inside its context.
+        let _context = runtime.enter();
+        drop(local);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
