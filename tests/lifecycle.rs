@@ -262,3 +262,38 @@ fn stopping_the_activator_stops_instances_and_leaves_no_units() {
         a.log()
     );
 }
+
+#[test]
+fn dbus_restart_is_survived_without_losing_connections() {
+    let p = port(29);
+    let Some(a) = Activator::start("dbus-restart", &[("web", &config(p, 2, "200ms", ""))]) else {
+        return;
+    };
+    let pid_before =
+        a.sb.systemctl(&["show", "-p", "MainPID", "systemd-distribute.service"])
+            .unwrap();
+    let load = SteadyLoad::start(addr(p), 2, Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(300));
+    a.sb.systemctl(&["restart", "dbus.service"])
+        .expect("restarting dbus");
+    assert!(
+        a.wait_log(Duration::from_secs(20), |l| l
+            .contains("reconnected to the system bus")),
+        "{}",
+        a.log()
+    );
+    // Instances exit on idle and are re-activated through the new connection.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, failures) = load.finish();
+    report("dbus-daemon restart under load", ok, &failures);
+    let pid_after =
+        a.sb.systemctl(&["show", "-p", "MainPID", "systemd-distribute.service"])
+            .unwrap();
+    assert_eq!(
+        pid_before, pid_after,
+        "the activator did not crash or restart"
+    );
+    assert_eq!(failures.total(), 0, "{failures:?}\n{}", a.log());
+    assert!(a.wait_no_instances("web@*", Duration::from_secs(10)));
+    get_hello(addr(p), Duration::from_secs(10)).expect("activation works after the reconnect");
+}

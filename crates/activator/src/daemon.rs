@@ -57,6 +57,7 @@ pub struct Daemon {
     failed: RefCell<BTreeMap<String, String>>,
     changes: Rc<Changes>,
     events: RefCell<Option<mpsc::UnboundedSender<Event>>>,
+    commands: CommandSender,
 }
 
 /// Runs until SIGTERM/SIGINT. Must be called inside a `LocalSet`.
@@ -83,18 +84,11 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(shim)
     };
 
-    // Subscribe to UnitRemoved and unit state changes before any instance can
-    // start, so no removal is missed.
-    let mut removed = manager.receive_unit_removed().await?;
-    let mut changed = zbus::MessageStream::for_match_rule(unit_state_rule()?, &conn, None).await?;
-    manager
-        .subscribe()
-        .await
-        .context("Subscribe() to systemd")?;
-
     let changes = Rc::new(Changes::default());
+    let (bus_generation, _) = tokio::sync::watch::channel(0u64);
     let shared = Rc::new(Shared {
-        manager: manager.clone(),
+        manager: RefCell::new(manager),
+        bus_generation,
         shim,
         routes: RefCell::new(HashMap::new()),
         paths: RefCell::new(HashMap::new()),
@@ -103,32 +97,8 @@ pub async fn run(opts: Options) -> Result<()> {
             move |name: &str| changes.mark(name)
         }),
     });
-    {
-        let shared = shared.clone();
-        tokio::task::spawn_local(async move {
-            while let Some(signal) = removed.next().await {
-                match signal.args() {
-                    Ok(args) => shared.unit_removed(args.id()),
-                    Err(e) => tracing::warn!("malformed UnitRemoved signal: {e}"),
-                }
-            }
-            tracing::error!("the UnitRemoved signal stream ended (bus connection lost)");
-        });
-    }
-    {
-        let shared = shared.clone();
-        tokio::task::spawn_local(async move {
-            while let Some(msg) = changed.next().await {
-                let Ok(msg) = msg else { continue };
-                if unit_entered_failed(&msg) {
-                    if let Some(path) = msg.header().path() {
-                        shared.unit_failed_at(path.as_str());
-                    }
-                }
-            }
-        });
-    }
 
+    let (commands_tx, mut commands) = mpsc::unbounded_channel::<Command>();
     let loader = if opts.config_dirs.is_empty() {
         Loader::system()
     } else {
@@ -142,16 +112,15 @@ pub async fn run(opts: Options) -> Result<()> {
         failed: RefCell::new(BTreeMap::new()),
         changes,
         events: RefCell::new(None),
+        commands: commands_tx,
     });
+    // Subscribe to unit signals before any instance can start, so no removal
+    // is missed; serve the API so it sees every config being added.
+    daemon.listen_bus(&conn).await?;
     daemon.reload().await;
     // Sockets in the fd store that no config claimed (config removed while we
     // were down) would otherwise stay open forever.
     daemon.store.discard_unclaimed();
-
-    let (commands_tx, mut commands) = mpsc::unbounded_channel::<Command>();
-    let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
-    *daemon.events.borrow_mut() = Some(events_tx);
-    start_api(&conn, commands_tx.clone(), events_rx).await;
     tokio::task::spawn_local(daemon.clone().publish_changes());
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -198,6 +167,81 @@ async fn start_api(
 }
 
 impl Daemon {
+    /// On a (new) bus connection: subscribe to systemd's unit signals, serve
+    /// `org.distribute1`, and watch for the connection's end to reconnect.
+    async fn listen_bus(self: &Rc<Self>, conn: &zbus::Connection) -> Result<()> {
+        let manager = ManagerProxy::new(conn).await?;
+        let mut removed = manager.receive_unit_removed().await?;
+        let mut changed =
+            zbus::MessageStream::for_match_rule(unit_state_rule()?, conn, None).await?;
+        manager
+            .subscribe()
+            .await
+            .context("Subscribe() to systemd")?;
+        *self.shared.manager.borrow_mut() = manager;
+        let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
+        *self.events.borrow_mut() = Some(events_tx);
+        start_api(conn, self.commands.clone(), events_rx).await;
+        {
+            let shared = self.shared.clone();
+            tokio::task::spawn_local(async move {
+                while let Some(msg) = changed.next().await {
+                    let Ok(msg) = msg else { continue };
+                    if unit_entered_failed(&msg) {
+                        if let Some(path) = msg.header().path() {
+                            shared.unit_failed_at(path.as_str());
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let daemon = self.clone();
+            tokio::task::spawn_local(async move {
+                while let Some(signal) = removed.next().await {
+                    match signal.args() {
+                        Ok(args) => daemon.shared.unit_removed(args.id()),
+                        Err(e) => tracing::warn!("malformed UnitRemoved signal: {e}"),
+                    }
+                }
+                tracing::error!("lost the bus connection; reconnecting");
+                daemon.reconnect().await;
+            });
+        }
+        self.shared.bus_generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Reconnects to the system bus with backoff (the sockets stay bound and
+    /// queued connections wait meanwhile), then re-checks every instance we
+    /// believed running: one that exited while we were deaf is re-armed.
+    async fn reconnect(self: Rc<Self>) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(delay).await;
+            match zbus::Connection::system().await {
+                Ok(conn) => match self.listen_bus(&conn).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!("bus reconnect: {e:#}; retrying in {delay:?}"),
+                },
+                Err(e) => tracing::warn!("bus reconnect: {e}; retrying in {delay:?}"),
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        tracing::info!("reconnected to the system bus");
+        let manager = self.shared.manager();
+        let groups: Vec<Rc<Group>> = self.groups.borrow().values().cloned().collect();
+        for g in groups {
+            for unit in g.units_believed_loaded() {
+                if manager.get_unit(&unit).await.is_err() {
+                    tracing::info!("{unit}: exited while the bus was down");
+                    self.shared.unit_removed(&unit);
+                }
+            }
+            self.emit(Event::SocketAdded(g.name.clone()));
+        }
+    }
+
     /// Re-reads every config and reconciles (see the module docs of `group`).
     pub async fn reload(self: &Rc<Self>) -> String {
         let (specs, errors) = self.loader.load_all();
@@ -458,7 +502,7 @@ impl Daemon {
     }
 
     async fn own_job_type(&self) -> Option<String> {
-        let manager = &self.shared.manager;
+        let manager = self.shared.manager();
         let path = manager.get_unit_by_pid(std::process::id()).await.ok()?;
         let conn = manager.inner().connection();
         let unit = UnitProxy::builder(conn)
@@ -537,7 +581,7 @@ fn unit_entered_failed(msg: &zbus::Message) -> bool {
 async fn warn_about_template(shared: &Shared, spec: &SocketSpec) {
     let pattern = format!("{}@.service", spec.service);
     match shared
-        .manager
+        .manager()
         .list_unit_files_by_patterns(&[], &[pattern.as_str()])
         .await
     {

@@ -140,7 +140,7 @@ impl Group {
         let unit = spec.instance_unit(index);
         // An instance that outlived a restart of the activator is still running
         // with its own copy of the socket: adopt it instead of watching.
-        let begin = if shared.manager.get_unit(&unit).await.is_ok() {
+        let begin = if shared.manager().get_unit(&unit).await.is_ok() {
             Begin::Adopt
         } else if spec.options.activation == Activation::Eager {
             Begin::Eager
@@ -377,6 +377,21 @@ impl Group {
         }
     }
 
+    /// Slots whose instance we believe is loaded (to re-check after a reconnect).
+    pub fn units_believed_loaded(&self) -> Vec<String> {
+        self.slots
+            .borrow()
+            .iter()
+            .filter(|h| {
+                matches!(
+                    h.slot.status.borrow().state,
+                    supervisor::SlotState::Running | supervisor::SlotState::Starting
+                )
+            })
+            .map(|h| h.slot.unit.clone())
+            .collect()
+    }
+
     /// Counts (running, total) for `STATUS=`.
     pub fn running(&self) -> (usize, usize) {
         let slots = self.slots.borrow();
@@ -389,10 +404,11 @@ impl Group {
 }
 
 async fn main_pid(shared: &Shared, unit: &str) -> u32 {
-    let Ok(path) = shared.manager.get_unit(unit).await else {
+    let manager = shared.manager();
+    let Ok(path) = manager.get_unit(unit).await else {
         return 0;
     };
-    let Ok(builder) = ServiceProxy::builder(shared.manager.inner().connection()).path(path) else {
+    let Ok(builder) = ServiceProxy::builder(manager.inner().connection()).path(path) else {
         return 0;
     };
     match builder.build().await {

@@ -119,8 +119,10 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(250);
 /// Everything the slot tasks share: the bus, how fds are handed off, and the
 /// routing table from unit names to slots.
 pub struct Shared {
-    /// systemd's manager.
-    pub manager: ManagerProxy<'static>,
+    /// systemd's manager on the current bus connection (replaced on reconnect).
+    pub manager: RefCell<ManagerProxy<'static>>,
+    /// Bumped every time the bus connection is (re)established.
+    pub bus_generation: tokio::sync::watch::Sender<u64>,
     /// `Some(shim path)` on systemd < 257, `None` for native `ExtraFileDescriptors`.
     pub shim: Option<String>,
     /// Unit name → the slot that owns it.
@@ -132,6 +134,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// systemd's manager proxy on the current connection.
+    pub fn manager(&self) -> ManagerProxy<'static> {
+        self.manager.borrow().clone()
+    }
+
     /// Delivers a `UnitRemoved` signal to the slot owning `unit`, if any.
     pub fn unit_removed(&self, unit: &str) {
         self.route(unit, UnitEvent::Removed);
@@ -352,8 +359,26 @@ impl SlotTask {
                     "{}: already loaded; adopting it until it exits",
                     self.slot.unit
                 );
-                let _ = self.shared.manager.reset_failed_unit(&self.slot.unit).await;
+                let _ = self
+                    .shared
+                    .manager()
+                    .reset_failed_unit(&self.slot.unit)
+                    .await;
                 Next::Running
+            }
+            Err(StartError::Bus(e)) => {
+                // Not the instance's fault: wait for the reconnect, then retry.
+                tracing::warn!(
+                    "{}: start failed, bus connection lost ({e}); retrying after reconnect",
+                    self.slot.unit
+                );
+                self.set(SlotState::Backoff, "waiting for the bus connection");
+                let mut generation = self.shared.bus_generation.subscribe();
+                generation.borrow_and_update();
+                tokio::select! {
+                    _ = generation.changed() => Next::StartNow,
+                    cmd = self.commands.recv() => if cmd.is_none() { Next::End } else { Next::StartNow },
+                }
             }
             Err(StartError::Other(e)) => {
                 tracing::error!("{}: start failed: {e}", self.slot.unit);
@@ -406,7 +431,7 @@ impl SlotTask {
     async fn stop_unit(&self) {
         if let Err(e) = self
             .shared
-            .manager
+            .manager()
             .stop_unit(&self.slot.unit, "replace")
             .await
         {
@@ -516,6 +541,7 @@ pub fn backoff(n: u32) -> Duration {
 
 enum StartError {
     Exists,
+    Bus(String),
     Other(String),
 }
 
@@ -543,7 +569,7 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
     let props: Vec<(&str, zbus::zvariant::Value<'_>)> =
         props.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     match shared
-        .manager
+        .manager()
         .start_transient_unit(&slot.unit, "fail", &props, &[])
         .await
     {
@@ -554,7 +580,9 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
             tracing::debug!("{}: UnitExists: {}", slot.unit, msg.unwrap_or_default());
             Err(StartError::Exists)
         }
-        Err(e) => Err(StartError::Other(e.to_string())),
+        Err(e @ zbus::Error::MethodError(..)) => Err(StartError::Other(e.to_string())),
+        // Anything else is the connection, not the instance.
+        Err(e) => Err(StartError::Bus(e.to_string())),
     }
 }
 
