@@ -66,7 +66,10 @@ fn four_instances_serve_400_connections() {
     };
     let (hellos, failures) = fire(addr(p), 8, 50, Duration::ZERO);
     let t = tally(&hellos);
-    println!("400 connections: {} answered, failures {failures:?}", hellos.len());
+    println!(
+        "400 connections: {} answered, failures {failures:?}",
+        hellos.len()
+    );
     for (instance, pids) in &t {
         println!("  instance {instance}: {pids:?}");
     }
@@ -79,7 +82,11 @@ fn four_instances_serve_400_connections() {
     );
     // One PID per instance: each instance accepted its whole share itself.
     for (instance, pids) in &t {
-        assert_eq!(pids.len(), 1, "instance {instance} was started more than once: {pids:?}");
+        assert_eq!(
+            pids.len(),
+            1,
+            "instance {instance} was started more than once: {pids:?}"
+        );
     }
     let units = a.instances("web@*");
     assert_eq!(units.len(), 4, "{units:?}");
@@ -93,7 +100,10 @@ fn idle_exit_then_reactivation() {
     };
     let first = get_hello(addr(p), Duration::from_secs(10)).expect("first request");
     println!("first answer: {first:?}");
-    assert!(!a.instances("web@*").is_empty(), "an instance is running after a request");
+    assert!(
+        !a.instances("web@*").is_empty(),
+        "an instance is running after a request"
+    );
     assert!(
         a.wait_no_instances("web@*", Duration::from_secs(15)),
         "instances did not exit after the idle timeout: {:?}\n{}",
@@ -104,7 +114,11 @@ fn idle_exit_then_reactivation() {
     let second = get_hello(addr(p), Duration::from_secs(10)).expect("request after idle exit");
     println!("after re-activation: {second:?}");
     assert_ne!(first.pid, second.pid, "a new instance process served it");
-    assert!(a.log().contains("web@1.service: started") || a.log().contains("web@0.service: started"), "{}", a.log());
+    assert!(
+        a.log().contains("web@1.service: started") || a.log().contains("web@0.service: started"),
+        "{}",
+        a.log()
+    );
 }
 
 #[test]

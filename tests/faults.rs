@@ -11,7 +11,8 @@ fn bad_configs_are_reported_and_the_rest_is_served() {
     let taken = port(11);
     // Held by a plain listener without SO_REUSEPORT: our bind must fail cleanly.
     let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).expect("holding a port");
-    let service = "[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout 30s\nDynamicUser=yes\n";
+    let service =
+        "[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout 30s\nDynamicUser=yes\n";
     let configs = [
         ("good", format!("[Socket]\nListenStream=127.0.0.1:{good}\nDistribute=2\n\n{service}")),
         ("taken", format!("[Socket]\nListenStream=127.0.0.1:{taken}\nDistribute=2\n\n{service}")),
@@ -24,8 +25,11 @@ fn bad_configs_are_reported_and_the_rest_is_served() {
     let Some(a) = Activator::start("bad-configs", &configs) else {
         return;
     };
-    let h = get_hello(SocketAddr::from(([127, 0, 0, 1], good)), Duration::from_secs(10))
-        .expect("the good config is served despite the bad ones");
+    let h = get_hello(
+        SocketAddr::from(([127, 0, 0, 1], good)),
+        Duration::from_secs(10),
+    )
+    .expect("the good config is served despite the bad ones");
     println!("good config served: {h:?}");
     let log = a.log();
     println!("--- activator log ---\n{log}");
@@ -42,5 +46,8 @@ fn bad_configs_are_reported_and_the_rest_is_served() {
     ] {
         assert!(log.contains(expected), "log lacks {expected:?}");
     }
-    assert!(a.sb.systemctl(&["is-active", "systemd-distribute.service"]).is_ok());
+    assert!(a
+        .sb
+        .systemctl(&["is-active", "systemd-distribute.service"])
+        .is_ok());
 }

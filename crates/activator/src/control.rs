@@ -154,6 +154,9 @@ pub struct InstanceInfo {
 impl SocketInfo {
     /// Instances currently running.
     pub fn running(&self) -> usize {
-        self.instances.iter().filter(|i| i.state == "running").count()
+        self.instances
+            .iter()
+            .filter(|i| i.state == "running")
+            .count()
     }
 }

@@ -156,7 +156,12 @@ mod tests {
                 carrier: l.as_fd(),
             },
         );
-        let get = |k: &str| props.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string());
+        let get = |k: &str| {
+            props
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.to_string())
+        };
         assert_eq!(
             get("ExecStart").unwrap(),
             r#"[("/usr/lib/systemd/systemd-distribute-exec", ["/usr/lib/systemd/systemd-distribute-exec", "/usr/bin/echo-server", "--port"], false)]"#

@@ -29,7 +29,9 @@ enum Never {}
 fn run() -> Result<Never, String> {
     let args: Vec<CString> = std::env::args_os()
         .skip(1)
-        .map(|a| CString::new(a.into_encoded_bytes()).map_err(|_| "argument contains NUL".to_string()))
+        .map(|a| {
+            CString::new(a.into_encoded_bytes()).map_err(|_| "argument contains NUL".to_string())
+        })
         .collect::<Result<_, _>>()?;
     if args.is_empty() {
         return Err("usage: systemd-distribute-exec PROGRAM [ARGS...] (started by systemd-distribute, with the sockets on fd 0)".into());
@@ -70,7 +72,10 @@ fn run() -> Result<Never, String> {
         .map_err(|e| format!("/dev/null: {e}"))?;
     // SAFETY: replacing our own stdin.
     if unsafe { libc::dup2(devnull.as_fd().as_raw_fd(), 0) } < 0 {
-        return Err(format!("dup2 /dev/null: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "dup2 /dev/null: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     drop(devnull);
     let pid = std::process::id();
