@@ -13,10 +13,10 @@ use crate::control::{ControlError, InstanceInfo, SocketInfo};
 use crate::fdstore::{fd_name, FdStore};
 use crate::sockets::{self, BindError, BoundSocket};
 use crate::steering;
-use crate::supervisor::{self, Begin, Shared, Slot, SlotCommand};
+use crate::supervisor::{self, Begin, GroupLink, Shared, Slot, SlotCommand, SlotState};
 use crate::systemd::ServiceProxy;
-use distribute_config::{Activation, Distribute, ListenKind, SocketSpec};
-use std::cell::RefCell;
+use distribute_config::{Activation, Distribute, ListenKind, SocketSpec, Steering};
+use std::cell::{Cell, RefCell};
 use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::Duration;
@@ -27,6 +27,14 @@ use tokio::task::JoinHandle;
 /// sockets are closed anyway (a removed config gets no new home for its
 /// traffic, so under steady load its queues would never run empty).
 pub const REMOVE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// `WarmQueueDepth=` default: warm another instance when every warm one has
+/// more than this many connections waiting.
+pub const DEFAULT_WARM_QUEUE_DEPTH: u32 = 4;
+/// How often the warm-steering monitor looks at queue depths, only while an
+/// instance of the config runs (an idle config costs no wakeups).
+pub const WARM_TICK: Duration = Duration::from_millis(10);
+/// Ticks in a row with short queues before the warm pool shrinks by one.
+pub const WARM_SHRINK_TICKS: u32 = 100;
 
 /// A slot as its group holds it.
 pub struct SlotHandle {
@@ -49,6 +57,10 @@ pub struct Group {
     pub slots: RefCell<Vec<SlotHandle>>,
     /// Last reload error for this config ("" if none).
     pub error: RefCell<String>,
+    /// Shared with the slots.
+    pub link: Rc<GroupLink>,
+    /// `Steering=warm`: how many sockets (from index 0) get new connections.
+    pub warm: Cell<u32>,
     rescale_lock: tokio::sync::Mutex<()>,
     drain: RefCell<Option<JoinHandle<()>>>,
 }
@@ -70,6 +82,7 @@ pub fn socket_level_change(a: &SocketSpec, b: &SocketSpec) -> bool {
         o.trigger_limit_burst = None;
         o.trigger_limit_interval_usec = None;
         o.file_descriptor_name = None;
+        o.warm_queue_depth = None;
         o
     };
     a.listen != b.listen || a.service != b.service || norm(a) != norm(b)
@@ -126,13 +139,53 @@ impl Group {
             spec: Rc::new(RefCell::new(Rc::new(spec))),
             slots: RefCell::new(Vec::new()),
             error: RefCell::new(String::new()),
+            link: Rc::new(GroupLink::default()),
+            warm: Cell::new(1),
             rescale_lock: tokio::sync::Mutex::new(()),
             drain: RefCell::new(None),
         });
+        group.link.size.set(n);
         for (i, sockets) in (0u32..).zip(bound) {
             group.spawn(shared, i, sockets).await;
         }
+        group.apply_steering();
+        if group.spec.borrow().options.steering == Steering::Warm {
+            tokio::task::spawn_local(warm_monitor(Rc::downgrade(&group)));
+        }
         Ok(group)
+    }
+
+    /// Attaches the steering program that the mode and the current N (and
+    /// warm pool, and any drain in progress) call for, or detaches it.
+    pub fn apply_steering(&self) {
+        let slots = self.slots.borrow();
+        let Some(first) = slots.first() else { return };
+        let m = slots
+            .iter()
+            .filter(|h| !h.slot.status.borrow().draining)
+            .count() as u32;
+        let open = slots.len() as u32;
+        let program = match self.spec.borrow().options.steering {
+            Steering::Hash if open > m => Some(steering::Program::FirstM(m)),
+            Steering::Hash => None,
+            Steering::Cpu => Some(steering::Program::Cpu(m)),
+            Steering::Warm => Some(steering::Program::FirstM(
+                self.warm.get().clamp(1, m.max(1)),
+            )),
+        };
+        for bs in &first.slot.sockets {
+            let r = match program {
+                Some(p) => steering::attach(bs.socket.as_fd(), p),
+                None => steering::detach(bs.socket.as_fd()),
+            };
+            if let Err(e) = r {
+                tracing::warn!(
+                    "{}: cannot set the steering program ({program:?}) on {}: {e}",
+                    self.name,
+                    bs.listen.original
+                );
+            }
+        }
     }
 
     async fn spawn(&self, shared: &Rc<Shared>, index: u32, sockets: Vec<BoundSocket>) {
@@ -147,7 +200,13 @@ impl Group {
         } else {
             Begin::OnDemand
         };
-        let slot = Rc::new(Slot::new(&spec.name, index, unit, sockets));
+        let slot = Rc::new(Slot::new(
+            &spec.name,
+            index,
+            unit,
+            sockets,
+            self.link.clone(),
+        ));
         let (commands, task) =
             supervisor::spawn_slot(shared.clone(), self.spec.clone(), slot.clone(), begin);
         self.slots.borrow_mut().push(SlotHandle {
@@ -217,36 +276,26 @@ impl Group {
                 })?;
                 self.spawn(shared, i, sockets).await;
             }
+            self.link.size.set(m);
+            self.apply_steering();
             tracing::info!("{}: grew from {n} to {m} instances", self.name);
             return Ok(format!("{}: {n} → {m} instances", self.name));
         }
         // Shrink: steer away first, then drain the slots being removed.
-        {
-            let slots = self.slots.borrow();
-            for bs in &slots[0].slot.sockets {
-                if let Err(e) = steering::steer_to_first(bs.socket.as_fd(), m) {
-                    tracing::warn!(
-                        "{}: cannot steer {} away from the sockets being removed ({e}); connections queued on them when they close will be reset",
-                        self.name, bs.listen.original
-                    );
-                }
-            }
-            for h in &slots[m as usize..] {
-                let _ = h.commands.send(SlotCommand::Drain);
-            }
+        for h in &self.slots.borrow()[m as usize..] {
+            h.slot.status.borrow_mut().draining = true;
+        }
+        self.link.size.set(m);
+        self.apply_steering();
+        for h in &self.slots.borrow()[m as usize..] {
+            let _ = h.commands.send(SlotCommand::Drain);
         }
         let group = self.clone();
         let store = store.clone();
         let task = tokio::task::spawn_local(async move {
             group.close_draining(&store, m, None).await;
-            let slots = group.slots.borrow();
-            if let Some(first) = slots.first() {
-                for bs in &first.slot.sockets {
-                    if let Err(e) = steering::detach(bs.socket.as_fd()) {
-                        tracing::warn!("{}: detaching the steering program: {e}", group.name);
-                    }
-                }
-            }
+            // Back to the mode's own program (for hash: the kernel's spread).
+            group.apply_steering();
             tracing::info!("{}: shrink to {m} complete", group.name);
         });
         *self.drain.borrow_mut() = Some(task);
@@ -401,6 +450,84 @@ impl Group {
             .count();
         (up, slots.len())
     }
+}
+
+/// `Steering=warm`: grows the pool of sockets that get new connections when
+/// every warm one has a queue, and shrinks it after a calm second, so the
+/// instance at the top of the pool stops getting connections and exits on
+/// idle. Every socket stays watched by its slot, so whatever reached a socket
+/// outside the pool is still served. Ticks only while an instance runs.
+async fn warm_monitor(group: std::rc::Weak<Group>) {
+    let mut calm_ticks = 0u32;
+    loop {
+        let Some(g) = group.upgrade() else { return };
+        let any_running = g
+            .slots
+            .borrow()
+            .iter()
+            .any(|h| h.slot.status.borrow().state == SlotState::Running);
+        if !any_running {
+            if g.warm.get() > 1 {
+                tracing::info!(
+                    "{}: warm pool {} → 1 (all instances idle)",
+                    g.name,
+                    g.warm.get()
+                );
+                g.warm.set(1);
+                g.apply_steering();
+            }
+            calm_ticks = 0;
+            let link = g.link.clone();
+            drop(g);
+            link.activity.notified().await;
+            continue;
+        }
+        let threshold = g
+            .spec
+            .borrow()
+            .options
+            .warm_queue_depth
+            .unwrap_or(DEFAULT_WARM_QUEUE_DEPTH);
+        let m = g.active();
+        let r = g.warm.get().clamp(1, m.max(1));
+        let depths: Vec<u32> = g.slots.borrow()[..r as usize]
+            .iter()
+            .map(|h| slot_depth(&h.slot))
+            .collect();
+        let behind = depths.iter().all(|&d| d > threshold);
+        if behind && r < m {
+            g.warm.set(r + 1);
+            g.apply_steering();
+            let _ = g.command(r, SlotCommand::Start);
+            tracing::info!("{}: warm pool {r} → {} (queues {depths:?})", g.name, r + 1);
+            calm_ticks = 0;
+        } else if r > 1 && depths.iter().all(|&d| d <= threshold / 2) {
+            calm_ticks += 1;
+            if calm_ticks >= WARM_SHRINK_TICKS {
+                g.warm.set(r - 1);
+                g.apply_steering();
+                tracing::info!("{}: warm pool {r} → {}", g.name, r - 1);
+                calm_ticks = 0;
+            }
+        } else {
+            calm_ticks = 0;
+        }
+        drop(g);
+        tokio::time::sleep(WARM_TICK).await;
+    }
+}
+
+/// Connections (or, for datagram sockets, 1 if anything) waiting on a slot.
+fn slot_depth(slot: &Slot) -> u32 {
+    slot.sockets
+        .iter()
+        .map(|s| match s.listen.kind {
+            ListenKind::Stream => sockets::accept_queue_depth(&s.socket),
+            ListenKind::Datagram => {
+                u32::from(supervisor::queued(s.socket.as_fd()).unwrap_or(false))
+            }
+        })
+        .sum()
 }
 
 async fn main_pid(shared: &Shared, unit: &str) -> u32 {

@@ -24,6 +24,7 @@ const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 const SO_DETACH_REUSEPORT_BPF: libc::c_int = 68;
 const SKF_AD_OFF: u32 = (-0x1000i32) as u32;
 const SKF_AD_RANDOM: u32 = 56;
+const SKF_AD_CPU: u32 = 36;
 // Classic BPF opcodes (linux/filter.h).
 const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
 const BPF_ALU_MOD_K: u16 = 0x04 | 0x90 | 0x00;
@@ -38,19 +39,41 @@ fn insn(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-/// The program: `A = random(); A %= m; return A`.
-pub fn first_m_program(m: u32) -> Vec<libc::sock_filter> {
-    vec![
-        insn(BPF_LD_W_ABS, SKF_AD_OFF.wrapping_add(SKF_AD_RANDOM)),
-        insn(BPF_ALU_MOD_K, m.max(1)),
-        insn(BPF_RET_A, 0),
-    ]
+/// A steering program for a reuseport group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// Uniformly random among the first `m` sockets (`random() % m`).
+    FirstM(u32),
+    /// The socket of the CPU processing the packet (`cpu % m`).
+    Cpu(u32),
+}
+
+impl Program {
+    /// The classic BPF instructions: load the random number or CPU id, take
+    /// it modulo m, return it as the socket index.
+    pub fn instructions(self) -> Vec<libc::sock_filter> {
+        let (ancillary, m) = match self {
+            Program::FirstM(m) => (SKF_AD_RANDOM, m),
+            Program::Cpu(m) => (SKF_AD_CPU, m),
+        };
+        vec![
+            insn(BPF_LD_W_ABS, SKF_AD_OFF.wrapping_add(ancillary)),
+            insn(BPF_ALU_MOD_K, m.max(1)),
+            insn(BPF_RET_A, 0),
+        ]
+    }
 }
 
 /// Makes the reuseport group that `member` belongs to pick only among its
 /// first `m` sockets.
 pub fn steer_to_first(member: BorrowedFd<'_>, m: u32) -> io::Result<()> {
-    let mut prog = first_m_program(m);
+    attach(member, Program::FirstM(m))
+}
+
+/// Attaches `program` to the reuseport group that `member` belongs to
+/// (replacing any earlier program).
+pub fn attach(member: BorrowedFd<'_>, program: Program) -> io::Result<()> {
+    let mut prog = program.instructions();
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_mut_ptr(),
@@ -114,6 +137,37 @@ mod tests {
             v.push(s);
         }
         (v, addr)
+    }
+
+    fn connect_on_cpu(addr: SocketAddr, cpu: usize) -> std::net::TcpStream {
+        std::thread::spawn(move || {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(cpu).unwrap();
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+            std::net::TcpStream::connect(addr).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn cpu_program_picks_the_socket_of_the_sending_cpu() {
+        let cpus = crate::sockets::cpus_in_affinity();
+        if cpus < 2 {
+            eprintln!("SKIPPED: needs 2 CPUs");
+            return;
+        }
+        let (socks, addr) = group(2);
+        attach(socks[0].as_fd(), Program::Cpu(2)).unwrap();
+        // On loopback the SYN is processed on the sending CPU.
+        let a = connect_on_cpu(addr, 1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            queued(socks[1].as_fd()).unwrap(),
+            "CPU 1's connection is on socket 1"
+        );
+        assert!(!queued(socks[0].as_fd()).unwrap());
+        drop(a);
     }
 
     #[test]

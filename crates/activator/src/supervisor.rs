@@ -23,7 +23,7 @@ use crate::fdpass;
 use crate::sockets::BoundSocket;
 use crate::systemd::ManagerProxy;
 use crate::unit::{self, FdHandOff};
-use distribute_config::SocketSpec;
+use distribute_config::{SocketSpec, Steering};
 use futures_util::future::select_all;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -158,6 +158,15 @@ impl Shared {
     }
 }
 
+/// What the slots of one config share with their group.
+#[derive(Default)]
+pub struct GroupLink {
+    /// Woken whenever a slot changes state (the warm-steering monitor sleeps on it).
+    pub activity: tokio::sync::Notify,
+    /// Current N (for `Steering=cpu` pinning).
+    pub size: std::cell::Cell<u32>,
+}
+
 /// One instance slot: its sockets and its status. Shared (`Rc`) between the
 /// slot's task and its config group; the sockets close when both let go.
 pub struct Slot {
@@ -171,16 +180,25 @@ pub struct Slot {
     pub sockets: Vec<BoundSocket>,
     /// Shared status.
     pub status: RefCell<SlotStatus>,
+    /// The group's shared bits.
+    pub link: Rc<GroupLink>,
 }
 
 impl Slot {
     /// A new slot in the `listening` state.
-    pub fn new(name: &str, index: u32, unit: String, sockets: Vec<BoundSocket>) -> Slot {
+    pub fn new(
+        name: &str,
+        index: u32,
+        unit: String,
+        sockets: Vec<BoundSocket>,
+        link: Rc<GroupLink>,
+    ) -> Slot {
         Slot {
             name: name.to_string(),
             index,
             unit,
             sockets,
+            link,
             status: RefCell::new(SlotStatus {
                 state: SlotState::Listening,
                 draining: false,
@@ -258,6 +276,7 @@ impl SlotTask {
             st.state = state;
             st.reason = reason.to_string();
         }
+        self.slot.link.activity.notify_one();
         (self.shared.on_change)(&self.slot.name);
     }
 
@@ -533,6 +552,17 @@ pub fn unit_object_path(unit: &str) -> String {
     p
 }
 
+/// CPUs (of this process's affinity set) whose connections `Steering=cpu`
+/// sends to socket `index` of `n`.
+pub fn cpus_for_slot(index: u32, n: u32) -> Vec<u32> {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..nix::sched::CpuSet::count() as u32)
+        .filter(|&c| set.is_set(c as usize).unwrap_or(false) && c % n.max(1) == index)
+        .collect()
+}
+
 /// Exponential backoff: `BACKOFF_START * 2^(n-1)`, capped at `BACKOFF_MAX`.
 pub fn backoff(n: u32) -> Duration {
     let shift = n.saturating_sub(1).min(16);
@@ -546,7 +576,11 @@ enum StartError {
 }
 
 async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Result<(), StartError> {
-    let exec = spec.exec.for_instance(&spec.name, slot.index);
+    let mut exec = spec.exec.for_instance(&spec.name, slot.index);
+    if spec.options.steering == Steering::Cpu && exec.cpu_affinity.is_empty() {
+        // Connections processed on CPU c land on socket c % N: run instance i there.
+        exec.cpu_affinity = cpus_for_slot(slot.index, slot.link.size.get());
+    }
     let fd_name = spec.fd_name();
     let fds: Vec<BorrowedFd<'_>> = slot.sockets.iter().map(|s| s.socket.as_fd()).collect();
     let names: Vec<String> = fds.iter().map(|_| fd_name.clone()).collect();

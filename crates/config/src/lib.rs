@@ -46,6 +46,6 @@ pub use parse::{check_config_name, parse_files, parse_str, service_keys, SOCKET_
 pub use render::{render, render_report, render_spec};
 pub use spec::{
     Activation, BindIpv6Only, Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec,
-    SocketOptions, SocketSpec, MAX_DISTRIBUTE,
+    SocketOptions, SocketSpec, Steering, MAX_DISTRIBUTE,
 };
 pub use specifier::expand_specifiers;

@@ -10,7 +10,7 @@ use crate::error::ConfigError;
 use crate::lexer::{lex, Assignment, Section};
 use crate::spec::{
     Activation, Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec, SocketOptions,
-    SocketSpec,
+    SocketSpec, Steering,
 };
 use crate::specifier::{check_specifiers, expand_specifiers};
 use crate::validate::finish;
@@ -37,6 +37,8 @@ pub const SOCKET_KEYS: &[&str] = &[
     "TriggerLimitIntervalSec",
     "TriggerLimitBurst",
     "Activation",
+    "Steering",
+    "WarmQueueDepth",
 ];
 
 /// `[Service]` booleans passed through 1:1 as D-Bus `b` properties of the same name.
@@ -250,6 +252,17 @@ impl Builder<'_> {
                     "eager" => Activation::Eager,
                     _ => return Err("must be \"on-demand\" (start an instance when its socket has something queued) or \"eager\" (start all N at once)".into()),
                 }
+            }
+            "Steering" => {
+                o.steering = match value {
+                    "" | "hash" => Steering::Hash,
+                    "cpu" => Steering::Cpu,
+                    "warm" => Steering::Warm,
+                    _ => return Err("must be \"hash\" (the kernel's default spread), \"cpu\" (the socket of the CPU handling the packet) or \"warm\" (running instances first)".into()),
+                }
+            }
+            "WarmQueueDepth" => {
+                o.warm_queue_depth = opt(value, values::parse_u32)?;
             }
             "Accept" => {
                 // Accept=no is what every distributed socket does; accept it so that

@@ -138,6 +138,11 @@ pub struct SocketOptions {
     pub trigger_limit_burst: Option<u32>,
     /// `Activation=`: when instances start.
     pub activation: Activation,
+    /// `Steering=`: how new connections pick a socket of the group.
+    pub steering: Steering,
+    /// `WarmQueueDepth=`: with `Steering=warm`, another instance is warmed up
+    /// when every warm instance has more than this many connections queued.
+    pub warm_queue_depth: Option<u32>,
 }
 
 /// `Activation=`: when the activator starts instances.
@@ -149,6 +154,21 @@ pub enum Activation {
     /// `eager`: all N instances start as soon as the config is bound (and on
     /// reload or rescale); after an instance exits, it is started on demand.
     Eager,
+}
+
+/// `Steering=`: which socket of the reuseport group a new connection lands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Steering {
+    /// `hash` (default): the kernel's hash of the 4-tuple over all N sockets.
+    #[default]
+    Hash,
+    /// `cpu`: the socket of the CPU that processes the packet (`cpu % N`), and
+    /// instance i is pinned to those CPUs, so a connection stays on one CPU
+    /// from softirq to user space.
+    Cpu,
+    /// `warm`: only the instances already running get new connections; one
+    /// more is started when all of them fall behind.
+    Warm,
 }
 
 /// `[Service]` section, values still containing specifiers (`%i`, `%N`, `%%`).
