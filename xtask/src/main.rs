@@ -2,7 +2,10 @@
 
 mod ci;
 mod demo;
+mod install;
+mod man;
 mod test;
+mod units;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -30,6 +33,34 @@ enum Task {
     Demo,
     /// What CI runs: formatting, clippy with warnings denied, then `test`.
     Ci,
+    /// Man pages: render them to target/man/, or with --check lint them and
+    /// check that every config key, daemon option and distributectl command
+    /// they should document is there.
+    Man {
+        /// Lint and check for drift instead of rendering.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build (release by default) and lay out binaries, units, D-Bus policy,
+    /// man pages, examples and completions under DESTDIR/PREFIX, as a
+    /// distribution package would.
+    Install {
+        /// Staging directory; files go to DESTDIR/PREFIX.
+        #[arg(long, value_name = "DIR")]
+        destdir: PathBuf,
+        /// Installation prefix, as the installed system sees it.
+        #[arg(long, value_name = "DIR", default_value = "/usr")]
+        prefix: String,
+        /// Cargo profile to build and install (dev, release, ...).
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Install the binaries already built for --profile.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Check the unit files: systemd-analyze verify on the installed units
+    /// and example drop-ins, and the security exposure of the service.
+    Units,
 }
 
 fn main() -> Result<()> {
@@ -37,6 +68,14 @@ fn main() -> Result<()> {
         Task::Test { args } => test::run(&args),
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
+        Task::Man { check } => man::run(check),
+        Task::Install {
+            destdir,
+            prefix,
+            profile,
+            no_build,
+        } => install::run(&destdir, &prefix, &profile, no_build),
+        Task::Units => units::run(),
     }
 }
 
@@ -49,7 +88,10 @@ pub fn root() -> PathBuf {
 pub fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(cargo).args(args).current_dir(root()).status()?;
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .status()?;
     if !status.success() {
         bail!("cargo {} failed: {status}", args.join(" "));
     }
