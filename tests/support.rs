@@ -15,6 +15,7 @@ pub const BINARIES: &[&str] = &[
     "systemd-distribute-exec",
     "distribute-hello",
     "distribute-echo",
+    "distributectl",
 ];
 
 /// The workspace root.

@@ -569,10 +569,21 @@ pub async fn serve(
     conn.request_name(BUS_NAME).await?;
     tracing::info!("serving {BUS_NAME} on the system bus");
     tokio::spawn(async move {
-        publisher.reconcile().await;
-        while let Some(event) = events.recv().await {
-            if let Err(e) = publisher.handle(event).await {
+        let mut reconciled = false;
+        while let Some(first) = events.recv().await {
+            let mut batch = vec![first];
+            while let Ok(e) = events.try_recv() {
+                batch.push(e);
+            }
+            if let Err(e) = publisher.handle(batch).await {
                 tracing::warn!("D-Bus: publishing a change failed: {e}");
+            }
+            if !reconciled {
+                // After the first batch, whose objects are up before the
+                // daemon reports READY=1: the daemon answers List only once
+                // its main loop runs.
+                publisher.reconcile().await;
+                reconciled = true;
             }
         }
         tracing::debug!("D-Bus: the event channel closed");
@@ -630,29 +641,47 @@ impl Publisher {
         remove_object(self.conn.object_server(), name).await
     }
 
-    async fn handle(&mut self, event: Event) -> zbus::Result<()> {
-        match event {
-            Event::SocketAdded(name) | Event::SocketChanged(name) => {
-                if self.add_object(&name).await? {
-                    self.announce_added(&name).await?;
+    /// Objects first, for the whole batch (no round trip to the daemon core,
+    /// so they exist as soon as possible), then the signals, which need
+    /// `Describe`/`List` answers.
+    async fn handle(&mut self, batch: Vec<Event>) -> zbus::Result<()> {
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let mut changed: Vec<String> = Vec::new();
+        for event in batch {
+            match event {
+                Event::SocketAdded(name) | Event::SocketChanged(name) => {
+                    if self.add_object(&name).await? {
+                        removed.retain(|n| n != &name);
+                        added.push(name.clone());
+                    }
+                    if !changed.contains(&name) {
+                        changed.push(name);
+                    }
                 }
-                self.announce_changed(&name).await
-            }
-            Event::SocketRemoved(name) => {
-                if self.remove_object(&name).await? {
-                    let emitter = self.manager_emitter()?;
-                    Manager::socket_removed(&emitter, &name, socket_path(&name).as_ref()).await?;
-                    self.sockets_changed().await?;
+                Event::SocketRemoved(name) => {
+                    if self.remove_object(&name).await? {
+                        added.retain(|n| n != &name);
+                        changed.retain(|n| n != &name);
+                        removed.push(name);
+                    }
                 }
-                Ok(())
             }
         }
-    }
-
-    async fn announce_added(&self, name: &str) -> zbus::Result<()> {
         let emitter = self.manager_emitter()?;
-        Manager::socket_added(&emitter, name, socket_path(name).as_ref()).await?;
-        self.sockets_changed().await
+        for name in &removed {
+            Manager::socket_removed(&emitter, name, socket_path(name).as_ref()).await?;
+        }
+        for name in &added {
+            Manager::socket_added(&emitter, name, socket_path(name).as_ref()).await?;
+        }
+        if !added.is_empty() || !removed.is_empty() {
+            self.sockets_changed().await?;
+        }
+        for name in &changed {
+            self.announce_changed(name).await?;
+        }
+        Ok(())
     }
 
     /// `PropertiesChanged` of the Manager's `Sockets`.
