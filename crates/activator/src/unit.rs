@@ -134,6 +134,37 @@ mod tests {
     }
 
     #[test]
+    fn native_hand_off_uses_extra_file_descriptors() {
+        use std::os::fd::AsFd;
+        let exec = ServiceSpec {
+            exec_start: vec!["/usr/bin/server".into()],
+            ..Default::default()
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let props = properties(
+            "web",
+            0,
+            &exec,
+            FdHandOff::Native {
+                fds: vec![(l.as_fd(), "web.socket".into())],
+            },
+        );
+        let extra = props
+            .iter()
+            .find(|(k, _)| k == "ExtraFileDescriptors")
+            .unwrap();
+        assert_eq!(extra.1.value_signature().to_string(), "a(hs)");
+        let exec_start = props.iter().find(|(k, _)| k == "ExecStart").unwrap();
+        assert_eq!(
+            exec_start.1.to_string(),
+            r#"[("/usr/bin/server", ["/usr/bin/server"], false)]"#
+        );
+        assert!(props
+            .iter()
+            .all(|(k, _)| k != "StandardInputFileDescriptor"));
+    }
+
+    #[test]
     fn unit_names() {
         assert_eq!(instance_unit_name("web", 7), "web@7.service");
     }
