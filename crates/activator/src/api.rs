@@ -525,12 +525,14 @@ impl Announced {
 /// Publishes the API on `conn` and takes the name `org.distribute1`.
 ///
 /// Serves `/org/distribute1`, then one object per socket config for every
-/// [`Event::SocketAdded`] already queued on `events` (the daemon queues one
-/// per config it bound before calling this), then requests the name, so a
-/// client that sees the name sees every object. It never waits for the daemon
-/// core, which may not be answering commands yet. A spawned task then follows
-/// `events` (objects added and removed, `PropertiesChanged`, the Manager's
-/// signals) after reconciling the objects once against `Request::List`.
+/// [`Event::SocketAdded`] already queued on `events`, then requests the name.
+/// It never waits for the daemon core, which may not be answering commands
+/// yet. A spawned task then follows `events`: for each batch it first adds and
+/// removes objects (no round trip to the core, so the objects of configs bound
+/// during startup exist by the time the daemon reports READY=1), then emits
+/// the Manager's signals and `PropertiesChanged`. After the first batch it
+/// reconciles the objects once against `Request::List`. `GetSocket` and
+/// `ListSockets` also serve any missing object before returning its path.
 pub async fn serve(
     conn: &Connection,
     commands: CommandSender,
