@@ -339,9 +339,8 @@ impl Daemon {
         let unchanged = *old == spec;
         *group.spec.borrow_mut() = Rc::new(spec);
         self.changes.mark(&name);
-        if unchanged {
-            return format!("{name}: unchanged");
-        }
+        // A reload returns to the file's Distribute=, also after a run-time
+        // SetDistribute()/`distributectl scale`.
         if m != group.active() {
             match group.rescale(&self.shared, &self.store, m).await {
                 Ok(s) => return s,
@@ -350,6 +349,9 @@ impl Daemon {
                     return e.to_string();
                 }
             }
+        }
+        if unchanged {
+            return format!("{name}: unchanged");
         }
         format!("{name}: [Service] updated; applies to instances started from now on")
     }

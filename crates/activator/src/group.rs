@@ -7,6 +7,7 @@
 //!   program ([`crate::steering`]), let slots M..N-1 drain (their instances
 //!   serve what is queued and exit on idle), then close them highest first
 //!   and return the group to the kernel's hash.
+//!
 //! Rescales of one config are serialized; a grow waits for a running drain.
 
 use crate::control::{ControlError, InstanceInfo, SocketInfo};

@@ -25,10 +25,13 @@ const SO_DETACH_REUSEPORT_BPF: libc::c_int = 68;
 const SKF_AD_OFF: u32 = (-0x1000i32) as u32;
 const SKF_AD_RANDOM: u32 = 56;
 const SKF_AD_CPU: u32 = 36;
-// Classic BPF opcodes (linux/filter.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-const BPF_ALU_MOD_K: u16 = 0x04 | 0x90 | 0x00;
-const BPF_RET_A: u16 = 0x06 | 0x10;
+// Classic BPF opcodes (linux/filter.h): class | size/op | mode/source.
+/// `BPF_LD | BPF_W | BPF_ABS` (0x00 | 0x00 | 0x20).
+const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_ALU | BPF_MOD | BPF_K` (0x04 | 0x90 | 0x00).
+const BPF_ALU_MOD_K: u16 = 0x94;
+/// `BPF_RET | BPF_A` (0x06 | 0x10).
+const BPF_RET_A: u16 = 0x16;
 
 fn insn(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
