@@ -297,3 +297,44 @@ fn dbus_restart_is_survived_without_losing_connections() {
     assert!(a.wait_no_instances("web@*", Duration::from_secs(10)));
     get_hello(addr(p), Duration::from_secs(10)).expect("activation works after the reconnect");
 }
+
+#[test]
+fn reload_returns_to_the_files_distribute_after_a_runtime_scale() {
+    let p = port(30);
+    let Some(a) = Activator::start("scale-then-reload", &[("web", &config(p, 2, "200ms", ""))])
+    else {
+        return;
+    };
+    let n = || {
+        a.sb.run(
+            "busctl",
+            &[
+                "get-property",
+                "org.distribute1",
+                "/org/distribute1/socket/web",
+                "org.distribute1.Socket",
+                "Distribute",
+            ],
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(n(), "u 2");
+    a.sb.run(
+        "busctl",
+        &[
+            "call",
+            "org.distribute1",
+            "/org/distribute1/socket/web",
+            "org.distribute1.Socket",
+            "SetDistribute",
+            "u",
+            "3",
+        ],
+    )
+    .unwrap();
+    assert_eq!(n(), "u 3");
+    a.reload();
+    assert_eq!(n(), "u 2", "reload applies the file's Distribute=2 again");
+}
