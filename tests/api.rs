@@ -517,6 +517,9 @@ fn changes_are_signalled() {
         ],
     )
     .ok();
+    // Changes are published coalesced (50 ms); a reload right after would
+    // return to the file's Distribute=2 before 3 was ever announced.
+    std::thread::sleep(Duration::from_millis(500));
     a.write_config("extra", &config(p + 1, 1));
     busctl(
         &a,
