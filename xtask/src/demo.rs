@@ -27,8 +27,15 @@ pub fn run() -> Result<()> {
         bail!("the demo needs root (namespaces, cgroups) and systemd/dbus-daemon installed");
     };
     println!("   sandbox + activator READY in {:?}", t0.elapsed());
-    println!("   {}", a.sb.systemctl(&["show", "-p", "StatusText", "systemd-distribute.service"])?.trim());
-    println!("   instances loaded before any connection: {}", a.instances("http@*").len());
+    println!(
+        "   {}",
+        a.sb.systemctl(&["show", "-p", "StatusText", "systemd-distribute.service"])?
+            .trim()
+    );
+    println!(
+        "   instances loaded before any connection: {}",
+        a.instances("http@*").len()
+    );
 
     println!("\n== {CONNECTIONS} connections from {CLIENT_THREADS} client threads to {target}");
     let hellos = Arc::new(Mutex::new(Vec::new()));
@@ -48,12 +55,17 @@ pub fn run() -> Result<()> {
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("client thread panicked"))?;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
     }
     let elapsed = t1.elapsed();
     let hellos = hellos.lock().unwrap().clone();
     let failures = failures.lock().unwrap().clone();
-    println!("   {} answered, {} failed ({failures:?}) in {elapsed:?}", hellos.len(), failures.total());
+    println!(
+        "   {} answered, {} failed ({failures:?}) in {elapsed:?}",
+        hellos.len(),
+        failures.total()
+    );
     println!("   instance  PID      connections");
     for (instance, pids) in tally(&hellos) {
         for (pid, n) in pids {
@@ -68,7 +80,10 @@ pub fn run() -> Result<()> {
     println!("\n== waiting for the instances to exit on idle (--idle-timeout 5s)");
     let t2 = Instant::now();
     if !a.wait_no_instances("http@*", Duration::from_secs(30)) {
-        bail!("instances did not exit on idle: {:?}", a.instances("http@*"));
+        bail!(
+            "instances did not exit on idle: {:?}",
+            a.instances("http@*")
+        );
     }
     println!("   all instances exited and were unloaded after {:?}; the activator still holds all sockets", t2.elapsed());
 
@@ -83,7 +98,14 @@ pub fn run() -> Result<()> {
     );
     println!("\n== activator log (tail)");
     let log = a.log();
-    for line in log.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev() {
+    for line in log
+        .lines()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         println!("   {line}");
     }
     if failures.total() > 0 {
