@@ -578,8 +578,10 @@ fn unit_entered_failed(msg: &zbus::Message) -> bool {
         == Some("failed")
 }
 
-/// systemd ignores the fragment of an on-disk `SERVICE@.service` for transient
-/// instances (only its drop-ins apply), which silently surprises admins.
+/// systemd refuses to start transient instances of an on-disk
+/// `SERVICE@.service` template (`UnitExists`: "has a fragment file"); only
+/// drop-ins `SERVICE@.service.d/*.conf` may exist. Say so when a config is
+/// served, before the first activation fails.
 async fn warn_about_template(shared: &Shared, spec: &SocketSpec) {
     let pattern = format!("{}@.service", spec.service);
     match shared
@@ -589,8 +591,8 @@ async fn warn_about_template(shared: &Shared, spec: &SocketSpec) {
     {
         Ok(files) => {
             for (path, _state) in files {
-                tracing::warn!(
-                    "{}: {path} exists, but systemd does NOT apply a template's unit file to the transient instances systemd-distribute starts; only its drop-ins ({pattern}.d/*.conf) apply. Move its settings into [Service] of {} or into a drop-in",
+                tracing::error!(
+                    "{}: {path} exists: systemd refuses to start transient instances of a template that has a unit file, so these instances cannot start until it is removed or renamed. Move its settings into [Service] of {} or into drop-ins ({pattern}.d/*.conf), which do apply",
                     spec.name,
                     spec.sources.first().map(|p| p.display().to_string()).unwrap_or_default()
                 );

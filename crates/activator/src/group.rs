@@ -130,7 +130,12 @@ impl Group {
             match bind_slot_sockets(&spec, i, store) {
                 Ok(s) => bound.push(s),
                 Err(e) => {
-                    forget_stored(&spec, i, &bound, store);
+                    // Close the sockets before telling systemd to drop its
+                    // copies: FDSTOREREMOVE needs a socket of its own, and
+                    // after EMFILE there is none while these are open (the
+                    // copies would then keep the port bound, unserved).
+                    drop(bound);
+                    forget_stored(&spec, i, store);
                     return Err(e);
                 }
             }
@@ -545,19 +550,12 @@ async fn main_pid(shared: &Shared, unit: &str) -> u32 {
     }
 }
 
-/// Undoes the fd-store entries of a partially bound config.
-fn forget_stored(
-    spec: &SocketSpec,
-    failed_index: u32,
-    bound: &[Vec<BoundSocket>],
-    store: &FdStore,
-) {
-    for (i, _) in (0u32..).zip(bound) {
+/// Undoes the fd-store entries of a partially bound config: slots
+/// `0..=failed_index` (the sockets themselves must be closed already).
+fn forget_stored(spec: &SocketSpec, failed_index: u32, store: &FdStore) {
+    for i in 0..=failed_index {
         for l in 0..spec.listen.len() {
             store.remove(&fd_name(&spec.name, l, i));
         }
-    }
-    for l in 0..spec.listen.len() {
-        store.remove(&fd_name(&spec.name, l, failed_index));
     }
 }

@@ -21,7 +21,7 @@
 
 use crate::fdpass;
 use crate::sockets::BoundSocket;
-use crate::systemd::ManagerProxy;
+use crate::systemd::{ManagerProxy, UnitProxy};
 use crate::unit::{self, FdHandOff};
 use distribute_config::{SocketSpec, Steering};
 use futures_util::future::select_all;
@@ -371,6 +371,18 @@ impl SlotTask {
                 Next::Running
             }
             Err(StartError::Exists) => {
+                if let Some(fragment) = fragment_on_disk(&self.shared, &self.slot.unit).await {
+                    // Retrying cannot help: systemd refuses every start.
+                    return self
+                        .fail(format!(
+                            "systemd refuses to start the transient {}: {fragment} exists, and \
+                             systemd does not start transient instances of a unit that has a \
+                             unit file; remove or rename it (put its settings in [Service] of \
+                             the config, or in drop-ins {}@.service.d/*.conf, which do apply)",
+                            self.slot.unit, spec.service
+                        ))
+                        .await;
+                }
                 // A unit of that name is still loaded (e.g. an instance from an
                 // earlier run of the activator, holding its own copy of the
                 // socket). Adopt it; a failed leftover needs a reset to go away.
@@ -618,6 +630,27 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
         // Anything else is the connection, not the instance.
         Err(e) => Err(StartError::Bus(e.to_string())),
     }
+}
+
+/// The unit file of `unit` when it is not running and systemd loads it from a
+/// file on disk rather than as one of our transient units: a template
+/// `NAME@.service` with a unit file, for which systemd refuses every
+/// `StartTransientUnit` ("was already loaded or has a fragment file").
+async fn fragment_on_disk(shared: &Shared, unit: &str) -> Option<String> {
+    let manager = shared.manager();
+    let path = manager.load_unit(unit).await.ok()?;
+    let proxy = UnitProxy::builder(manager.inner().connection())
+        .path(path)
+        .ok()?
+        .build()
+        .await
+        .ok()?;
+    let state = proxy.active_state().await.ok()?;
+    if !matches!(state.as_str(), "inactive" | "failed") {
+        return None; // running: something to adopt
+    }
+    let fragment = proxy.fragment_path().await.ok()?;
+    (!fragment.is_empty() && !fragment.starts_with("/run/systemd/transient/")).then_some(fragment)
 }
 
 /// A registration-only handle: the socket stays owned by the slot (the borrow

@@ -36,8 +36,8 @@ pub trait Manager {
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
 
     /// Unit files matching `patterns` as (path, enablement state); used to find
-    /// an on-disk `NAME@.service` template, whose fragment systemd does NOT apply
-    /// to transient instances.
+    /// an on-disk `NAME@.service` template: systemd refuses to start transient
+    /// instances of a template that has a unit file (`UnitExists`).
     fn list_unit_files_by_patterns(
         &self,
         states: &[&str],
@@ -50,6 +50,9 @@ pub trait Manager {
 
     /// The object path of a loaded unit (error `NoSuchUnit` otherwise).
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Loads a unit (from its unit file, if any) and returns its object path.
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
     /// Sent when a unit is unloaded, e.g. a transient unit garbage-collected
     /// after it became inactive or failed.
@@ -85,6 +88,10 @@ pub trait Unit {
     /// The unit's pending job: (id, path); id 0 if none.
     #[zbus(property)]
     fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
+
+    /// The unit file it was loaded from (`/run/systemd/transient/…` for ours).
+    #[zbus(property)]
+    fn fragment_path(&self) -> zbus::Result<String>;
 }
 
 /// The major version from systemd's `Version` property (`252.38-1~deb12u1` → 252).

@@ -1,0 +1,496 @@
+//! Hostile instances and a hostile environment, against the real sandboxed
+//! systemd: an instance that crashes at start, one that never accepts, one that
+//! ignores SIGTERM; too few file descriptors for N; a template unit file on
+//! disk; systemd re-executing itself under load. Each test checks that the
+//! activator keeps serving its other configs and that the reason is visible
+//! (activator log, systemd's journal, or `distributectl status`).
+//!
+//! Instances with odd behaviour are small `/bin/sh -c` scripts (no `$` in them:
+//! systemd would expand it). Ports: `port(60)` to `port(69)`.
+
+use distribute_tests::{get_hello, port, Activator, SteadyLoad};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A well-behaved config: the demo HTTP instance.
+fn hello(port: u16, n: u32, idle: &str) -> String {
+    format!(
+        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\n\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout {idle}\nDynamicUser=yes\n"
+    )
+}
+
+/// A config whose instance runs `script` under `/bin/sh -c`.
+fn script(port: u16, socket_extra: &str, script: &str, service_extra: &str) -> String {
+    format!(
+        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute=1\n{socket_extra}\n[Service]\nExecStart=/bin/sh -c '{script}'\n{service_extra}"
+    )
+}
+
+fn served(p: u16, what: &str, a: &Activator) {
+    match get_hello(addr(p), Duration::from_secs(10)) {
+        Ok(h) => println!("{what}: served by {h:?}"),
+        Err(e) => panic!("{what}: {e:#}\n--- activator log ---\n{}", a.log()),
+    }
+}
+
+fn main_pid(a: &Activator) -> u32 {
+    a.sb.systemctl(&[
+        "show",
+        "-p",
+        "MainPID",
+        "--value",
+        "systemd-distribute.service",
+    ])
+    .expect("systemctl show MainPID")
+    .trim()
+    .parse()
+    .expect("MainPID is a number")
+}
+
+/// utime + stime of a process in the sandbox, in clock ticks.
+fn cpu_ticks(a: &Activator, pid: u32) -> u64 {
+    let stat =
+        a.sb.run("cat", &[&format!("/proc/{pid}/stat")])
+            .expect("reading /proc/PID/stat");
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').expect("stat has (comm)") + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.parse().unwrap_or(0))
+        .collect();
+    f[10] + f[11]
+}
+
+/// `distributectl ARGS` inside the sandbox; (exit code, stdout + stderr).
+fn ctl(a: &Activator, args: &[&str]) -> (i32, String) {
+    let out =
+        a.sb.command(&format!("{}/distributectl", a.bin))
+            .args(args)
+            .output()
+            .expect("running distributectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("$ distributectl {}\n{text}", args.join(" "));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn instance_crashing_at_start_fails_its_slot_and_the_activator_sleeps() {
+    let good = port(60);
+    let bad = port(61);
+    // Killed by a signal right at start, every time.
+    let crash = script(bad, "", "kill -KILL 0", "");
+    let Some(a) = Activator::start(
+        "hostile-crash",
+        &[("good", &hello(good, 2, "30s")), ("crash", &crash)],
+    ) else {
+        return;
+    };
+    served(good, "good config before", &a);
+    // Connections that wait in the crashing slot's queue: every start fails.
+    let _queued: Vec<TcpStream> = (0..3)
+        .filter_map(|_| TcpStream::connect(addr(bad)).ok())
+        .collect();
+    assert!(
+        a.wait_log(Duration::from_secs(20), |l| l
+            .contains("crash@0.service: failed:")),
+        "the crashing slot was not marked failed:\n{}",
+        a.log()
+    );
+    let log = a.log();
+    assert!(
+        log.contains("giving up until `distributectl start crash@0`"),
+        "the log says how to recover:\n{log}"
+    );
+    // systemd's journal has the instance's own reason.
+    let journal = a.sb.journal(None);
+    assert!(
+        journal.contains("status=9/KILL"),
+        "systemd's journal names the signal:\n{journal}"
+    );
+    let (_, status) = ctl(&a, &["status", "crash"]);
+    assert!(status.contains("failed"), "{status}");
+
+    // While the slot is failed (connections still queued on it) and the other
+    // config serves, the activator uses no CPU: no retry loop, no polling.
+    let pid = main_pid(&a);
+    let before = cpu_ticks(&a, pid);
+    let t = Instant::now();
+    for _ in 0..10 {
+        get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ticks = cpu_ticks(&a, pid) - before;
+    println!(
+        "activator CPU while crash@0 is failed: {ticks} ticks (1/100 s) in {:?}",
+        t.elapsed()
+    );
+    assert!(
+        ticks <= 2,
+        "the activator used {ticks} ticks of CPU in {:?} while idle",
+        t.elapsed()
+    );
+    // The queued connections are still there, waiting for an operator.
+    assert!(
+        !a.log().contains("crash@0.service: started (")
+            || a.log().matches("crash@0.service: started (").count() == 5,
+        "no start after the slot failed"
+    );
+    // `distributectl start` clears the failed state (and it fails again here).
+    let (code, _) = ctl(&a, &["start", "crash@0"]);
+    assert_eq!(code, 0);
+    assert!(a.wait_log(Duration::from_secs(20), |l| l
+        .matches("crash@0.service: failed:")
+        .count()
+        >= 2));
+    served(good, "good config after", &a);
+}
+
+#[test]
+fn instance_that_never_accepts_fills_its_queue_while_others_serve() {
+    let good = port(62);
+    let stuck = port(63);
+    const BACKLOG: usize = 4;
+    // Holds its socket (fd 3) and never accepts.
+    let stuck_cfg = script(
+        stuck,
+        &format!("Backlog={BACKLOG}\n"),
+        "exec /bin/sleep 600",
+        "",
+    );
+    let Some(a) = Activator::start(
+        "hostile-never-accepts",
+        &[("good", &hello(good, 2, "30s")), ("stuck", &stuck_cfg)],
+    ) else {
+        return;
+    };
+    // The first connection starts the instance; then fill its queue. The
+    // kernel completes the handshake for backlog+1 connections; after that it
+    // drops SYNs, so connects time out.
+    let mut established = Vec::new();
+    let mut timed_out = 0;
+    for _ in 0..(BACKLOG + 6) {
+        match TcpStream::connect_timeout(&addr(stuck), Duration::from_millis(700)) {
+            Ok(s) => established.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => timed_out += 1,
+            Err(e) => panic!("connect to the stuck config: {e}"),
+        }
+    }
+    println!(
+        "stuck config: {} connections queued, {timed_out} timed out",
+        established.len()
+    );
+    assert!(
+        timed_out > 0,
+        "the queue of a never-accepting instance fills"
+    );
+    assert!(established.len() <= BACKLOG + 1);
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .instances("stuck@*")
+            .iter()
+            .any(|(_, s)| s == "active")),
+        "the stuck instance runs"
+    );
+    // The other config is unaffected.
+    for _ in 0..20 {
+        get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
+    }
+    // The operator sees why: the instance runs and its accept queue is full.
+    let (code, json) = ctl(&a, &["--json=short", "status", "stuck"]);
+    assert_eq!(code, 0);
+    assert!(json.contains("\"state\":\"running\""), "{json}");
+    assert!(
+        json.contains(&format!("\"queue_depth\":{}", established.len())),
+        "status shows the full queue: {json}"
+    );
+    assert!(a
+        .sb
+        .systemctl(&["is-active", "systemd-distribute.service"])
+        .is_ok());
+}
+
+#[test]
+fn instance_ignoring_sigterm_is_killed_by_its_stop_timeout() {
+    let good = port(64);
+    let stubborn = port(65);
+    let cfg = script(
+        stubborn,
+        "",
+        "trap \"\" TERM; exec /bin/sleep 600",
+        "TimeoutStopSec=2s\n",
+    );
+    let Some(a) = Activator::start(
+        "hostile-sigterm",
+        &[("good", &hello(good, 2, "30s")), ("stubborn", &cfg)],
+    ) else {
+        return;
+    };
+    // Start it (the connection stays queued: sleep never accepts).
+    let _c = TcpStream::connect(addr(stubborn)).expect("connect");
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .instances("stubborn@*")
+            .iter()
+            .any(|(_, s)| s == "active")),
+        "stubborn@0 runs:\n{}",
+        a.log()
+    );
+    // An operator stop: SIGTERM is ignored, SIGKILL after 2 s; meanwhile the
+    // other config is served as usual.
+    let t = Instant::now();
+    let (code, _) = ctl(&a, &["stop", "stubborn@0"]);
+    assert_eq!(code, 0);
+    for _ in 0..10 {
+        get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
+    }
+    assert!(
+        a.wait_log(Duration::from_secs(15), |_| {
+            a.sb.journal(Some("stubborn@0.service"))
+                .contains("State 'stop-sigterm' timed out. Killing.")
+        }),
+        "systemd's stop timeout killed it:\n{}",
+        a.sb.journal(None)
+    );
+    println!(
+        "stubborn@0 killed by its stop timeout after {:?}",
+        t.elapsed()
+    );
+
+    // `systemctl stop systemd-distribute` ends with no instance left, the
+    // stubborn one included (it was started again for the queued connection).
+    assert!(wait_until(Duration::from_secs(10), || a
+        .instances("stubborn@*")
+        .iter()
+        .any(|(_, s)| s == "active")));
+    get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
+    let t = Instant::now();
+    a.sb.systemctl(&["stop", "systemd-distribute.service"])
+        .expect("systemctl stop");
+    assert!(
+        a.wait_no_instances("*@*.service", Duration::from_secs(15)),
+        "instances left after stop: {:?}\n{}",
+        a.instances("*@*.service"),
+        a.sb.journal(None)
+    );
+    let took = t.elapsed();
+    println!("no units left {took:?} after systemctl stop");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "the stubborn instance needed its stop timeout ({took:?})"
+    );
+    assert_eq!(
+        a.sb.journal(Some("stubborn@0.service"))
+            .matches("State 'stop-sigterm' timed out. Killing.")
+            .count(),
+        2,
+        "{}",
+        a.sb.journal(Some("stubborn@0.service"))
+    );
+}
+
+#[test]
+fn too_few_fds_for_n_is_a_clear_error_and_other_configs_are_served() {
+    let good = port(66);
+    let big = port(67);
+    let Some(a) = Activator::start("hostile-nofile", &[("good", &hello(good, 2, "300ms"))]) else {
+        return;
+    };
+    // Restart the activator with 64 fds at most.
+    let dropin = a.sb.unit_dir().join("systemd-distribute.service.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::write(dropin.join("50-nofile.conf"), "[Service]\nLimitNOFILE=64\n").unwrap();
+    a.sb.systemctl(&["daemon-reload"]).unwrap();
+    a.sb.systemctl(&["restart", "systemd-distribute.service"])
+        .unwrap();
+    let pid = main_pid(&a);
+    let limits = a.sb.run("cat", &[&format!("/proc/{pid}/limits")]).unwrap();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    println!("{nofile}");
+    assert!(nofile.split_whitespace().any(|w| w == "64"), "{nofile}");
+    served(good, "good config with LimitNOFILE=64", &a);
+
+    // 200 sockets cannot fit in 64 fds.
+    a.write_config("big", &hello(big, 200, "30s"));
+    a.reload();
+    let log = a.log();
+    println!("{log}");
+    let want =
+        format!("big: ListenStream=127.0.0.1:{big} (127.0.0.1:{big}): socket: Too many open files");
+    assert!(log.contains(&want), "log lacks {want:?}");
+    assert!(
+        log.contains("raise LimitNOFILE= of systemd-distribute.service or lower Distribute="),
+        "the error says what to do"
+    );
+    assert!(log.contains("this config is not served, the others are"));
+    let (_, status) = ctl(&a, &["status", "big"]);
+    assert!(status.contains("Too many open files"), "{status}");
+
+    // Nothing of the failed config stays bound: not in the activator, not in
+    // systemd's fd store.
+    let refused = TcpStream::connect_timeout(&addr(big), Duration::from_secs(2));
+    assert!(
+        refused.is_err(),
+        "the failed config's port must be closed, but a connection was accepted into a queue"
+    );
+    let stored =
+        a.sb.systemctl(&[
+            "show",
+            "-p",
+            "NFileDescriptorStore",
+            "--value",
+            "systemd-distribute.service",
+        ])
+        .unwrap();
+    assert_eq!(stored.trim(), "2", "fd store holds only good's sockets");
+
+    // The other config still activates: its instances exit on idle and start
+    // again, which needs fds too (the hand-off socketpair).
+    assert!(a.wait_no_instances("good@*", Duration::from_secs(15)));
+    for _ in 0..10 {
+        get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
+    }
+    assert!(a
+        .sb
+        .systemctl(&["is-active", "systemd-distribute.service"])
+        .is_ok());
+}
+
+#[test]
+fn template_unit_file_on_disk_is_reported_and_the_slot_fails_at_once() {
+    // systemd refuses StartTransientUnit("tpl@0.service") while a unit file
+    // tpl@.service exists ("was already loaded or has a fragment file"); only
+    // drop-ins tpl@.service.d/*.conf may exist, and they apply.
+    let good = port(68);
+    let tpl = port(69);
+    let Some(a) = Activator::start("hostile-template", &[("good", &hello(good, 1, "30s"))]) else {
+        return;
+    };
+    a.sb.install_unit(
+        "tpl@.service",
+        "[Service]\nExecStart=/bin/false\nEnvironment=FROM_TEMPLATE=1\n",
+    )
+    .unwrap();
+    let dropin = a.sb.unit_dir().join("tpl@.service.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::write(
+        dropin.join("50-env.conf"),
+        "[Service]\nEnvironment=FROM_DROPIN=1\n",
+    )
+    .unwrap();
+    a.sb.systemctl(&["daemon-reload"]).unwrap();
+
+    a.write_config("tpl", &hello(tpl, 1, "30s"));
+    a.reload();
+    let want = "tpl: /run/distribute-harness/units/tpl@.service exists: systemd refuses to start transient instances of a template that has a unit file";
+    assert!(a.log().contains(want), "log lacks {want:?}:\n{}", a.log());
+
+    // The first activation fails the slot with the reason, without a retry loop.
+    let _queued = TcpStream::connect(addr(tpl)).expect("connect");
+    let want = "tpl@0.service: failed: systemd refuses to start the transient tpl@0.service: /run/distribute-harness/units/tpl@.service exists";
+    assert!(
+        a.wait_log(Duration::from_secs(10), |l| l.contains(want)),
+        "log lacks {want:?}:\n{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = a.log();
+    println!("{log}");
+    assert_eq!(
+        log.matches("tpl@0.service: UnitExists").count(),
+        1,
+        "one attempt"
+    );
+    let (_, status) = ctl(&a, &["status", "tpl"]);
+    assert!(
+        status.contains("systemd refuses to start the transient"),
+        "{status}"
+    );
+    served(good, "good config while tpl is failed", &a);
+
+    // Without the unit file, the instance starts and the drop-in applies.
+    std::fs::remove_file(a.sb.unit_dir().join("tpl@.service")).unwrap();
+    a.sb.systemctl(&["daemon-reload"]).unwrap();
+    let (code, _) = ctl(&a, &["start", "tpl@0"]);
+    assert_eq!(code, 0);
+    served(tpl, "tpl config after removing the unit file", &a);
+    let env =
+        a.sb.systemctl(&["show", "-p", "Environment", "tpl@0.service"])
+            .unwrap();
+    println!("tpl@0.service {}", env.trim());
+    assert!(env.contains("FROM_DROPIN=1"), "drop-ins apply: {env}");
+    assert!(!env.contains("FROM_TEMPLATE"), "{env}");
+}
+
+#[test]
+fn systemd_daemon_reexec_under_load_loses_nothing() {
+    let web = port(70);
+    let other = port(71);
+    let Some(a) = Activator::start(
+        "hostile-reexec",
+        &[
+            ("web", &hello(web, 2, "200ms")),
+            ("other", &hello(other, 1, "200ms")),
+        ],
+    ) else {
+        return;
+    };
+    let pid_before = main_pid(&a);
+    let load = SteadyLoad::start(addr(web), 2, Duration::from_millis(2));
+    // Slower clients on the other config: its instance exits on idle between
+    // bursts, so activations and UnitRemoved signals cross the re-execs.
+    let slow = SteadyLoad::start(addr(other), 1, Duration::from_millis(250));
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        let t = Instant::now();
+        a.sb.systemctl(&["daemon-reexec"]).expect("daemon-reexec");
+        println!("daemon-reexec {i} took {:?}", t.elapsed());
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, f) = load.finish();
+    let (ok_slow, f_slow) = slow.finish();
+    println!(
+        "3 daemon-reexecs under load: web {ok} answered, failed {f:?}; other {ok_slow} answered, failed {f_slow:?}"
+    );
+    assert_eq!(
+        f.total() + f_slow.total(),
+        0,
+        "{f:?} {f_slow:?}\n{}",
+        a.log()
+    );
+    assert!(ok > 100 && ok_slow > 5);
+    assert_eq!(main_pid(&a), pid_before, "the activator did not restart");
+    // Activation still works: instances exit on idle and come back.
+    assert!(
+        a.wait_no_instances("*@*.service", Duration::from_secs(15)),
+        "instances exit on idle after the re-execs: {:?}\n{}",
+        a.instances("*@*.service"),
+        a.log()
+    );
+    served(web, "web after re-exec", &a);
+    served(other, "other after re-exec", &a);
+    let log = a.log();
+    assert!(!log.contains(": failed: "), "no slot failed:\n{log}");
+}
