@@ -1,5 +1,6 @@
 //! Project automation, run as `cargo xtask <task>` (alias in .cargo/config.toml).
 
+mod bench;
 mod ci;
 mod demo;
 mod install;
@@ -33,6 +34,20 @@ enum Task {
     Demo,
     /// What CI runs: formatting, clippy with warnings denied, then `test`.
     Ci,
+    /// Benchmarks: data-path overhead, distribution models, cold activation,
+    /// scale and footprint; writes bench/results/*.json and docs/benchmarks.md.
+    Bench {
+        /// The long profile (more rounds, longer runs, 1,000 activations).
+        #[arg(long)]
+        full: bool,
+        /// Only these scenarios (datapath, models, activation, footprint);
+        /// the others' earlier results stay and are rendered too.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Only regenerate docs/benchmarks.md from bench/results/*.json.
+        #[arg(long)]
+        render: bool,
+    },
     /// Man pages: render them to target/man/, or with --check lint them and
     /// check that every config key, daemon option and distributectl command
     /// they should document is there.
@@ -68,6 +83,11 @@ fn main() -> Result<()> {
         Task::Test { args } => test::run(&args),
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
+        Task::Bench { full, only, render } => bench::run(bench::Options {
+            full,
+            only,
+            render_only: render,
+        }),
         Task::Man { check } => man::run(check),
         Task::Install {
             destdir,

@@ -1,0 +1,1737 @@
+//! `cargo xtask bench`: the distribution models side by side, cold activation
+//! latency, scale and footprint; writes `bench/results/*.json` and regenerates
+//! `docs/benchmarks.md` (tables, SVG charts) from them.
+//!
+//! CPU budget on this 2-core machine: the load generator (and this
+//! orchestrator, which also is the client of the activation scenario) is pinned
+//! to CPU 0, every server process to CPU 1 (`sched_setaffinity` for processes
+//! started here, `CPUAffinity=1` for units started by systemd). The sandboxed
+//! systemd, dbus-daemon and the activator are not pinned; they are idle while
+//! load runs.
+
+use anyhow::{bail, Context, Result};
+use distribute_bench::report::LoadResult;
+use distribute_sandbox::Sandbox;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Everything a profile fixes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: String,
+    /// Seconds of load before each measured window.
+    pub warmup_s: f64,
+    /// Seconds measured per load run.
+    pub duration_s: f64,
+    /// Rounds per variant in the data-path scenario (alternating order).
+    pub rounds: usize,
+    /// Busy work per request, microseconds.
+    pub work_us: u64,
+    /// Workers in the model comparison.
+    pub models_n: usize,
+    /// Rounds per model (alternating order).
+    #[serde(default)]
+    pub model_rounds: usize,
+    /// Keep-alive connections / short connections in flight.
+    pub connections: usize,
+    /// Fixed-rate runs offer this fraction of the baseline's capacity.
+    pub load_fraction: f64,
+    /// Cold activations per variant.
+    pub activations: usize,
+    /// Seconds of idleness over which activator wakeups are counted.
+    pub idle_window_s: f64,
+}
+
+impl Profile {
+    fn quick() -> Profile {
+        Profile {
+            name: "quick".into(),
+            warmup_s: 0.5,
+            duration_s: 2.0,
+            rounds: 3,
+            model_rounds: 2,
+            work_us: 50,
+            models_n: 4,
+            connections: 64,
+            load_fraction: 0.6,
+            activations: 200,
+            idle_window_s: 3.0,
+        }
+    }
+
+    fn full() -> Profile {
+        Profile {
+            name: "full".into(),
+            warmup_s: 1.0,
+            duration_s: 8.0,
+            rounds: 7,
+            model_rounds: 5,
+            activations: 1000,
+            idle_window_s: 20.0,
+            ..Profile::quick()
+        }
+    }
+}
+
+const LOAD_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
+const PINNING: &str =
+    "load generator and orchestrator/client pinned to CPU 0 (sched_setaffinity); \
+every server process pinned to CPU 1 (sched_setaffinity for processes started by hand, \
+CPUAffinity=1 for units started by systemd or systemd-distribute); the sandbox's systemd, \
+dbus-daemon and the activator unpinned (idle during load runs)";
+
+// Ports (127.0.0.1). Integration tests use 47000 + a small offset.
+const P_DP_ACT: u16 = 47810;
+const P_DP_HAND: u16 = 47811;
+const P_MODELS: u16 = 47820;
+const P_COLD_DIST: u16 = 47830;
+const P_COLD_NO: u16 = 47831;
+const P_COLD_YES: u16 = 47832;
+const P_SCALE: u16 = 48000;
+
+fn release_bin(name: &str) -> PathBuf {
+    distribute_sandbox::target_dir().join("release").join(name)
+}
+
+fn results_dir() -> PathBuf {
+    crate::root().join("bench/results")
+}
+
+/// Progress output with the time since the start.
+struct Progress(Instant);
+
+impl Progress {
+    fn say(&self, msg: impl AsRef<str>) {
+        println!(
+            "[{:>5.1}s] {}",
+            self.0.elapsed().as_secs_f64(),
+            msg.as_ref()
+        );
+        let _ = std::io::stdout().flush();
+    }
+}
+
+// ---------------------------------------------------------------- results
+
+/// One load run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub variant: String,
+    pub workload: String,
+    /// `capacity` (closed loop) or `fixed` (open loop at `result.rate`).
+    pub kind: String,
+    pub round: usize,
+    /// Share of CPU 0 the load generator used (user+system / wall).
+    pub gen_busy: f64,
+    pub result: LoadResult,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataPathRow {
+    pub workload: String,
+    pub hand_rps: f64,
+    pub dist_rps: f64,
+    /// dist / hand (capacity).
+    pub throughput_ratio: f64,
+    /// Offered rate of the fixed-rate runs.
+    pub rate: f64,
+    pub hand_p50_us: u64,
+    pub dist_p50_us: u64,
+    pub hand_p99_us: u64,
+    pub dist_p99_us: u64,
+    /// hand p99 / dist p99 (1.0 = same, lower = distribute slower).
+    pub p99_ratio: f64,
+    /// The load generator's busiest capacity run (near 1.0: it, not the server, was the limit).
+    pub gen_busy_max: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataPath {
+    pub n: usize,
+    pub work_us: u64,
+    pub rows: Vec<DataPathRow>,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRow {
+    pub model: String,
+    pub description: String,
+    pub workload: String,
+    pub capacity_rps: f64,
+    /// capacity / capacity of (a).
+    pub throughput_ratio: f64,
+    pub rate: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    /// p99 / p99 of (a) at the same offered rate (lower is better).
+    pub p99_vs_a: f64,
+    /// max/min per-worker share in the fixed-rate run.
+    pub fairness: f64,
+    pub workers_seen: usize,
+    pub failures: u64,
+    pub unsent: u64,
+    pub gen_busy: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Models {
+    pub n: usize,
+    pub work_us: u64,
+    pub connections: usize,
+    pub rows: Vec<ModelRow>,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColdRow {
+    pub variant: String,
+    pub activations: usize,
+    pub failures: usize,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// p50 / p50 of native Accept=no.
+    pub p50_ratio: f64,
+    pub p99_ratio: f64,
+    pub pid1_rss_before_kb: u64,
+    pub pid1_rss_after_kb: u64,
+    /// PID 1 VmRSS growth scaled to 1,000 activation cycles.
+    pub pid1_growth_per_1000_kb: f64,
+    pub samples_us: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Activation {
+    pub rows: Vec<ColdRow>,
+    pub activator_rss_before_kb: u64,
+    pub activator_rss_after_kb: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FootprintRow {
+    pub case: String,
+    pub configs: usize,
+    pub sockets: usize,
+    /// ExecMainStartTimestamp → ActiveEnterTimestamp (READY=1), ms.
+    pub ready_ms: f64,
+    /// `systemctl start` wall time as seen by a client, ms.
+    pub start_wall_ms: f64,
+    pub rss_kb: u64,
+    pub rss_ratio: f64,
+    pub ready_ratio: f64,
+    pub threads: usize,
+    /// Context switches of all activator threads per second while idle.
+    pub idle_wakeups_per_s: f64,
+    pub idle_window_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Footprint {
+    pub rows: Vec<FootprintRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub profile: Profile,
+    pub started_unix: u64,
+    pub wall_s: f64,
+    pub git_rev: String,
+    pub kernel: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub systemd: String,
+    pub pinning: String,
+    pub scenarios: Vec<String>,
+    /// `/proc/loadavg` before and after: other work on the machine adds noise.
+    #[serde(default)]
+    pub loadavg_before: String,
+    #[serde(default)]
+    pub loadavg_after: String,
+}
+
+// ---------------------------------------------------------------- entry
+
+/// Options of `cargo xtask bench`.
+pub struct Options {
+    pub full: bool,
+    pub only: Vec<String>,
+    pub render_only: bool,
+}
+
+const SCENARIOS: &[&str] = &["datapath", "models", "activation", "footprint"];
+
+pub fn run(opts: Options) -> Result<()> {
+    for s in &opts.only {
+        if !SCENARIOS.contains(&s.as_str()) {
+            bail!("unknown scenario {s:?}; known: {}", SCENARIOS.join(", "));
+        }
+    }
+    if opts.render_only {
+        return render();
+    }
+    let profile = if opts.full {
+        Profile::full()
+    } else {
+        Profile::quick()
+    };
+    let want = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
+    ensure_tools()?;
+    crate::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "systemd-distribute",
+        "-p",
+        "distribute-instance",
+        "-p",
+        "distribute-bench",
+        "--bins",
+    ])?;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let loadavg = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let loadavg_before = loadavg();
+    let p = Progress(Instant::now());
+    p.say(format!(
+        "profile {}: {} s warm-up + {} s per load run, work {} µs/request; {PINNING}",
+        profile.name, profile.warmup_s, profile.duration_s, profile.work_us
+    ));
+    std::fs::create_dir_all(results_dir())?;
+
+    p.say("booting a private systemd and starting systemd-distribute (release build)");
+    let bed = Bed::boot(&profile)?;
+    // The sandbox is booted unpinned; from here on this process (the client of
+    // the activation scenario, the parent of the load generator) stays on CPU 0.
+    distribute_bench::pin_to(&[0]).context("pinning the orchestrator to CPU 0")?;
+    let systemd = bed
+        .sb
+        .run("/lib/systemd/systemd", &["--version"])
+        .unwrap_or_default();
+    let mut scenarios = Vec::new();
+    if want("datapath") {
+        let r = datapath(&bed, &profile, &p)?;
+        write_json("datapath", &r)?;
+        scenarios.push("datapath".to_string());
+    }
+    if want("models") {
+        let r = models(&bed, &profile, &p)?;
+        write_json("models", &r)?;
+        scenarios.push("models".to_string());
+    }
+    if want("activation") {
+        let r = activation(&bed, &profile, &p)?;
+        write_json("activation", &r)?;
+        scenarios.push("activation".to_string());
+    }
+    if want("footprint") {
+        let r = footprint(&bed, &profile, &p)?;
+        write_json("footprint", &r)?;
+        scenarios.push("footprint".to_string());
+    }
+    drop(bed);
+    let meta = Meta {
+        profile: profile.clone(),
+        started_unix: started,
+        wall_s: p.0.elapsed().as_secs_f64(),
+        git_rev: output("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default(),
+        kernel: output("uname", &["-r"]).unwrap_or_default(),
+        cpu: std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+            .unwrap_or_default(),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        systemd: systemd.lines().next().unwrap_or_default().to_string(),
+        pinning: PINNING.into(),
+        scenarios,
+        loadavg_before,
+        loadavg_after: loadavg(),
+    };
+    write_json("meta", &meta)?;
+    p.say(format!(
+        "done in {:.0} s; rendering docs/benchmarks.md",
+        meta.wall_s
+    ));
+    render()
+}
+
+fn ensure_tools() -> Result<()> {
+    if let Some(reason) = distribute_sandbox::unavailable_reason() {
+        if reason.contains("missing") {
+            eprintln!("{reason}: installing systemd, dbus and util-linux from Debian");
+            let ok = Command::new("apt-get")
+                .args(["install", "-y", "systemd", "dbus", "util-linux"])
+                .status()?;
+            if !ok.success() {
+                bail!("apt-get install failed");
+            }
+        }
+    }
+    if let Some(reason) = distribute_sandbox::unavailable_reason() {
+        bail!("the benchmark boots a private systemd: {reason}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &str, args: &[&str]) -> Option<String> {
+    let o = Command::new(cmd)
+        .args(args)
+        .current_dir(crate::root())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+fn write_json<T: Serialize>(name: &str, v: &T) -> Result<()> {
+    let path = results_dir().join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(v)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(name: &str) -> Option<T> {
+    let text = std::fs::read_to_string(results_dir().join(format!("{name}.json"))).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("bench/results/{name}.json: {e} (ignored)");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------- test bed
+
+/// The sandbox with the activator and every config of the load scenarios.
+struct Bed {
+    sb: Sandbox,
+    bin: String,
+}
+
+const ACTIVATOR: &str = "systemd-distribute.service";
+
+impl Bed {
+    fn boot(profile: &Profile) -> Result<Bed> {
+        let sb = Sandbox::boot("bench", &[crate::root().join("units/org.distribute1.conf")])?;
+        let mut bin = String::new();
+        for b in [
+            "systemd-distribute",
+            "systemd-distribute-exec",
+            "distribute-hello",
+            "distribute-bench-server",
+        ] {
+            let inner = sb.install_file(&release_bin(b))?;
+            bin = inner
+                .rsplit_once('/')
+                .map(|(d, _)| d.to_string())
+                .unwrap_or_default();
+        }
+        let unit = std::fs::read_to_string(crate::root().join("units/systemd-distribute.service"))?;
+        let unit_text = unit.replace(
+            "ExecStart=/usr/lib/systemd/systemd-distribute",
+            &format!(
+                "ExecStart={bin}/systemd-distribute --config-dir {}",
+                sb.inside("config")
+            ),
+        );
+        sb.install_unit(ACTIVATOR, &unit_text)?;
+        let bed = Bed { sb, bin };
+        bed.set_configs(&bed.load_configs(profile))?;
+        bed.start_activator()?;
+        Ok(bed)
+    }
+
+    fn load_configs(&self, p: &Profile) -> Vec<(String, String)> {
+        let bin = &self.bin;
+        let w = p.work_us;
+        vec![
+            (
+                "hello".into(),
+                format!(
+                    "[Socket]\nListenStream=127.0.0.1:{P_DP_ACT}\nDistribute=2\nNoDelay=yes\nBacklog=4096\n\n\
+                     [Service]\nExecStart={bin}/distribute-hello --idle-timeout 0 --work-us {w}\nCPUAffinity={SERVER_CPU}\n"
+                ),
+            ),
+            (
+                "models".into(),
+                format!(
+                    "[Socket]\nListenStream=127.0.0.1:{P_MODELS}\nDistribute={}\nNoDelay=yes\nBacklog=4096\n\n\
+                     [Service]\nExecStart={bin}/distribute-bench-server --model listen-fds --work-us {w}\nCPUAffinity={SERVER_CPU}\n",
+                    p.models_n
+                ),
+            ),
+            (
+                "cold".into(),
+                format!(
+                    "[Socket]\nListenStream=127.0.0.1:{P_COLD_DIST}\nDistribute=1\nNoDelay=yes\nTriggerLimitIntervalSec=0\n\n\
+                     [Service]\nExecStart={bin}/distribute-bench-server --model listen-fds --exit-after 1\n"
+                ),
+            ),
+        ]
+    }
+
+    /// Replaces every config in the activator's config dir.
+    fn set_configs(&self, configs: &[(String, String)]) -> Result<()> {
+        let dir = self.sb.dir().join("config");
+        let _ = std::fs::remove_dir_all(&dir);
+        for (name, text) in configs {
+            self.sb.write_file(&format!("config/{name}.socket"), text)?;
+        }
+        if configs.is_empty() {
+            std::fs::create_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn start_activator(&self) -> Result<Duration> {
+        let t = Instant::now();
+        if let Err(e) = self.sb.systemctl(&["start", ACTIVATOR]) {
+            bail!(
+                "starting systemd-distribute failed: {e:#}\n--- journal ---\n{}",
+                self.sb.journal(Some(ACTIVATOR))
+            );
+        }
+        Ok(t.elapsed())
+    }
+
+    fn stop_activator(&self) -> Result<()> {
+        self.sb.systemctl(&["stop", ACTIVATOR])?;
+        Ok(())
+    }
+
+    fn show(&self, unit: &str, prop: &str) -> String {
+        self.sb
+            .systemctl(&["show", "-p", prop, "--value", unit])
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn main_pid(&self, unit: &str) -> Result<u32> {
+        let pid: u32 = self.show(unit, "MainPID").parse().unwrap_or(0);
+        if pid == 0 {
+            bail!("{unit} has no main PID");
+        }
+        Ok(pid)
+    }
+
+    /// `/proc/PID/status` of a process inside the sandbox.
+    fn status(&self, pid: u32) -> Result<String> {
+        let p = self.sb.host_path(&format!("/proc/{pid}/status"));
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    }
+
+    fn rss_kb(&self, pid: u32) -> Result<u64> {
+        status_field(&self.status(pid)?, "VmRSS")
+    }
+
+    /// Voluntary + involuntary context switches of every thread of PID.
+    fn ctxt_switches(&self, pid: u32) -> Result<(u64, usize)> {
+        let dir = self.sb.host_path(&format!("/proc/{pid}/task"));
+        let mut total = 0;
+        let mut threads = 0;
+        for e in std::fs::read_dir(&dir)? {
+            let s = std::fs::read_to_string(e?.path().join("status"))?;
+            total += status_field(&s, "voluntary_ctxt_switches")?
+                + status_field(&s, "nonvoluntary_ctxt_switches")?;
+            threads += 1;
+        }
+        Ok((total, threads))
+    }
+
+    fn pid1_rss_kb(&self) -> Result<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.sb.pid1()))?;
+        status_field(&s, "VmRSS")
+    }
+}
+
+fn status_field(status: &str, key: &str) -> Result<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(':')))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {key} in /proc/PID/status"))
+}
+
+/// A server started by hand (pinned to the server CPU); killed on drop.
+struct HostServer(Child);
+
+impl HostServer {
+    fn start(args: &[String], port: u16) -> Result<HostServer> {
+        let mut cmd = Command::new(release_bin("distribute-bench-server"));
+        cmd.args(["--cpus", SERVER_CPU])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        let s = HostServer(cmd.spawn().context("starting distribute-bench-server")?);
+        wait_port(port)?;
+        Ok(s)
+    }
+}
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        // SIGKILL to the parent; its workers die with it (PR_SET_PDEATHSIG).
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One run of the load generator on CPU 0.
+fn load(p: &Profile, port: u16, workload: &str, rate: f64) -> Result<(LoadResult, f64)> {
+    let t = Instant::now();
+    let out = Command::new(release_bin("distribute-bench-load"))
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--workload",
+            workload,
+        ])
+        .args([
+            "--rate",
+            &format!("{rate:.0}"),
+            "--connections",
+            &p.connections.to_string(),
+        ])
+        .args([
+            "--warmup",
+            &p.warmup_s.to_string(),
+            "--duration",
+            &p.duration_s.to_string(),
+        ])
+        .args(["--cpus", LOAD_CPU])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running distribute-bench-load")?;
+    if !out.status.success() {
+        bail!("distribute-bench-load failed: {}", out.status);
+    }
+    let r: LoadResult =
+        serde_json::from_slice(&out.stdout).context("parsing the load generator's JSON")?;
+    let busy = r.cpu_s / t.elapsed().as_secs_f64();
+    Ok((r, busy))
+}
+
+fn describe(r: &LoadResult, busy: f64) -> String {
+    let l = &r.latency_us;
+    let mut s = format!(
+        "{:>8.0} req/s  p50 {:>7} p99 {:>7} p99.9 {:>7}  fairness {:.2}  generator {:.0}%",
+        r.throughput,
+        us(l.p50),
+        us(l.p99),
+        us(l.p999),
+        r.fairness,
+        busy * 100.0
+    );
+    if r.errors.total() > 0 || r.unsent > 0 {
+        s += &format!("  FAILED {} unsent {}", r.errors.total(), r.unsent);
+    }
+    s
+}
+
+fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1}ms", v as f64 / 1000.0)
+    } else {
+        format!("{v}µs")
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------- scenario 1
+
+fn datapath(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<DataPath> {
+    pr.say(format!(
+        "== 1 data path: distribute-hello x2 via systemd-distribute (:{P_DP_ACT}) vs x2 SO_REUSEPORT by hand (:{P_DP_HAND})"
+    ));
+    let hello = release_bin("distribute-hello").display().to_string();
+    let hand_args: Vec<String> = [
+        "--model",
+        "exec",
+        "--workers",
+        "2",
+        "--port",
+        &P_DP_HAND.to_string(),
+        "--",
+        &hello,
+        "--idle-timeout",
+        "0",
+        "--work-us",
+        &p.work_us.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _hand = HostServer::start(&hand_args, P_DP_HAND)?;
+    wait_port(P_DP_ACT)?;
+    let mut runs = Vec::new();
+    let workloads = ["keepalive", "short"];
+    let order = |round: usize| {
+        if round.is_multiple_of(2) {
+            ["hand", "distribute"]
+        } else {
+            ["distribute", "hand"]
+        }
+    };
+    let port = |v: &str| if v == "hand" { P_DP_HAND } else { P_DP_ACT };
+    for round in 0..p.rounds {
+        for v in order(round) {
+            for w in workloads {
+                let (r, busy) = load(p, port(v), w, 0.0)?;
+                pr.say(format!(
+                    "   round {round} {v:<10} {w:<9} capacity  {}",
+                    describe(&r, busy)
+                ));
+                runs.push(Run {
+                    variant: v.into(),
+                    workload: w.into(),
+                    kind: "capacity".into(),
+                    round,
+                    gen_busy: busy,
+                    result: r,
+                });
+            }
+        }
+    }
+    fn cap_of(runs: &[Run], v: &str, w: &str) -> f64 {
+        median(
+            runs.iter()
+                .filter(|r| r.variant == v && r.workload == w && r.kind == "capacity")
+                .map(|r| r.result.throughput)
+                .collect(),
+        )
+    }
+    let rates: Vec<f64> = workloads
+        .iter()
+        .map(|w| (cap_of(&runs, "hand", w) * p.load_fraction).round())
+        .collect();
+    for round in 0..p.rounds {
+        for v in order(round) {
+            for (w, &rate) in workloads.iter().zip(&rates) {
+                let (r, busy) = load(p, port(v), w, rate)?;
+                pr.say(format!(
+                    "   round {round} {v:<10} {w:<9} @{rate:<7} {}",
+                    describe(&r, busy)
+                ));
+                runs.push(Run {
+                    variant: v.into(),
+                    workload: w.to_string(),
+                    kind: "fixed".into(),
+                    round,
+                    gen_busy: busy,
+                    result: r,
+                });
+            }
+        }
+    }
+    let cap = |v: &str, w: &str| cap_of(&runs, v, w);
+    let fixed = |v: &str, w: &str, f: fn(&LoadResult) -> u64| {
+        median(
+            runs.iter()
+                .filter(|r| r.variant == v && r.workload == w && r.kind == "fixed")
+                .map(|r| f(&r.result) as f64)
+                .collect(),
+        ) as u64
+    };
+    let rows = workloads
+        .iter()
+        .zip(&rates)
+        .map(|(w, &rate)| {
+            let (hand_p99, dist_p99) = (
+                fixed("hand", w, |r| r.latency_us.p99),
+                fixed("distribute", w, |r| r.latency_us.p99),
+            );
+            DataPathRow {
+                workload: w.to_string(),
+                hand_rps: cap("hand", w),
+                dist_rps: cap("distribute", w),
+                throughput_ratio: cap("distribute", w) / cap("hand", w),
+                rate,
+                hand_p50_us: fixed("hand", w, |r| r.latency_us.p50),
+                dist_p50_us: fixed("distribute", w, |r| r.latency_us.p50),
+                hand_p99_us: hand_p99,
+                dist_p99_us: dist_p99,
+                p99_ratio: hand_p99 as f64 / dist_p99.max(1) as f64,
+                gen_busy_max: runs
+                    .iter()
+                    .filter(|r| r.workload == *w && r.kind == "capacity")
+                    .map(|r| r.gen_busy)
+                    .fold(0.0, f64::max),
+            }
+        })
+        .collect::<Vec<_>>();
+    for r in &rows {
+        pr.say(format!(
+            "   {}: throughput ratio {:.3}, p99 ratio {:.3} (target >= 0.97)",
+            r.workload, r.throughput_ratio, r.p99_ratio
+        ));
+    }
+    Ok(DataPath {
+        n: 2,
+        work_us: p.work_us,
+        rows,
+        runs,
+    })
+}
+
+// ---------------------------------------------------------------- scenario 2
+
+const MODELS: &[(&str, &str, &str)] = &[
+    ("a", "Distribute=N: one SO_REUSEPORT socket per single-threaded process, started by systemd-distribute", ""),
+    ("a'", "the same sockets and processes started by hand (no systemd)", "reuseport"),
+    ("b", "one shared listening socket, N processes each in epoll (thundering herd)", "shared"),
+    ("c", "one shared listening socket, N processes, EPOLLEXCLUSIVE", "exclusive"),
+    ("d", "one acceptor thread handing accepted fds round-robin to N worker threads", "acceptor"),
+    ("e", "one process, one thread", "single"),
+];
+
+fn models(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<Models> {
+    pr.say(format!(
+        "== 2 models: N={}, {} µs work per request, {} connections, same handler and event loop",
+        p.models_n, p.work_us, p.connections
+    ));
+    let workloads = ["keepalive", "short"];
+    let mut runs = Vec::new();
+    let start = |model: &str| -> Result<Option<HostServer>> {
+        let m = MODELS.iter().find(|m| m.0 == model).expect("known model");
+        if m.2.is_empty() {
+            wait_port(P_MODELS)?;
+            return Ok(None);
+        }
+        let port = P_MODELS + 1 + MODELS.iter().position(|x| x.0 == model).unwrap_or(0) as u16;
+        let args: Vec<String> = [
+            "--model",
+            m.2,
+            "--workers",
+            &p.models_n.to_string(),
+            "--port",
+            &port.to_string(),
+            "--work-us",
+            &p.work_us.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Ok(Some(HostServer::start(&args, port)?))
+    };
+    let port_of = |model: &str| {
+        if model == "a" {
+            P_MODELS
+        } else {
+            P_MODELS + 1 + MODELS.iter().position(|x| x.0 == model).unwrap_or(0) as u16
+        }
+    };
+    let order = |round: usize| -> Vec<&(&str, &str, &str)> {
+        if round.is_multiple_of(2) {
+            MODELS.iter().collect()
+        } else {
+            MODELS.iter().rev().collect()
+        }
+    };
+    let rounds = p.model_rounds.max(1);
+    for round in 0..rounds {
+        for (model, desc, _) in order(round) {
+            if round == 0 {
+                pr.say(format!("   ({model}) {desc}"));
+            }
+            let _server = start(model)?;
+            for w in workloads {
+                let (r, busy) = load(p, port_of(model), w, 0.0)?;
+                pr.say(format!(
+                    "   round {round} ({model}) {w:<9} capacity  {}",
+                    describe(&r, busy)
+                ));
+                runs.push(Run {
+                    variant: model.to_string(),
+                    workload: w.into(),
+                    kind: "capacity".into(),
+                    round,
+                    gen_busy: busy,
+                    result: r,
+                });
+            }
+        }
+    }
+    fn med(runs: &[Run], m: &str, w: &str, kind: &str, f: fn(&Run) -> f64) -> f64 {
+        median(
+            runs.iter()
+                .filter(|r| r.variant == m && r.workload == w && r.kind == kind)
+                .map(f)
+                .collect(),
+        )
+    }
+    let rates: Vec<f64> = workloads
+        .iter()
+        .map(|w| {
+            (med(&runs, "a", w, "capacity", |r| r.result.throughput) * p.load_fraction).round()
+        })
+        .collect();
+    for round in 0..rounds {
+        for (model, _, _) in order(round) {
+            let _server = start(model)?;
+            for (w, &rate) in workloads.iter().zip(&rates) {
+                let (r, busy) = load(p, port_of(model), w, rate)?;
+                pr.say(format!(
+                    "   round {round} ({model}) {w:<9} @{rate:<7} {}",
+                    describe(&r, busy)
+                ));
+                runs.push(Run {
+                    variant: model.to_string(),
+                    workload: w.to_string(),
+                    kind: "fixed".into(),
+                    round,
+                    gen_busy: busy,
+                    result: r,
+                });
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (w, &rate) in workloads.iter().zip(&rates) {
+        let cap_a = med(&runs, "a", w, "capacity", |r| r.result.throughput);
+        let p99_a = med(&runs, "a", w, "fixed", |r| r.result.latency_us.p99 as f64).max(1.0);
+        for (model, desc, _) in MODELS {
+            let fixed = |f: fn(&Run) -> f64| med(&runs, model, w, "fixed", f);
+            let cap = med(&runs, model, w, "capacity", |r| r.result.throughput);
+            let p99 = fixed(|r| r.result.latency_us.p99 as f64);
+            rows.push(ModelRow {
+                model: model.to_string(),
+                description: desc.to_string(),
+                workload: w.to_string(),
+                capacity_rps: cap,
+                throughput_ratio: cap / cap_a,
+                rate,
+                p50_us: fixed(|r| r.result.latency_us.p50 as f64) as u64,
+                p99_us: p99 as u64,
+                p999_us: fixed(|r| r.result.latency_us.p999 as f64) as u64,
+                p99_vs_a: p99 / p99_a,
+                fairness: fixed(|r| r.result.fairness),
+                workers_seen: fixed(|r| r.result.workers.len() as f64) as usize,
+                failures: fixed(|r| r.result.errors.total() as f64) as u64,
+                unsent: fixed(|r| r.result.unsent as f64) as u64,
+                gen_busy: runs
+                    .iter()
+                    .filter(|r| r.variant == *model && r.workload == *w && r.kind == "capacity")
+                    .map(|r| r.gen_busy)
+                    .fold(0.0, f64::max),
+            });
+        }
+    }
+    Ok(Models {
+        n: p.models_n,
+        work_us: p.work_us,
+        connections: p.connections,
+        rows,
+        runs,
+    })
+}
+
+// ---------------------------------------------------------------- scenario 3
+
+const NATIVE_NO: &str = "coldno";
+
+/// Name, port, and "is the socket idle again" probe of a cold-start variant.
+type ColdVariant<'a> = (&'static str, u16, Box<dyn Fn() -> bool + 'a>);
+
+/// Label, configs (name, text), sockets.
+type ScaleCase = (String, Vec<(String, String)>, usize);
+const NATIVE_YES: &str = "coldyes";
+
+fn activation(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activation> {
+    pr.say(format!(
+        "== 3 cold activation: connect → first byte on an idle socket, {} activations per variant",
+        p.activations
+    ));
+    let server = format!("{}/distribute-bench-server --model listen-fds", bed.bin);
+    bed.sb.install_unit(
+        &format!("{NATIVE_NO}.socket"),
+        &format!(
+            "[Unit]\nDefaultDependencies=no\n\n[Socket]\nListenStream=127.0.0.1:{P_COLD_NO}\nNoDelay=yes\nAccept=no\n\
+             TriggerLimitIntervalSec=0\n"
+        ),
+    )?;
+    bed.sb.install_unit(
+        &format!("{NATIVE_NO}.service"),
+        &format!(
+            "[Unit]\nDefaultDependencies=no\nStartLimitIntervalSec=0\n\n[Service]\nExecStart={server} --exit-after 1\n"
+        ),
+    )?;
+    bed.sb.install_unit(
+        &format!("{NATIVE_YES}.socket"),
+        &format!(
+            "[Unit]\nDefaultDependencies=no\n\n[Socket]\nListenStream=127.0.0.1:{P_COLD_YES}\nNoDelay=yes\nAccept=yes\n\
+             TriggerLimitIntervalSec=0\nMaxConnections=1024\n"
+        ),
+    )?;
+    bed.sb.install_unit(
+        &format!("{NATIVE_YES}@.service"),
+        &format!(
+            "[Unit]\nDefaultDependencies=no\nStartLimitIntervalSec=0\nCollectMode=inactive-or-failed\n\n\
+             [Service]\nExecStart={server}\n"
+        ),
+    )?;
+    bed.sb.systemctl(&[
+        "start",
+        &format!("{NATIVE_NO}.socket"),
+        &format!("{NATIVE_YES}.socket"),
+    ])?;
+    let act_pid = bed.main_pid(ACTIVATOR)?;
+    let act_before = bed.rss_kb(act_pid)?;
+    let variants: [ColdVariant<'_>; 3] = [
+        (
+            "systemd-distribute (Distribute=1)",
+            P_COLD_DIST,
+            Box::new(|| bed.show("cold@0.service", "LoadState") == "not-found"),
+        ),
+        (
+            "systemd Accept=no",
+            P_COLD_NO,
+            Box::new(|| {
+                bed.show(&format!("{NATIVE_NO}.service"), "ActiveState") == "inactive"
+                    && bed.show(&format!("{NATIVE_NO}.socket"), "SubState") == "listening"
+            }),
+        ),
+        (
+            "systemd Accept=yes",
+            P_COLD_YES,
+            Box::new(|| {
+                bed.sb
+                    .loaded_units(&format!("{NATIVE_YES}@*"))
+                    .map(|u| u.is_empty())
+                    .unwrap_or(false)
+            }),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, port, idle) in &variants {
+        let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+        let rss0 = bed.pid1_rss_kb()?;
+        let mut samples = Vec::new();
+        let mut failures = 0;
+        let t = Instant::now();
+        for i in 0..p.activations {
+            // Idle: no instance, the socket re-armed.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !idle() {
+                if Instant::now() > deadline {
+                    bail!("{name}: the instance did not go away within 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            match first_byte(addr) {
+                Ok(d) => samples.push(d.as_micros() as u64),
+                Err(e) => {
+                    failures += 1;
+                    if failures <= 3 {
+                        pr.say(format!("   {name}: activation {i} failed: {e:#}"));
+                    }
+                }
+            }
+            if (i + 1) % 100 == 0 {
+                pr.say(format!(
+                    "   {name}: {}/{} ({:.0} s)",
+                    i + 1,
+                    p.activations,
+                    t.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        let rss1 = bed.pid1_rss_kb()?;
+        let mut sorted = samples.clone();
+        sorted.sort_unstable();
+        let pct = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0)
+        };
+        let row = ColdRow {
+            variant: name.to_string(),
+            activations: samples.len(),
+            failures,
+            p50_us: pct(0.5),
+            p90_us: pct(0.9),
+            p99_us: pct(0.99),
+            max_us: sorted.last().copied().unwrap_or(0),
+            p50_ratio: 0.0,
+            p99_ratio: 0.0,
+            pid1_rss_before_kb: rss0,
+            pid1_rss_after_kb: rss1,
+            pid1_growth_per_1000_kb: (rss1 as f64 - rss0 as f64) * 1000.0 / p.activations as f64,
+            samples_us: samples,
+        };
+        pr.say(format!(
+            "   {name:<34} p50 {:>7} p90 {:>7} p99 {:>7} max {:>7}  failures {}  PID 1 RSS {} → {} KiB",
+            us(row.p50_us),
+            us(row.p90_us),
+            us(row.p99_us),
+            us(row.max_us),
+            failures,
+            rss0,
+            rss1
+        ));
+        rows.push(row);
+    }
+    let (b50, b99) = (rows[1].p50_us.max(1) as f64, rows[1].p99_us.max(1) as f64);
+    for r in &mut rows {
+        r.p50_ratio = r.p50_us as f64 / b50;
+        r.p99_ratio = r.p99_us as f64 / b99;
+    }
+    pr.say(format!(
+        "   distribute p50 / Accept=no p50 = {:.2} (target <= 1.5)",
+        rows[0].p50_ratio
+    ));
+    let act_after = bed.rss_kb(act_pid)?;
+    bed.sb.systemctl(&[
+        "stop",
+        &format!("{NATIVE_NO}.socket"),
+        &format!("{NATIVE_YES}.socket"),
+    ])?;
+    Ok(Activation {
+        rows,
+        activator_rss_before_kb: act_before,
+        activator_rss_after_kb: act_after,
+    })
+}
+
+/// Connect, send a request, wait for the first byte of the answer; reads the
+/// rest to check it is a 200.
+fn first_byte(addr: SocketAddr) -> Result<Duration> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).context("connect")?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).context("first byte")?;
+    let d = t.elapsed();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)?;
+    if first[0] != b'H' || !rest.starts_with(b"TTP/1.1 200") {
+        bail!("unexpected answer {:?}", String::from_utf8_lossy(&rest));
+    }
+    Ok(d)
+}
+
+// ---------------------------------------------------------------- scenario 4
+
+fn footprint(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint> {
+    pr.say("== 4 scale and footprint: start → READY, RSS, idle wakeups of the activator");
+    let hello = format!("{}/distribute-hello --idle-timeout 5s", bed.bin);
+    let one = |name: &str, port: u16, n: usize| {
+        (
+            name.to_string(),
+            format!("[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\n\n[Service]\nExecStart={hello}\n"),
+        )
+    };
+    let mut cases: Vec<ScaleCase> = [1usize, 16, 64, 256]
+        .iter()
+        .map(|&n| (format!("N={n}"), vec![one("scale", P_SCALE, n)], n))
+        .collect();
+    cases.push((
+        "100 configs, N=1".into(),
+        (0..100)
+            .map(|i| one(&format!("cfg{i:03}"), P_SCALE + 100 + i as u16, 1))
+            .collect(),
+        100,
+    ));
+    let mut rows: Vec<FootprintRow> = Vec::new();
+    for (label, configs, sockets) in cases {
+        bed.stop_activator()?;
+        bed.set_configs(&configs)?;
+        let wall = bed.start_activator()?;
+        let start_us: f64 = bed
+            .show(ACTIVATOR, "ExecMainStartTimestampMonotonic")
+            .parse()
+            .unwrap_or(0.0);
+        let ready_us: f64 = bed
+            .show(ACTIVATOR, "ActiveEnterTimestampMonotonic")
+            .parse()
+            .unwrap_or(0.0);
+        let pid = bed.main_pid(ACTIVATOR)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let rss = bed.rss_kb(pid)?;
+        let (c0, threads) = bed.ctxt_switches(pid)?;
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(p.idle_window_s));
+        let (c1, _) = bed.ctxt_switches(pid)?;
+        let window = t.elapsed().as_secs_f64();
+        let row = FootprintRow {
+            case: label.clone(),
+            configs: configs.len(),
+            sockets,
+            ready_ms: (ready_us - start_us) / 1000.0,
+            start_wall_ms: wall.as_secs_f64() * 1000.0,
+            rss_kb: rss,
+            rss_ratio: 0.0,
+            ready_ratio: 0.0,
+            threads,
+            idle_wakeups_per_s: (c1 - c0) as f64 / window,
+            idle_window_s: window,
+        };
+        pr.say(format!(
+            "   {label:<18} READY after {:>6.1} ms (systemctl start {:>6.1} ms)  RSS {:>6} KiB  {} threads  idle wakeups {:.2}/s",
+            row.ready_ms, row.start_wall_ms, rss, threads, row.idle_wakeups_per_s
+        ));
+        rows.push(row);
+    }
+    let (r0, t0) = (rows[0].rss_kb.max(1) as f64, rows[0].ready_ms.max(0.001));
+    for r in &mut rows {
+        r.rss_ratio = r.rss_kb as f64 / r0;
+        r.ready_ratio = r.ready_ms / t0;
+    }
+    // Leave the bed as the load scenarios expect it.
+    bed.stop_activator()?;
+    bed.set_configs(&bed.load_configs(p))?;
+    bed.start_activator()?;
+    Ok(Footprint { rows })
+}
+
+// ---------------------------------------------------------------- report
+
+fn render() -> Result<()> {
+    let meta: Option<Meta> = read_json("meta");
+    let dp: Option<DataPath> = read_json("datapath");
+    let models: Option<Models> = read_json("models");
+    let act: Option<Activation> = read_json("activation");
+    let fp: Option<Footprint> = read_json("footprint");
+    let docs = crate::root().join("docs");
+    let img = docs.join("benchmarks");
+    std::fs::create_dir_all(&img)?;
+    let mut md = String::new();
+    let w = &mut md;
+    use std::fmt::Write as _;
+    writeln!(w, "# Benchmarks\n")?;
+    writeln!(
+        w,
+        "Generated by `cargo xtask bench` (quick profile, < 5 min) or `cargo xtask bench --full` from \
+         `bench/results/*.json`; `cargo xtask bench --render` regenerates this page without measuring. \
+         Do not edit by hand.\n"
+    )?;
+    writeln!(
+        w,
+        "Every figure is a ratio against a baseline measured **in the same run** on the same machine, \
+         so the ratios, not the absolute numbers, are what carries over to other machines.\n"
+    )?;
+    if let Some(m) = &meta {
+        writeln!(w, "| | |\n|---|---|")?;
+        writeln!(
+            w,
+            "| profile | `{}` ({} s warm-up + {} s per load run, {} µs of busy work per request) |",
+            m.profile.name, m.profile.warmup_s, m.profile.duration_s, m.profile.work_us
+        )?;
+        writeln!(
+            w,
+            "| machine | {} × {}, Linux {} |",
+            m.cores, m.cpu, m.kernel
+        )?;
+        writeln!(
+            w,
+            "| systemd | {} (private instance in namespaces, see `crates/sandbox`) |",
+            m.systemd
+        )?;
+        writeln!(w, "| commit | `{}` |", m.git_rev)?;
+        writeln!(w, "| run time | {:.0} s |", m.wall_s)?;
+        writeln!(w, "| CPU budget | {} |", m.pinning)?;
+        writeln!(
+            w,
+            "| /proc/loadavg before → after | {} → {} |",
+            m.loadavg_before, m.loadavg_after
+        )?;
+        writeln!(w)?;
+    }
+    writeln!(
+        w,
+        "**Method.** The load generator (`crates/bench`, `distribute-bench-load`) is open loop like wrk2: \
+         request *k* is due at *start + k/rate* and its latency counts from that moment, so a stalled \
+         server is charged for every request it delayed (no coordinated omission). *Capacity* runs are \
+         closed loop instead ({} connections in flight, latency from the actual send). Each fixed-rate run \
+         offers {:.0}% of the baseline's measured capacity. Responses carry `pid=`, which gives the \
+         per-worker shares; *fairness* is the largest share over the smallest (1.00 = even). \
+         \"generator\" is the share of CPU 0 the load generator used: near 100% the generator, not the \
+         server, limited a capacity run. Short connections cost the generator's core a lot of kernel \
+         TCP work on loopback (both ends' handshakes run there).\n",
+        meta.as_ref().map_or(64, |m| m.profile.connections),
+        meta.as_ref().map_or(60.0, |m| m.profile.load_fraction * 100.0)
+    )?;
+
+    writeln!(
+        w,
+        "**Noise.** This is a 2-core VM shared with other work (compiles, test suites): anything else \
+         that runs on CPU 1 preempts the servers and shows up as millisecond p99 spikes. Capacity and p50 \
+         are stable to a few percent between rounds; p99 and p99.9 at a fixed rate are not, so read them \
+         as medians over the rounds and compare them only when the difference is large (the \
+         `--full` profile runs more and longer rounds). `bench/results/*.json` keeps every run.\n"
+    )?;
+    if let Some(dp) = &dp {
+        writeln!(w, "## 1. Data-path overhead\n")?;
+        writeln!(
+            w,
+            "`distribute-hello --work-us {}`, N={}: started by `systemd-distribute` in the sandbox versus the \
+             same binary as {} processes with their own `SO_REUSEPORT` sockets started by hand \
+             (`distribute-bench-server --model exec`). Medians of {} alternating rounds. \
+             Throughput ratio = distribute / by hand; p99 ratio = by hand p99 / distribute p99 (both: 1.00 = \
+             identical, lower = distribute slower). Target: ≥ 0.97.\n",
+            dp.work_us,
+            dp.n,
+            dp.n,
+            dp.runs.iter().map(|r| r.round + 1).max().unwrap_or(0)
+        )?;
+        writeln!(w, "| workload | by hand req/s | distribute req/s | throughput ratio | fixed rate | by hand p50 / p99 | distribute p50 / p99 | p99 ratio | generator |")?;
+        writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        for r in &dp.rows {
+            writeln!(
+                w,
+                "| {} | {:.0} | {:.0} | **{:.3}** {} | {:.0}/s | {} / {} | {} / {} | **{:.3}** {} | {:.0}% |",
+                r.workload,
+                r.hand_rps,
+                r.dist_rps,
+                r.throughput_ratio,
+                verdict(r.throughput_ratio >= 0.97),
+                r.rate,
+                us(r.hand_p50_us),
+                us(r.hand_p99_us),
+                us(r.dist_p50_us),
+                us(r.dist_p99_us),
+                r.p99_ratio,
+                verdict(r.p99_ratio >= 0.97),
+                r.gen_busy_max * 100.0
+            )?;
+        }
+        let cats: Vec<String> = dp.rows.iter().map(|r| r.workload.clone()).collect();
+        bar_chart(
+            &img.join("datapath.svg"),
+            "Data path: systemd-distribute vs by hand (1.00 = identical)",
+            "ratio",
+            &cats,
+            &[
+                (
+                    "throughput ratio".into(),
+                    dp.rows.iter().map(|r| r.throughput_ratio).collect(),
+                ),
+                (
+                    "p99 ratio".into(),
+                    dp.rows.iter().map(|r| r.p99_ratio).collect(),
+                ),
+            ],
+            Some((0.97, "target 0.97")),
+        )?;
+        writeln!(w, "\n![data path ratios](benchmarks/datapath.svg)\n")?;
+        writeln!(w, "{}\n", spread_note(&dp.runs))?;
+    }
+
+    if let Some(m) = &models {
+        writeln!(w, "## 2. Distribution models\n")?;
+        writeln!(
+            w,
+            "Same handler, same level-triggered epoll loop (`distribute-bench-server`), N={} workers, {} µs \
+             of work per request, all workers on one CPU. Baseline: (a). Capacity ratio = model / (a) \
+             (higher is better); p99 vs (a) = model p99 / (a) p99 at the same offered rate (lower is better). \
+             Medians over the rounds. In (d) the workers are threads and `pid=` carries the thread id.\n",
+            m.n, m.work_us
+        )?;
+        writeln!(w, "| model | |\n|---|---|")?;
+        for (id, desc, _) in MODELS {
+            writeln!(w, "| ({id}) | {desc} |")?;
+        }
+        writeln!(w)?;
+        for wl in ["keepalive", "short"] {
+            let rows: Vec<&ModelRow> = m.rows.iter().filter(|r| r.workload == wl).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            writeln!(
+                w,
+                "### {}\n",
+                if wl == "short" {
+                    "Short connections (connect, request, close)"
+                } else {
+                    "Keep-alive"
+                }
+            )?;
+            writeln!(w, "| model | capacity req/s | capacity ratio | fixed rate | p50 | p99 | p99.9 | p99 vs (a) | fairness (workers) | failed | generator |")?;
+            writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+            for r in &rows {
+                writeln!(
+                    w,
+                    "| ({}) | {:.0} | **{:.2}** | {:.0}/s | {} | {} | {} | **{:.2}** | {} ({}) | {} | {:.0}% |",
+                    r.model,
+                    r.capacity_rps,
+                    r.throughput_ratio,
+                    r.rate,
+                    us(r.p50_us),
+                    us(r.p99_us),
+                    us(r.p999_us),
+                    r.p99_vs_a,
+                    if r.fairness.is_finite() { format!("{:.2}", r.fairness) } else { "∞".into() },
+                    r.workers_seen,
+                    r.failures + r.unsent,
+                    r.gen_busy * 100.0
+                )?;
+            }
+            writeln!(w)?;
+        }
+        let cats: Vec<String> = MODELS.iter().map(|m| format!("({})", m.0)).collect();
+        let series = |f: fn(&ModelRow) -> f64| -> Vec<(String, Vec<f64>)> {
+            ["keepalive", "short"]
+                .iter()
+                .map(|wl| {
+                    (
+                        wl.to_string(),
+                        MODELS
+                            .iter()
+                            .map(|(id, _, _)| {
+                                m.rows
+                                    .iter()
+                                    .find(|r| r.model == *id && r.workload == *wl)
+                                    .map_or(f64::NAN, f)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        bar_chart(
+            &img.join("models-throughput.svg"),
+            "Capacity relative to (a) Distribute=N (higher is better)",
+            "ratio",
+            &cats,
+            &series(|r| r.throughput_ratio),
+            Some((1.0, "(a)")),
+        )?;
+        bar_chart(
+            &img.join("models-p99.svg"),
+            "p99 latency relative to (a) at the same fixed rate (lower is better)",
+            "ratio",
+            &cats,
+            &series(|r| r.p99_vs_a),
+            Some((1.0, "(a)")),
+        )?;
+        writeln!(w, "![capacity ratios](benchmarks/models-throughput.svg)\n")?;
+        writeln!(w, "![p99 ratios](benchmarks/models-p99.svg)\n")?;
+    }
+
+    if let Some(a) = &act {
+        writeln!(w, "## 3. Cold activation latency\n")?;
+        writeln!(
+            w,
+            "Connect → first byte of the answer on an idle socket (no instance running), {} activations \
+             per variant, one at a time, each after the previous instance is gone. Same binary everywhere: \
+             `distribute-bench-server --model listen-fds` (exits after its one connection; under `Accept=yes` \
+             it gets the accepted connection as fd 3). Baseline: systemd's own `Accept=no`. Target: \
+             distribute p50 ≤ 1.5 × `Accept=no`.\n",
+            a.rows.first().map_or(0, |r| r.activations + r.failures)
+        )?;
+        writeln!(w, "| variant | p50 | p90 | p99 | max | p50 ratio | p99 ratio | failed | PID 1 RSS growth per 1,000 activations |")?;
+        writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        for (i, r) in a.rows.iter().enumerate() {
+            writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | **{:.2}** {} | {:.2} | {} | {:.0} KiB ({} → {} KiB) |",
+                r.variant,
+                us(r.p50_us),
+                us(r.p90_us),
+                us(r.p99_us),
+                us(r.max_us),
+                r.p50_ratio,
+                if i == 0 {
+                    verdict(r.p50_ratio <= 1.5)
+                } else {
+                    ""
+                },
+                r.p99_ratio,
+                r.failures,
+                r.pid1_growth_per_1000_kb,
+                r.pid1_rss_before_kb,
+                r.pid1_rss_after_kb
+            )?;
+        }
+        writeln!(
+            w,
+            "\nActivator RSS before / after these {} activation cycles: {} / {} KiB.\n",
+            a.rows.first().map_or(0, |r| r.activations),
+            a.activator_rss_before_kb,
+            a.activator_rss_after_kb
+        )?;
+        let cats: Vec<String> = a
+            .rows
+            .iter()
+            .map(|r| r.variant.replace("systemd-distribute", "distribute"))
+            .collect();
+        bar_chart(
+            &img.join("activation.svg"),
+            "Cold activation relative to systemd Accept=no (lower is better)",
+            "ratio",
+            &cats,
+            &[
+                (
+                    "p50 ratio".into(),
+                    a.rows.iter().map(|r| r.p50_ratio).collect(),
+                ),
+                (
+                    "p99 ratio".into(),
+                    a.rows.iter().map(|r| r.p99_ratio).collect(),
+                ),
+            ],
+            Some((1.5, "target p50 1.5")),
+        )?;
+        writeln!(w, "![activation ratios](benchmarks/activation.svg)\n")?;
+    }
+
+    if let Some(f) = &fp {
+        writeln!(w, "## 4. Scale and footprint\n")?;
+        writeln!(
+            w,
+            "The activator restarted with each configuration set (one `.socket` per config, nothing connects). \
+             READY = `ExecMainStartTimestampMonotonic` → `ActiveEnterTimestampMonotonic` of the unit (the \
+             process's own start-up to `READY=1`); RSS = `VmRSS` 0.5 s after READY; idle wakeups = growth of \
+             voluntary + involuntary context switches of all its threads over {:.0} s without traffic \
+             (target 0). Baseline: N=1. Target: RSS ≤ 8 MiB at N=256.\n",
+            f.rows.first().map_or(0.0, |r| r.idle_window_s)
+        )?;
+        writeln!(w, "| case | sockets | READY | ratio | `systemctl start` | RSS | ratio | threads | idle wakeups/s |")?;
+        writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        for r in &f.rows {
+            let target = if r.case == "N=256" {
+                format!(" {}", verdict(r.rss_kb <= 8 * 1024))
+            } else {
+                String::new()
+            };
+            writeln!(
+                w,
+                "| {} | {} | {:.1} ms | {:.2} | {:.1} ms | {:.1} MiB{} | {:.2} | {} | {:.2} {} |",
+                r.case,
+                r.sockets,
+                r.ready_ms,
+                r.ready_ratio,
+                r.start_wall_ms,
+                r.rss_kb as f64 / 1024.0,
+                target,
+                r.rss_ratio,
+                r.threads,
+                r.idle_wakeups_per_s,
+                verdict(r.idle_wakeups_per_s < 0.5)
+            )?;
+        }
+        if let Some(a) = &act {
+            writeln!(
+                w,
+                "\nPID 1 (`systemd`) RSS growth per 1,000 activation cycles, from scenario 3:\n"
+            )?;
+            for r in &a.rows {
+                writeln!(w, "- {}: {:.0} KiB", r.variant, r.pid1_growth_per_1000_kb)?;
+            }
+            writeln!(w)?;
+        }
+        let cats: Vec<String> = f.rows.iter().map(|r| r.case.replace(", N=1", "")).collect();
+        bar_chart(
+            &img.join("footprint.svg"),
+            "Activator footprint relative to N=1",
+            "ratio",
+            &cats,
+            &[
+                (
+                    "RSS ratio".into(),
+                    f.rows.iter().map(|r| r.rss_ratio).collect(),
+                ),
+                (
+                    "READY time ratio".into(),
+                    f.rows.iter().map(|r| r.ready_ratio).collect(),
+                ),
+            ],
+            None,
+        )?;
+        writeln!(w, "![footprint ratios](benchmarks/footprint.svg)\n")?;
+    }
+    let path = docs.join("benchmarks.md");
+    std::fs::write(&path, md)?;
+    println!("wrote {} and {}/*.svg", path.display(), img.display());
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "✅"
+    } else {
+        "❌"
+    }
+}
+
+fn spread_note(runs: &[Run]) -> String {
+    let mut parts = Vec::new();
+    for v in ["hand", "distribute"] {
+        for w in ["keepalive", "short"] {
+            let caps: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.variant == v && r.workload == w && r.kind == "capacity")
+                .map(|r| r.result.throughput)
+                .collect();
+            if caps.len() > 1 {
+                let (lo, hi) = (
+                    caps.iter().copied().fold(f64::MAX, f64::min),
+                    caps.iter().copied().fold(0.0, f64::max),
+                );
+                parts.push(format!("{v} {w} {lo:.0}–{hi:.0}"));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Spread of the capacity rounds (req/s): {}. Differences smaller than this spread are noise.",
+        parts.join("; ")
+    )
+}
+
+/// A grouped bar chart: one group per category, one bar per series, an
+/// optional dashed reference line.
+fn bar_chart(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    cats: &[String],
+    series: &[(String, Vec<f64>)],
+    reference: Option<(f64, &str)>,
+) -> Result<()> {
+    use plotters::prelude::*;
+    use plotters::series::DashedLineSeries;
+    let finite = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .filter(|v| v.is_finite());
+    let top = finite.fold(reference.map_or(0.0, |r| r.0), f64::max) * 1.15;
+    let top = if top > 0.0 { top } else { 1.0 };
+    let root = SVGBackend::new(path, (760, 380)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let n = cats.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0f64..n as f64, 0f64..top)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .light_line_style(WHITE)
+        .x_labels(n * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.01 && i < cats.len() {
+                cats[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let palette = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xd6, 0x27, 0x28),
+    ];
+    let k = series.len().max(1) as f64;
+    let width = 0.8 / k;
+    for (si, (name, vals)) in series.iter().enumerate() {
+        let color = palette[si % palette.len()];
+        let bars = vals
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(move |(i, &v)| {
+                let x0 = i as f64 + 0.1 + width * si as f64;
+                Rectangle::new([(x0, 0.0), (x0 + width * 0.95, v)], color.filled())
+            });
+        chart
+            .draw_series(bars)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        let labels = vals
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(move |(i, &v)| {
+                let x = i as f64 + 0.1 + width * si as f64;
+                Text::new(
+                    format!("{v:.2}"),
+                    (x, v + top * 0.05),
+                    ("sans-serif", 11).into_font(),
+                )
+            });
+        chart
+            .draw_series(labels)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    if let Some((y, label)) = reference {
+        let style = ShapeStyle::from(&BLACK).stroke_width(1);
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, y), (n as f64, y)],
+                6,
+                4,
+                style,
+            ))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], BLACK));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
