@@ -494,3 +494,81 @@ fn systemd_daemon_reexec_under_load_loses_nothing() {
     let log = a.log();
     assert!(!log.contains(": failed: "), "no slot failed:\n{log}");
 }
+
+#[test]
+fn reload_starts_failed_instances_again() {
+    let good = port(72);
+    let flaky = port(73);
+    let broken = script(flaky, "", "kill -KILL 0", "");
+    let Some(a) = Activator::start(
+        "hostile-reload-failed",
+        &[("good", &hello(good, 1, "30s")), ("flaky", &broken)],
+    ) else {
+        return;
+    };
+    let _queued = TcpStream::connect(addr(flaky)).expect("connect");
+    assert!(
+        a.wait_log(Duration::from_secs(20), |l| l
+            .contains("flaky@0.service: failed:")),
+        "{}",
+        a.log()
+    );
+    // A reload is the operator's "try again", even with the config unchanged.
+    a.reload();
+    assert!(
+        a.wait_log(Duration::from_secs(20), |l| l
+            .matches("flaky@0.service: failed:")
+            .count()
+            == 2),
+        "a reload retries a failed instance:\n{}",
+        a.log()
+    );
+    assert!(a
+        .log()
+        .contains("flaky: reload: starting 1 failed instance(s) again"));
+    // Fixed config (same sockets, new [Service]): the reload starts it and the
+    // connections that waited in its queue are served.
+    a.write_config("flaky", &hello(flaky, 1, "30s"));
+    a.reload();
+    served(flaky, "flaky config after the fix and a reload", &a);
+    served(good, "good config", &a);
+}
+
+#[test]
+fn instance_killed_every_ten_seconds_under_load_is_never_given_up() {
+    // A failure after >= 10 s of service starts a new row: occasional deaths
+    // (OOM kills, crashes under load) never add up to a failed slot, which
+    // would leave its share of connections waiting for an operator.
+    let p = port(74);
+    let Some(a) = Activator::start("hostile-periodic-kill", &[("web", &hello(p, 1, "30s"))]) else {
+        return;
+    };
+    let load = SteadyLoad::start(addr(p), 1, Duration::from_millis(5));
+    let kills = 5;
+    for i in 0..kills {
+        std::thread::sleep(Duration::from_millis(10_600));
+        a.sb.systemctl(&["kill", "-s", "SIGKILL", "web@0.service"])
+            .expect("systemctl kill");
+        println!("SIGKILL {i} sent");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, f) = load.finish();
+    println!("{kills} SIGKILLs 10.6 s apart: {ok} answered, failed {f:?}");
+    let log = a.log();
+    assert!(!log.contains("web@0.service: failed:"), "{log}");
+    assert_eq!(
+        log.matches("web@0.service: instance failed after 10.")
+            .count(),
+        kills
+    );
+    assert!(log.contains("instance failed after 10.") && log.contains("next start in 100ms"));
+    assert!(
+        !log.contains("next start in 200ms"),
+        "every kill starts a new row:\n{log}"
+    );
+    // Only requests in flight in the killed instance may fail; none waits.
+    assert_eq!(f.timeout, 0, "{f:?}");
+    assert!(f.total() <= kills as u64, "{f:?}");
+    assert!(ok > 1000);
+    served(p, "web after the kills", &a);
+}

@@ -339,6 +339,10 @@ impl Daemon {
         let unchanged = *old == spec;
         *group.spec.borrow_mut() = Rc::new(spec);
         self.changes.mark(&name);
+        let retried = group.retry_failed();
+        if retried > 0 {
+            tracing::info!("{name}: reload: starting {retried} failed instance(s) again");
+        }
         // A reload returns to the file's Distribute=, also after a run-time
         // SetDistribute()/`distributectl scale`.
         if m != group.active() {

@@ -248,6 +248,21 @@ impl Group {
             .map_err(|_| ControlError::Failed(format!("{}@{index} is shutting down", self.name)))
     }
 
+    /// Starts again every active slot that gave up (`failed`): a reload is the
+    /// operator's "try again", as `distributectl start` is for one slot.
+    /// Returns how many.
+    pub fn retry_failed(&self) -> usize {
+        let mut n = 0;
+        for h in self.slots.borrow().iter() {
+            let st = h.slot.status.borrow();
+            if !st.draining && st.state == SlotState::Failed {
+                let _ = h.commands.send(SlotCommand::Start);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Sends `cmd` to every active slot.
     pub fn command_all(&self, cmd: SlotCommand) {
         for h in self.slots.borrow().iter() {

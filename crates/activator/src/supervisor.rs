@@ -14,7 +14,8 @@
 //!    starts the instance again, so nothing that reached the queue is lost.
 //!
 //! Crashes are retried with exponential backoff; after [`FAILURES_BEFORE_FAILED`]
-//! in a row, or when starts exceed `TriggerLimitBurst=` per
+//! in a row (a failure after [`CRASH_LOOP_RESET`] of uptime starts a new row:
+//! that instance served, it was not crash-looping), or when starts exceed `TriggerLimitBurst=` per
 //! `TriggerLimitIntervalSec=` (systemd's defaults: 20 per 2 s), the slot is
 //! `failed`: its sockets are no longer watched (connections wait in the queue)
 //! until an operator starts it again or the config is reloaded.
@@ -108,6 +109,11 @@ pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Consecutive failures after which a slot is marked failed.
 pub const FAILURES_BEFORE_FAILED: u32 = 5;
+/// An instance that ran at least this long before it failed (killed, OOM,
+/// crashed under load) was not crash-looping: its failure starts a new row,
+/// so occasional deaths never add up to `failed` (systemd's default
+/// `StartLimitIntervalSec=`).
+pub const CRASH_LOOP_RESET: Duration = Duration::from_secs(10);
 /// systemd's default `TriggerLimitIntervalSec=` for `Accept=no` sockets.
 pub const DEFAULT_TRIGGER_INTERVAL: Duration = Duration::from_secs(2);
 /// systemd's default `TriggerLimitBurst=` for `Accept=no` sockets.
@@ -450,6 +456,9 @@ impl SlotTask {
             return Next::StartNow;
         }
         if failed {
+            if lived >= CRASH_LOOP_RESET {
+                self.consecutive_failures = 0;
+            }
             return self
                 .failure(format!("instance failed after {lived:.1?}"))
                 .await;
