@@ -3,8 +3,10 @@
 mod bench;
 mod ci;
 mod demo;
+mod fuzz;
 mod install;
 mod man;
+mod soak;
 mod test;
 mod units;
 
@@ -76,6 +78,28 @@ enum Task {
     /// Check the unit files: systemd-analyze verify on the installed units
     /// and example drop-ins, and the security exposure of the service.
     Units,
+    /// Fuzz the config parser (cargo-fuzz, libFuzzer) for a bounded time:
+    /// fails on a panic, a hang or a rejection without file and line.
+    Fuzz {
+        /// How long to fuzz, after the build.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Soak test in a private systemd: steady loopback load plus random
+    /// instance kills, reloads, rescales and activator restarts; prints
+    /// failed connections, and RSS and fd counts at start and end.
+    Soak {
+        /// How long to run the load.
+        #[arg(long, default_value_t = 2)]
+        minutes: u64,
+        /// Seed for the random schedule of disruptions.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Never restart the activator, so one process lives through the
+        /// whole run (its RSS and fd count at start and end compare directly).
+        #[arg(long)]
+        no_restarts: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -96,6 +120,12 @@ fn main() -> Result<()> {
             no_build,
         } => install::run(&destdir, &prefix, &profile, no_build),
         Task::Units => units::run(),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Soak {
+            minutes,
+            seed,
+            no_restarts,
+        } => soak::run(minutes, seed, !no_restarts),
     }
 }
 
