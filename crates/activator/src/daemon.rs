@@ -121,6 +121,9 @@ pub async fn run(opts: Options) -> Result<()> {
     // Sockets in the fd store that no config claimed (config removed while we
     // were down) would otherwise stay open forever.
     daemon.store.discard_unclaimed();
+    // Binding and D-Bus setup leave freed heap behind; give it back once, so
+    // the steady-state RSS is what the daemon actually uses.
+    trim_heap();
     tokio::task::spawn_local(daemon.clone().publish_changes());
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -306,6 +309,7 @@ impl Daemon {
         }
         let _ = sd_notify::notify(false, &states);
         let summary = self.reload().await;
+        trim_heap();
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         summary
     }
@@ -620,6 +624,14 @@ fn resolve_shim(opts: &Options) -> Result<String> {
         );
     }
     Ok(path.display().to_string())
+}
+
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory at the top of the heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// N sockets per address need N fds; the default soft limit (1024) is low.
