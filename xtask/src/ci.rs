@@ -14,5 +14,6 @@ pub fn run() -> Result<()> {
     ])?;
     crate::cargo(&["xtask", "man", "--check"])?;
     crate::cargo(&["xtask", "units"])?;
+    crate::cargo(&["xtask", "fuzz", "--seconds", "60"])?;
     crate::test::run(&[])
 }

@@ -104,7 +104,6 @@ fn unsupported_socket_key(key: &str) -> Option<&'static str> {
         "SocketUser" | "SocketGroup" | "SocketMode" | "DirectoryMode" | "Symlinks"
         | "RemoveOnStop" | "PassCredentials" | "PassSecurity" => UNIX_ONLY,
         "MaxConnections" | "MaxConnectionsPerSource" => ACCEPT_ONLY,
-        "ReusePort" => "SO_REUSEPORT is always on: it is how the sockets are distributed",
         "ExecStartPre" | "ExecStartPost" | "ExecStopPre" | "ExecStopPost" | "TimeoutSec" => {
             "socket units' own commands are not supported; put the command in [Service] or \
              in the instances' drop-ins"
@@ -263,6 +262,15 @@ impl Builder<'_> {
             }
             "WarmQueueDepth" => {
                 o.warm_queue_depth = opt(value, values::parse_u32)?;
+            }
+            "ReusePort" => {
+                // SO_REUSEPORT is always on (it is how the sockets are
+                // distributed); accept ReusePort=yes so real units copy over.
+                if !value.is_empty() && !values::parse_bool(value)? {
+                    return Err("ReusePort=no is impossible here: SO_REUSEPORT is how the \
+                                sockets are distributed"
+                        .into());
+                }
             }
             "Accept" => {
                 // Accept=no is what every distributed socket does; accept it so that

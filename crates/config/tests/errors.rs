@@ -194,8 +194,8 @@ const CASES: &[(&str, &str)] = &[
         "/etc/systemd/distribute/web.socket:3: Accept=sometimes: not a boolean: use yes/no, true/false, on/off or 1/0",
     ),
     (
-        "[Socket]\nListenStream=80\nReusePort=yes\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: ReusePort=yes: ReusePort= is not supported: SO_REUSEPORT is always on: it is how the sockets are distributed",
+        "[Socket]\nListenStream=80\nReusePort=no\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: ReusePort=no: ReusePort=no is impossible here: SO_REUSEPORT is how the sockets are distributed",
     ),
     (
         "[Socket]\nListenStream=80\nListenFIFO=/run/web.fifo\n[Service]\nExecStart=/usr/bin/web\n",

@@ -54,7 +54,9 @@ pub fn unavailable_reason() -> Option<String> {
         "/usr/bin/nsenter",
     ] {
         if !Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (apt-get install systemd dbus util-linux)"));
+            return Some(format!(
+                "{tool} is missing (apt-get install systemd dbus util-linux)"
+            ));
         }
     }
     if cgroup2_root().is_none() {
@@ -172,12 +174,18 @@ impl Sandbox {
             INIT_SCRIPT,
         ])
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("SANDBOX_HARNESS_DIR", &dir)
         .env("SYSTEMD_UNIT_PATH", format!("{INNER_DIR}/units"))
         // No generators: their output could mount or start host things.
         .env("SYSTEMD_GENERATOR_PATH", format!("{INNER_DIR}/empty"))
-        .env("SYSTEMD_ENVIRONMENT_GENERATOR_PATH", format!("{INNER_DIR}/empty"))
+        .env(
+            "SYSTEMD_ENVIRONMENT_GENERATOR_PATH",
+            format!("{INNER_DIR}/empty"),
+        )
         .env("container", "distribute-sandbox")
         .env("SANDBOX_JOURNALD_CONF", units::JOURNALD_CONF)
         .stdin(Stdio::null())
@@ -246,12 +254,18 @@ impl Sandbox {
             std::thread::sleep(Duration::from_millis(10));
         }
         loop {
-            let out = self.command("systemctl").args(["is-active", "harness.target", "dbus.socket"]).output()?;
+            let out = self
+                .command("systemctl")
+                .args(["is-active", "harness.target", "dbus.socket"])
+                .output()?;
             if out.status.success() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("harness.target not active: {}", String::from_utf8_lossy(&out.stdout));
+                bail!(
+                    "harness.target not active: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -329,7 +343,10 @@ impl Sandbox {
     /// A command that runs inside all of the sandbox's namespaces.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("/usr/bin/nsenter");
-        c.arg("-t").arg(self.pid1.to_string()).arg("-a").arg(program);
+        c.arg("-t")
+            .arg(self.pid1.to_string())
+            .arg("-a")
+            .arg(program);
         c
     }
 
@@ -368,7 +385,12 @@ impl Sandbox {
     /// Units whose name matches `pattern` (e.g. `echo@*`) and are loaded.
     pub fn loaded_units(&self, pattern: &str) -> Result<Vec<(String, String)>> {
         let out = self.systemctl(&[
-            "list-units", "--all", "--plain", "--no-legend", "--no-pager", pattern,
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+            pattern,
         ])?;
         Ok(out
             .lines()
@@ -466,14 +488,23 @@ fn write_harness_units(unit_dir: &Path, dir: &Path, dbus_policies: &[PathBuf]) -
         let name = p.file_name().context("dbus policy file has no name")?;
         fs::copy(p, policy_dir.join(name))
             .with_context(|| format!("copying dbus policy {}", p.display()))?;
-        policies.push(format!("{INNER_DIR}/dbus-policy/{}", name.to_string_lossy()));
+        policies.push(format!(
+            "{INNER_DIR}/dbus-policy/{}",
+            name.to_string_lossy()
+        ));
     }
     fs::write(dir.join("dbus-system.conf"), units::dbus_config(&policies))?;
     fs::write(
         unit_dir.join("dbus.service"),
         units::dbus_service(&format!("{INNER_DIR}/dbus-system.conf")),
     )?;
-    fs::write(unit_dir.join("systemd-journald.socket"), units::JOURNALD_SOCKET)?;
-    fs::write(unit_dir.join("systemd-journald.service"), units::JOURNALD_SERVICE)?;
+    fs::write(
+        unit_dir.join("systemd-journald.socket"),
+        units::JOURNALD_SOCKET,
+    )?;
+    fs::write(
+        unit_dir.join("systemd-journald.service"),
+        units::JOURNALD_SERVICE,
+    )?;
     Ok(())
 }

@@ -5,9 +5,12 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn boots_runs_a_unit_and_cleans_up() {
-    let marker = std::env::temp_dir().join(format!("distribute-sandbox-marker-{}", std::process::id()));
+    let marker =
+        std::env::temp_dir().join(format!("distribute-sandbox-marker-{}", std::process::id()));
     std::fs::write(&marker, "host /tmp must survive the sandbox").unwrap();
-    let Some(sb) = boot_for_test("harness-boot", &[]) else { return };
+    let Some(sb) = boot_for_test("harness-boot", &[]) else {
+        return;
+    };
     let pid1 = sb.pid1();
     // /tmp inside is a fresh tmpfs: the host marker is not visible there.
     assert!(!sb.host_path(marker.to_str().unwrap()).exists());
@@ -16,7 +19,16 @@ fn boots_runs_a_unit_and_cleans_up() {
     assert_eq!(sb.run("cat", &[&inner]).unwrap(), "visible");
     sb.run(
         "systemd-run",
-        &["--unit=probe", "-p", "CollectMode=inactive-or-failed", "-p", "DynamicUser=yes", "/bin/sh", "-c", "echo hello-from-probe"],
+        &[
+            "--unit=probe",
+            "-p",
+            "CollectMode=inactive-or-failed",
+            "-p",
+            "DynamicUser=yes",
+            "/bin/sh",
+            "-c",
+            "echo hello-from-probe",
+        ],
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -25,7 +37,10 @@ fn boots_runs_a_unit_and_cleans_up() {
         if j.contains("hello-from-probe") {
             break;
         }
-        assert!(Instant::now() < deadline, "probe output not in the sandbox journal:\n{j}");
+        assert!(
+            Instant::now() < deadline,
+            "probe output not in the sandbox journal:\n{j}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let cgroup_dirs: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/unified")
@@ -36,7 +51,10 @@ fn boots_runs_a_unit_and_cleans_up() {
         .collect();
     assert_eq!(cgroup_dirs.len(), 1);
     sb.shutdown().unwrap();
-    assert!(!std::path::Path::new(&format!("/proc/{pid1}")).exists(), "sandbox PID 1 still alive");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid1}")).exists(),
+        "sandbox PID 1 still alive"
+    );
     assert!(!cgroup_dirs[0].path().exists(), "cgroup left behind");
     assert!(marker.exists(), "the host's /tmp was touched");
     std::fs::remove_file(marker).unwrap();
