@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use distribute_bench::report::LoadResult;
 use distribute_sandbox::Sandbox;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -83,7 +84,8 @@ const PINNING: &str =
     "load generator and orchestrator/client pinned to CPU 0 (sched_setaffinity); \
 every server process pinned to CPU 1 (sched_setaffinity for processes started by hand, \
 CPUAffinity=1 for units started by systemd or systemd-distribute); the sandbox's systemd, \
-dbus-daemon and the activator unpinned (idle during load runs)";
+dbus-daemon and the activator unpinned (idle during load runs); the steering scenario \
+adds a second budget with clients and servers on both CPUs (see its section)";
 
 // Ports (127.0.0.1). Integration tests use 47000 + a small offset.
 const P_DP_ACT: u16 = 47810;
@@ -93,6 +95,8 @@ const P_COLD_DIST: u16 = 47830;
 const P_COLD_NO: u16 = 47831;
 const P_COLD_YES: u16 = 47832;
 const P_SCALE: u16 = 48000;
+/// First port of the steering scenario (one per [`STEER`] variant).
+const P_STEER: u16 = 47840;
 
 fn release_bin(name: &str) -> PathBuf {
     distribute_sandbox::target_dir().join("release").join(name)
@@ -255,6 +259,22 @@ pub struct Meta {
     pub loadavg_before: String,
     #[serde(default)]
     pub loadavg_after: String,
+    /// Which invocation measured each scenario's `bench/results/NAME.json`
+    /// (`--only` runs update their scenarios and keep the others' entries).
+    #[serde(default)]
+    pub runs: BTreeMap<String, RunInfo>,
+}
+
+/// One invocation of `cargo xtask bench`, as recorded per scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub profile: String,
+    pub git_rev: String,
+    pub started_unix: u64,
+    /// Wall time of the whole invocation.
+    pub wall_s: f64,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
 }
 
 // ---------------------------------------------------------------- entry
@@ -266,7 +286,7 @@ pub struct Options {
     pub render_only: bool,
 }
 
-const SCENARIOS: &[&str] = &["datapath", "models", "activation", "footprint"];
+const SCENARIOS: &[&str] = &["datapath", "models", "activation", "footprint", "steering"];
 
 pub fn run(opts: Options) -> Result<()> {
     for s in &opts.only {
@@ -343,8 +363,13 @@ pub fn run(opts: Options) -> Result<()> {
         write_json("footprint", &r)?;
         scenarios.push("footprint".to_string());
     }
+    if want("steering") {
+        let r = steering(&bed, &profile, &p)?;
+        write_json("steering", &r)?;
+        scenarios.push("steering".to_string());
+    }
     drop(bed);
-    let meta = Meta {
+    let mut meta = Meta {
         profile: profile.clone(),
         started_unix: started,
         wall_s: p.0.elapsed().as_secs_f64(),
@@ -369,13 +394,39 @@ pub fn run(opts: Options) -> Result<()> {
         scenarios,
         loadavg_before,
         loadavg_after: loadavg(),
+        runs: BTreeMap::new(),
     };
+    // Keep the record of the scenarios this invocation did not measure. A
+    // meta.json from before per-scenario records names its scenarios at the
+    // top level.
+    if let Some(prev) = read_json::<Meta>("meta") {
+        meta.runs = prev.runs.clone();
+        for s in &prev.scenarios {
+            meta.runs
+                .entry(s.clone())
+                .or_insert_with(|| run_info(&prev));
+        }
+    }
+    for s in &meta.scenarios {
+        meta.runs.insert(s.clone(), run_info(&meta));
+    }
     write_json("meta", &meta)?;
     p.say(format!(
         "done in {:.0} s; rendering docs/benchmarks.md",
         meta.wall_s
     ));
     render()
+}
+
+fn run_info(m: &Meta) -> RunInfo {
+    RunInfo {
+        profile: m.profile.name.clone(),
+        git_rev: m.git_rev.clone(),
+        started_unix: m.started_unix,
+        wall_s: m.wall_s,
+        loadavg_before: m.loadavg_before.clone(),
+        loadavg_after: m.loadavg_after.clone(),
+    }
 }
 
 fn ensure_tools() -> Result<()> {
@@ -490,6 +541,23 @@ impl Bed {
                 ),
             ),
         ]
+        .into_iter()
+        .chain(STEER.iter().enumerate().map(|(i, v)| {
+            let affinity = match v.budget {
+                Budget::Split => format!("CPUAffinity={SERVER_CPU}\n"),
+                Budget::Both => String::new(),
+            };
+            (
+                v.config(),
+                format!(
+                    "[Socket]\nListenStream=127.0.0.1:{}\nDistribute={STEER_N}\nNoDelay=yes\nBacklog=4096\nSteering={}\n\n\
+                     [Service]\nExecStart={bin}/distribute-hello --idle-timeout 0 --work-us {w}\n{affinity}",
+                    P_STEER + i as u16,
+                    v.steering
+                ),
+            )
+        }))
+        .collect()
     }
 
     /// Replaces every config in the activator's config dir.
@@ -614,7 +682,33 @@ fn wait_port(port: u16) -> Result<()> {
 
 /// One run of the load generator on CPU 0.
 fn load(p: &Profile, port: u16, workload: &str, rate: f64) -> Result<(LoadResult, f64)> {
+    load_on(p, port, workload, rate, Clients::Cpu0)
+}
+
+/// Where the load generator's clients run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clients {
+    /// One thread pinned to CPU 0 (the budget of every other scenario).
+    Cpu0,
+    /// One thread pinned to each of CPU 0 and CPU 1, half the rate and the
+    /// connections each (`distribute-bench-load --cpus 0,1 --per-cpu`).
+    PerCpu,
+}
+
+/// One run of the load generator; the second value is the share of its
+/// CPUs it kept busy (user + system time / wall time / CPUs).
+fn load_on(
+    p: &Profile,
+    port: u16,
+    workload: &str,
+    rate: f64,
+    clients: Clients,
+) -> Result<(LoadResult, f64)> {
     let t = Instant::now();
+    let (cpus, per_cpu, ncpus) = match clients {
+        Clients::Cpu0 => (LOAD_CPU, false, 1.0),
+        Clients::PerCpu => ("0,1", true, 2.0),
+    };
     let out = Command::new(release_bin("distribute-bench-load"))
         .args([
             "--addr",
@@ -634,7 +728,8 @@ fn load(p: &Profile, port: u16, workload: &str, rate: f64) -> Result<(LoadResult
             "--duration",
             &p.duration_s.to_string(),
         ])
-        .args(["--cpus", LOAD_CPU])
+        .args(["--cpus", cpus])
+        .args(per_cpu.then_some("--per-cpu"))
         .stderr(Stdio::inherit())
         .output()
         .context("running distribute-bench-load")?;
@@ -643,7 +738,7 @@ fn load(p: &Profile, port: u16, workload: &str, rate: f64) -> Result<(LoadResult
     }
     let r: LoadResult =
         serde_json::from_slice(&out.stdout).context("parsing the load generator's JSON")?;
-    let busy = r.cpu_s / t.elapsed().as_secs_f64();
+    let busy = r.cpu_s / t.elapsed().as_secs_f64() / ncpus;
     Ok((r, busy))
 }
 
@@ -1259,6 +1354,382 @@ fn footprint(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint> {
     Ok(Footprint { rows })
 }
 
+// ---------------------------------------------------------------- scenario 5
+
+/// Instances per steering config.
+const STEER_N: usize = 2;
+/// The light-load runs offer this fraction of the budget's `hash` capacity.
+const LIGHT_FRACTION: f64 = 0.1;
+
+/// Where the servers and the clients of a steering variant run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Budget {
+    /// The budget of every other scenario: clients on CPU 0, instances
+    /// `CPUAffinity=1`.
+    Split,
+    /// Clients on both CPUs (one generator thread pinned to each); instances
+    /// without `CPUAffinity=` (`Steering=cpu` pins instance i to CPU i).
+    Both,
+}
+
+impl Budget {
+    fn label(self) -> &'static str {
+        match self {
+            Budget::Split => "split",
+            Budget::Both => "both CPUs",
+        }
+    }
+
+    fn clients(self) -> Clients {
+        match self {
+            Budget::Split => Clients::Cpu0,
+            Budget::Both => Clients::PerCpu,
+        }
+    }
+}
+
+/// One config of the steering scenario.
+struct SteerVariant {
+    steering: &'static str,
+    budget: Budget,
+}
+
+impl SteerVariant {
+    fn id(&self) -> String {
+        format!("{} / {}", self.steering, self.budget.label())
+    }
+
+    fn config(&self) -> String {
+        let b = match self.budget {
+            Budget::Split => "split",
+            Budget::Both => "both",
+        };
+        format!("st-{}-{b}", self.steering)
+    }
+}
+
+/// The variants, `hash` first in each budget (its baseline). Ports: P_STEER + index.
+const STEER: &[SteerVariant] = &[
+    SteerVariant {
+        steering: "hash",
+        budget: Budget::Split,
+    },
+    SteerVariant {
+        steering: "warm",
+        budget: Budget::Split,
+    },
+    SteerVariant {
+        steering: "cpu",
+        budget: Budget::Split,
+    },
+    SteerVariant {
+        steering: "hash",
+        budget: Budget::Both,
+    },
+    SteerVariant {
+        steering: "warm",
+        budget: Budget::Both,
+    },
+    SteerVariant {
+        steering: "cpu",
+        budget: Budget::Both,
+    },
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SteerRow {
+    pub steering: String,
+    pub budget: Budget,
+    pub workload: String,
+    /// Closed loop, median of the rounds.
+    pub capacity_rps: f64,
+    /// capacity / capacity of `hash` in the same budget.
+    pub throughput_ratio: f64,
+    /// Offered rate of the fixed-rate runs (`load_fraction` of the budget's `hash` capacity).
+    pub rate: f64,
+    /// Best fixed-rate round.
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    /// p50 / p50 of `hash` in the same budget (lower is better).
+    pub p50_ratio: f64,
+    /// p99 / p99 of `hash` in the same budget (lower is better).
+    pub p99_ratio: f64,
+    /// Largest over smallest share of the N instances in the fixed-rate runs
+    /// (median); `None` when an instance served nothing.
+    pub fairness: Option<f64>,
+    /// fairness / fairness of `hash` in the same budget.
+    pub fairness_ratio: Option<f64>,
+    /// Instances that answered at least one request, and the busiest one's
+    /// share, at `LIGHT_FRACTION` of capacity (not measured for `cpu`), at
+    /// the fixed rate and in the capacity runs (largest count of the rounds,
+    /// median share).
+    pub light_rate: f64,
+    pub served_light: Option<usize>,
+    pub top_share_light: Option<f64>,
+    pub served_fixed: usize,
+    pub top_share_fixed: f64,
+    pub served_capacity: usize,
+    pub top_share_capacity: f64,
+    /// Failed or unsent requests over every fixed-rate and light run.
+    pub failures: u64,
+    /// The generator's busiest capacity run, as a share of its CPUs.
+    pub gen_busy: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SteeringResult {
+    pub n: usize,
+    pub work_us: u64,
+    pub connections: usize,
+    pub load_fraction: f64,
+    pub light_fraction: f64,
+    pub rows: Vec<SteerRow>,
+    /// `CPUAffinity=` of every instance after the runs (`systemctl show`).
+    pub affinity: BTreeMap<String, String>,
+    /// The activator's `warm pool A → B` log lines during the scenario.
+    pub warm_pool_log: Vec<String>,
+    pub runs: Vec<Run>,
+}
+
+/// Largest over smallest share among all `n` instances (∞ when one served nothing).
+fn fairness_of(r: &LoadResult, n: usize) -> f64 {
+    if r.workers.len() < n {
+        f64::INFINITY
+    } else {
+        r.fairness
+    }
+}
+
+fn top_share(r: &LoadResult) -> f64 {
+    let total: u64 = r.workers.values().sum();
+    r.workers.values().copied().max().unwrap_or(0) as f64 / total.max(1) as f64
+}
+
+fn steering(bed: &Bed, p: &Profile, pr: &Progress) -> Result<SteeringResult> {
+    pr.say(format!(
+        "== 5 steering: distribute-hello --work-us {} via systemd-distribute, Distribute={STEER_N}, \
+         Steering=hash|warm|cpu; budget \"split\": clients CPU 0, instances CPUAffinity={SERVER_CPU}; \
+         budget \"both CPUs\": a client thread pinned to each CPU, instances unpinned (cpu pins instance i to CPU i)",
+        p.work_us
+    ));
+    let since = bed
+        .sb
+        .run("date", &["+%s"])
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    for i in 0..STEER.len() {
+        wait_port(P_STEER + i as u16)?;
+    }
+    let workloads = ["keepalive", "short"];
+    let rounds = p.rounds.max(1);
+    let mut runs: Vec<Run> = Vec::new();
+    // A warm run right after another of the same config would start with the
+    // pool the previous one grew; the pool shrinks after a calm second.
+    let mut last: Option<usize> = None;
+    let mut one = |v: usize,
+                   w: &str,
+                   rate: f64,
+                   kind: &str,
+                   round: usize,
+                   runs: &mut Vec<Run>|
+     -> Result<()> {
+        let var = &STEER[v];
+        if var.steering == "warm" && (last == Some(v) || kind == "light") {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        last = Some(v);
+        let (r, busy) = load_on(p, P_STEER + v as u16, w, rate, var.budget.clients())?;
+        let what = if rate > 0.0 {
+            format!("@{rate:<7.0}")
+        } else {
+            "capacity ".to_string()
+        };
+        pr.say(format!(
+            "   round {round} {:<17} {w:<9} {what} {}  instances {}",
+            var.id(),
+            describe(&r, busy),
+            r.workers.len()
+        ));
+        runs.push(Run {
+            variant: var.id(),
+            workload: w.to_string(),
+            kind: kind.to_string(),
+            round,
+            gen_busy: busy,
+            result: r,
+        });
+        Ok(())
+    };
+    // Rotate the order from round to round so that drift hits every variant alike.
+    let order = |round: usize| (0..STEER.len()).map(move |i| (i + round) % STEER.len());
+    for w in workloads {
+        for round in 0..rounds {
+            for v in order(round) {
+                one(v, w, 0.0, "capacity", round, &mut runs)?;
+            }
+        }
+    }
+    let med = |runs: &[Run], v: &SteerVariant, w: &str, kind: &str, f: &dyn Fn(&Run) -> f64| {
+        median(
+            runs.iter()
+                .filter(|r| r.variant == v.id() && r.workload == w && r.kind == kind)
+                .map(f)
+                .collect(),
+        )
+    };
+    let baseline = |b: Budget| {
+        STEER
+            .iter()
+            .find(|v| v.budget == b && v.steering == "hash")
+            .expect("a hash row per budget")
+    };
+    let hash_cap = |runs: &[Run], b: Budget, w: &str| {
+        med(runs, baseline(b), w, "capacity", &|r| r.result.throughput)
+    };
+    let rate_of =
+        |runs: &[Run], v: usize, w: &str, f: f64| (hash_cap(runs, STEER[v].budget, w) * f).round();
+    for w in workloads {
+        for round in 0..rounds {
+            for v in order(round) {
+                let rate = rate_of(&runs, v, w, p.load_fraction);
+                one(v, w, rate, "fixed", round, &mut runs)?;
+            }
+        }
+    }
+    for w in workloads {
+        for (v, var) in STEER.iter().enumerate() {
+            if var.steering != "cpu" {
+                let rate = rate_of(&runs, v, w, LIGHT_FRACTION);
+                one(v, w, rate, "light", 0, &mut runs)?;
+            }
+        }
+    }
+    let mut affinity = BTreeMap::new();
+    for v in STEER {
+        for i in 0..STEER_N {
+            let unit = format!("{}@{i}.service", v.config());
+            let cpus = bed.show(&unit, "CPUAffinity");
+            let state = bed.show(&unit, "ActiveState");
+            let cpus = if cpus.is_empty() {
+                "(all)".into()
+            } else {
+                cpus
+            };
+            affinity.insert(unit, format!("{cpus} ({state})"));
+        }
+    }
+    let warm_pool_log: Vec<String> = bed
+        .sb
+        .run(
+            "journalctl",
+            &[
+                "--no-pager",
+                "-o",
+                "cat",
+                "-u",
+                ACTIVATOR,
+                "--since",
+                &format!("@{since}"),
+            ],
+        )
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("warm pool"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    let mut rows = Vec::new();
+    for w in workloads {
+        for (vi, v) in STEER.iter().enumerate() {
+            let base = baseline(v.budget);
+            let of = |kind: &'static str| {
+                let id = v.id();
+                runs.iter()
+                    .filter(move |r| r.variant == id && r.workload == w && r.kind == kind)
+            };
+            let best = |var: &SteerVariant, f: fn(&LoadResult) -> u64| {
+                runs.iter()
+                    .filter(|r| r.variant == var.id() && r.workload == w && r.kind == "fixed")
+                    .map(|r| f(&r.result))
+                    .min()
+                    .unwrap_or(0)
+            };
+            let cap = med(&runs, v, w, "capacity", &|r| r.result.throughput);
+            let fair = |var: &SteerVariant| {
+                med(&runs, var, w, "fixed", &|r| fairness_of(&r.result, STEER_N))
+            };
+            let finite = |x: f64| x.is_finite().then_some(x);
+            let light = of("light").next();
+            let (p50, p99) = (best(v, |r| r.latency_us.p50), best(v, |r| r.latency_us.p99));
+            rows.push(SteerRow {
+                steering: v.steering.into(),
+                budget: v.budget,
+                workload: w.into(),
+                capacity_rps: cap,
+                throughput_ratio: cap / hash_cap(&runs, v.budget, w),
+                rate: rate_of(&runs, vi, w, p.load_fraction),
+                p50_us: p50,
+                p99_us: p99,
+                p999_us: best(v, |r| r.latency_us.p999),
+                p50_ratio: p50 as f64 / best(base, |r| r.latency_us.p50).max(1) as f64,
+                p99_ratio: p99 as f64 / best(base, |r| r.latency_us.p99).max(1) as f64,
+                fairness: finite(fair(v)),
+                fairness_ratio: finite(fair(v) / fair(base)),
+                light_rate: rate_of(&runs, vi, w, LIGHT_FRACTION),
+                served_light: light.map(|r| r.result.workers.len()),
+                top_share_light: light.map(|r| top_share(&r.result)),
+                served_fixed: of("fixed")
+                    .map(|r| r.result.workers.len())
+                    .max()
+                    .unwrap_or(0),
+                top_share_fixed: med(&runs, v, w, "fixed", &|r| top_share(&r.result)),
+                served_capacity: of("capacity")
+                    .map(|r| r.result.workers.len())
+                    .max()
+                    .unwrap_or(0),
+                top_share_capacity: med(&runs, v, w, "capacity", &|r| top_share(&r.result)),
+                failures: of("fixed")
+                    .chain(of("light"))
+                    .map(|r| r.result.errors.total() + r.result.unsent)
+                    .sum(),
+                gen_busy: of("capacity").map(|r| r.gen_busy).fold(0.0, f64::max),
+            });
+        }
+    }
+    for r in &rows {
+        pr.say(format!(
+            "   {:<5} {:<9} {:<9} capacity {:.3}  p50 {:.2}  p99 {:.2}  fairness {}  instances light/fixed/capacity {}/{}/{}",
+            r.steering,
+            r.budget.label(),
+            r.workload,
+            r.throughput_ratio,
+            r.p50_ratio,
+            r.p99_ratio,
+            r.fairness_ratio.map_or("∞".into(), |f| format!("{f:.2}")),
+            r.served_light.map_or("-".into(), |n| n.to_string()),
+            r.served_fixed,
+            r.served_capacity
+        ));
+    }
+    for (u, c) in &affinity {
+        pr.say(format!("   {u}: CPUAffinity={c}"));
+    }
+    pr.say(format!("   warm pool changes: {}", warm_pool_log.len()));
+    Ok(SteeringResult {
+        n: STEER_N,
+        work_us: p.work_us,
+        connections: p.connections,
+        load_fraction: p.load_fraction,
+        light_fraction: LIGHT_FRACTION,
+        rows,
+        affinity,
+        warm_pool_log,
+        runs,
+    })
+}
+
 // ---------------------------------------------------------------- report
 
 fn render() -> Result<()> {
@@ -1267,6 +1738,7 @@ fn render() -> Result<()> {
     let models: Option<Models> = read_json("models");
     let act: Option<Activation> = read_json("activation");
     let fp: Option<Footprint> = read_json("footprint");
+    let st: Option<SteeringResult> = read_json("steering");
     let docs = crate::root().join("docs");
     let img = docs.join("benchmarks");
     std::fs::create_dir_all(&img)?;
@@ -1302,14 +1774,34 @@ fn render() -> Result<()> {
             "| systemd | {} (private instance in namespaces, see `crates/sandbox`) |",
             m.systemd
         )?;
-        writeln!(w, "| commit | `{}` |", m.git_rev)?;
-        writeln!(w, "| run time | {:.0} s |", m.wall_s)?;
         writeln!(w, "| CPU budget | {} |", m.pinning)?;
+        writeln!(w)?;
         writeln!(
             w,
-            "| /proc/loadavg before → after | {} → {} |",
-            m.loadavg_before, m.loadavg_after
+            "Which invocation measured each section (`--only` runs refresh their sections and leave the others; \
+             commit = `HEAD` when measured, the working tree may carry the changes of the commit that added the results):\n"
         )?;
+        writeln!(
+            w,
+            "| section | commit | profile | invocation wall time | /proc/loadavg before → after |"
+        )?;
+        writeln!(w, "|---|---|---|---:|---|")?;
+        for s in SCENARIOS {
+            if !results_dir().join(format!("{s}.json")).exists() {
+                continue;
+            }
+            match m.runs.get(*s) {
+                Some(r) => writeln!(
+                    w,
+                    "| {s} | `{}` | `{}` | {:.0} s | {} → {} |",
+                    r.git_rev, r.profile, r.wall_s, r.loadavg_before, r.loadavg_after
+                )?,
+                None => writeln!(
+                    w,
+                    "| {s} | an earlier run, not recorded (see `git log bench/results/{s}.json`) | | | |"
+                )?,
+            }
+        }
         writeln!(w)?;
     }
     writeln!(
@@ -1633,9 +2125,367 @@ fn render() -> Result<()> {
         )?;
         writeln!(w, "![footprint ratios](benchmarks/footprint.svg)\n")?;
     }
+    if let Some(st) = &st {
+        render_steering(w, st, &img)?;
+    }
     let path = docs.join("benchmarks.md");
     std::fs::write(&path, md)?;
     println!("wrote {} and {}/*.svg", path.display(), img.display());
+    Ok(())
+}
+
+fn render_steering(w: &mut String, st: &SteeringResult, img: &Path) -> Result<()> {
+    use std::fmt::Write as _;
+    let rounds = st.runs.iter().map(|r| r.round + 1).max().unwrap_or(0);
+    writeln!(w, "## 5. Steering\n")?;
+    writeln!(
+        w,
+        "`Steering=` decides which of the N reuseport sockets of an address a new connection lands on \
+         (see `distribute.socket(5)`):\n\n\
+         - **hash** (default, the baseline): the kernel's hash of addresses and ports, spread evenly \
+         and blindly over all N sockets.\n\
+         - **cpu**: a classic BPF reuseport program returns *CPU mod N*, the CPU that processes the \
+         SYN, and the activator pins instance *i* to the CPUs *c* with *c mod N = i* (unless \
+         `CPUAffinity=` is set), so a connection stays on one CPU from softirq to user space.\n\
+         - **warm**: a program that picks randomly among the first *k* sockets only, *k* starting at 1; \
+         the activator checks the warm sockets' accept queues every 10 ms and warms one more instance \
+         when all of them hold more than `WarmQueueDepth=` (4) connections, and shrinks the pool by one \
+         after a calm second. Light load: one instance; heavy load: up to N.\n"
+    )?;
+    writeln!(
+        w,
+        "Setup: `distribute-hello --idle-timeout 0 --work-us {}`, `Distribute={}`, started by systemd-distribute \
+         in the sandbox; one config per row, each on its own port. {} rounds in a rotating order; capacity \
+         (closed loop, {} connections) and fairness are medians over the rounds, latency is the best fixed-rate \
+         round, at {:.0}% of the capacity of `hash` in the same budget. Every ratio is against `hash` \
+         **in the same budget and the same run**: capacity ratio higher is better; p50, p99 and fairness \
+         ratios lower is better. Fairness is over both instances: ∞ when one served nothing.\n",
+        st.work_us,
+        st.n,
+        rounds,
+        st.connections,
+        st.load_fraction * 100.0
+    )?;
+    writeln!(
+        w,
+        "**Two CPU budgets.** The budget of the other sections (clients pinned to CPU 0, instances \
+         `CPUAffinity=1`) contradicts `Steering=cpu`: on loopback a SYN is processed on the CPU that sends \
+         it, so with every client on CPU 0 the program sends every connection to socket 0, and \
+         `CPUAffinity=1` overrides the mode's own pinning. So every mode is measured twice:\n\n\
+         - **split**: the budget of the other sections. Load generator: one thread on CPU 0. Instances: \
+         `CPUAffinity=1`. The `cpu / split` row shows the misconfiguration above, measured.\n\
+         - **both CPUs**: `distribute-bench-load --cpus 0,1 --per-cpu`, one generator thread pinned to each \
+         CPU, each with half the connections and half the rate (histograms merged). Instances: no \
+         `CPUAffinity=`; under `cpu` the activator pins instance 0 to CPU 0 and instance 1 to CPU 1 \
+         (checked below), under `hash` and `warm` the scheduler places them. Clients and servers share \
+         both CPUs, so absolute numbers differ from the split budget; compare rows only within a budget.\n"
+    )?;
+    for wl in ["keepalive", "short"] {
+        let rows: Vec<&SteerRow> = st.rows.iter().filter(|r| r.workload == wl).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        writeln!(
+            w,
+            "### {}\n",
+            if wl == "short" {
+                "Short connections (connect, request, close)"
+            } else {
+                "Keep-alive"
+            }
+        )?;
+        writeln!(w, "| Steering | budget | capacity req/s | capacity ratio | fixed rate | p50 | p99 | p99 of each round | p99.9 | p50 ratio | p99 ratio | fairness | fairness ratio | failed or unsent | generator |")?;
+        writeln!(
+            w,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
+        for r in rows {
+            let opt = |v: Option<f64>| v.map_or("∞".to_string(), |v| format!("{v:.2}"));
+            let id = format!("{} / {}", r.steering, r.budget.label());
+            let each: Vec<String> = st
+                .runs
+                .iter()
+                .filter(|x| x.variant == id && x.workload == wl && x.kind == "fixed")
+                .map(|x| us(x.result.latency_us.p99))
+                .collect();
+            writeln!(
+                w,
+                "| {} | {} | {:.0} | **{:.2}** | {:.0}/s | {} | {} | {} | {} | {:.2} | **{:.2}** | {} | **{}** | {} | {:.0}% |",
+                r.steering,
+                r.budget.label(),
+                r.capacity_rps,
+                r.throughput_ratio,
+                r.rate,
+                us(r.p50_us),
+                us(r.p99_us),
+                each.join(", "),
+                us(r.p999_us),
+                r.p50_ratio,
+                r.p99_ratio,
+                opt(r.fairness),
+                opt(r.fairness_ratio),
+                r.failures,
+                r.gen_busy * 100.0
+            )?;
+        }
+        writeln!(w)?;
+    }
+    writeln!(
+        w,
+        "\"generator\" is the busiest capacity run's CPU time as a share of the generator's CPUs \
+         (1 in the split budget, 2 in the other).\n"
+    )?;
+    writeln!(w, "### Instances serving\n")?;
+    writeln!(
+        w,
+        "Instances that answered at least one request in the measured window, and the busiest one's \
+         share: light load = {:.0}% of the budget's `hash` capacity (one run, after 1.5 s without load so \
+         a warm pool is back to 1), fixed = {:.0}% (largest count of the rounds), capacity = closed loop. \
+         Not measured at light load for `cpu` (it follows the clients' CPUs, not the load).\n",
+        st.light_fraction * 100.0,
+        st.load_fraction * 100.0
+    )?;
+    writeln!(
+        w,
+        "| Steering | budget | workload | light | fixed | capacity |\n|---|---|---|---:|---:|---:|"
+    )?;
+    for r in &st.rows {
+        let cell = |n: usize, share: f64| format!("{n} of {} ({:.0}% on one)", st.n, share * 100.0);
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.steering,
+            r.budget.label(),
+            r.workload,
+            match (r.served_light, r.top_share_light) {
+                (Some(n), Some(s)) => format!("{} @{:.0}/s", cell(n, s), r.light_rate),
+                _ => "–".into(),
+            },
+            cell(r.served_fixed, r.top_share_fixed),
+            cell(r.served_capacity, r.top_share_capacity),
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Instance CPU affinity after the runs (`systemctl show -p CPUAffinity`, state):\n"
+    )?;
+    for (u, c) in &st.affinity {
+        writeln!(w, "- `{u}`: {c}")?;
+    }
+    let grew = st
+        .warm_pool_log
+        .iter()
+        .filter(|l| l.contains("(queues"))
+        .count();
+    writeln!(
+        w,
+        "\nThe activator changed a warm pool {} times during the scenario ({} growths, {} shrinks; \
+         `bench/results/steering.json` keeps the log lines).\n",
+        st.warm_pool_log.len(),
+        grew,
+        st.warm_pool_log.len() - grew
+    )?;
+    let variants: Vec<(&str, Budget)> = STEER.iter().map(|v| (v.steering, v.budget)).collect();
+    let cats: Vec<String> = variants
+        .iter()
+        .map(|(s, b)| format!("{s} / {}", b.label()))
+        .collect();
+    let series = |f: fn(&SteerRow) -> f64| -> Vec<(String, Vec<f64>)> {
+        ["keepalive", "short"]
+            .iter()
+            .map(|wl| {
+                (
+                    wl.to_string(),
+                    variants
+                        .iter()
+                        .map(|(s, b)| {
+                            st.rows
+                                .iter()
+                                .find(|r| r.steering == *s && r.budget == *b && r.workload == *wl)
+                                .map_or(f64::NAN, f)
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    bar_chart(
+        &img.join("steering-throughput.svg"),
+        "Capacity relative to hash in the same budget (higher is better)",
+        "ratio",
+        &cats,
+        &series(|r| r.throughput_ratio),
+        Some((1.0, "hash")),
+    )?;
+    // Latency of an overloaded row (requests failed or never sent) is the
+    // overload's queueing, not the steering: left out of the chart.
+    let latency = |name: &str, f: fn(&SteerRow) -> f64| -> Vec<(String, Vec<f64>)> {
+        series(f)
+            .into_iter()
+            .map(|(wl, vals)| {
+                let vals = vals
+                    .into_iter()
+                    .zip(&variants)
+                    .map(|(v, (s, b))| {
+                        let overloaded = st.rows.iter().any(|r| {
+                            r.steering == *s && r.budget == *b && r.workload == wl && r.failures > 0
+                        });
+                        if overloaded {
+                            f64::NAN
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                (format!("{wl} {name}"), vals)
+            })
+            .collect()
+    };
+    let mut lat = latency("p50", |r| r.p50_ratio);
+    lat.extend(latency("p99", |r| r.p99_ratio));
+    bar_chart(
+        &img.join("steering-latency.svg"),
+        "Latency relative to hash in the same budget, same rate (lower is better)",
+        "ratio",
+        &cats,
+        &lat,
+        Some((1.0, "hash")),
+    )?;
+    let _ = std::fs::remove_file(img.join("steering-p99.svg"));
+    writeln!(
+        w,
+        "![steering capacity ratios](benchmarks/steering-throughput.svg)\n"
+    )?;
+    let left_out: Vec<String> = st
+        .rows
+        .iter()
+        .filter(|r| r.failures > 0)
+        .map(|r| format!("{} / {} {}", r.steering, r.budget.label(), r.workload))
+        .collect();
+    writeln!(
+        w,
+        "![steering latency ratios](benchmarks/steering-latency.svg)\n\n{}",
+        if left_out.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "Left out of the latency chart because requests failed or were never sent (the latency \
+                 there is the queue of an overloaded instance; see the table): {}.\n",
+                left_out.join(", ")
+            )
+        }
+    )?;
+    steering_findings(w, st)?;
+    Ok(())
+}
+
+/// The figures of this run in words, and what this machine cannot show.
+fn steering_findings(w: &mut String, st: &SteeringResult) -> Result<()> {
+    use std::fmt::Write as _;
+    let row = |s: &str, b: Budget, wl: &str| {
+        st.rows
+            .iter()
+            .find(|r| r.steering == s && r.budget == b && r.workload == wl)
+    };
+    let (Some(cpu_k), Some(cpu_s), Some(warm_k), Some(warm_s), Some(warm_k1), Some(warm_s1)) = (
+        row("cpu", Budget::Both, "keepalive"),
+        row("cpu", Budget::Both, "short"),
+        row("warm", Budget::Both, "keepalive"),
+        row("warm", Budget::Both, "short"),
+        row("warm", Budget::Split, "keepalive"),
+        row("warm", Budget::Split, "short"),
+    ) else {
+        return Ok(());
+    };
+    let split_caps: Vec<f64> = st
+        .rows
+        .iter()
+        .filter(|r| r.budget == Budget::Split)
+        .map(|r| r.throughput_ratio)
+        .collect();
+    let lo = split_caps.iter().copied().fold(f64::MAX, f64::min);
+    let hi = split_caps.iter().copied().fold(0.0, f64::max);
+    let light: Vec<String> = [warm_k1, warm_s1, warm_k, warm_s]
+        .iter()
+        .map(|r| r.served_light.map_or("–".into(), |n| n.to_string()))
+        .collect();
+    let grew = st
+        .warm_pool_log
+        .iter()
+        .filter(|l| l.contains("(queues"))
+        .count();
+    writeln!(w, "### Reading this run\n")?;
+    writeln!(
+        w,
+        "- **split budget**: capacity ratios {lo:.2}–{hi:.2}. All instances share CPU 1, which is the \
+         limit whichever socket a connection lands on; the p99 differences in these rows are of the \
+         size of the round-to-round spread (column \"p99 of each round\"). `cpu / split` is served by \
+         one instance: every SYN comes from CPU 0.\n\
+         - **cpu, both CPUs**: capacity {:.2} (keep-alive) and {:.2} (short) of `hash`; p50 {:.2} and \
+         {:.2} of `hash`, p99 {:.2} and {:.2} (best rounds; compare each round's p99). With `cpu` a client \
+         thread, the softirq of its packets and the instance it talks to run on one CPU (affinity \
+         checked below); under `hash` about half of the connections cross CPUs, so a request wakes a \
+         task on the other vCPU, which costs an inter-processor interrupt and, in a VM, exits: the likely \
+         cause of the difference (not measured separately). Capacity does not change: both CPUs are \
+         busy either way.\n\
+         - **warm**: instances serving at {:.0}% load: {} (split keep-alive, split short, both-CPUs \
+         keep-alive, both-CPUs short). With short connections the pool grows under load (fixed rate: \
+         {} and {} instances; capacity {:.2} and {:.2} of `hash`) and shrinks again ({} growths and {} \
+         shrinks in the activator's log). With keep-alive it does not help: `warm` steers \
+         *connections*, and the {} keep-alive connections of a run are opened at its start, all land on \
+         the one warm socket and stay with instance 0; a pool that grows a moment later only sends \
+         *new* connections to instance 1 (instances serving in the capacity runs: {}). Where the instances have two CPUs to use, that halves \
+         capacity ({:.2} of `hash`), and the fixed rate ({:.0}/s, {:.0}% of `hash`'s capacity) is then \
+         more than the one instance can serve: p50 {}, {} requests failed or unsent. The growth signal \
+         is the accept queue, which stays short while the instance accepts promptly and falls behind on \
+         requests.\n",
+        cpu_k.throughput_ratio,
+        cpu_s.throughput_ratio,
+        cpu_k.p50_ratio,
+        cpu_s.p50_ratio,
+        cpu_k.p99_ratio,
+        cpu_s.p99_ratio,
+        st.light_fraction * 100.0,
+        light.join(", "),
+        warm_s1.served_fixed,
+        warm_s.served_fixed,
+        warm_s1.throughput_ratio,
+        warm_s.throughput_ratio,
+        grew,
+        st.warm_pool_log.len() - grew,
+        st.connections,
+        warm_k.served_capacity,
+        warm_k.throughput_ratio,
+        warm_k.rate,
+        st.load_fraction * 100.0,
+        us(warm_k.p50_us),
+        warm_k.failures,
+    )?;
+    writeln!(w, "### What this 2-core VM can and cannot show\n")?;
+    writeln!(
+        w,
+        "- Loopback only: there is no NIC, no receive-side scaling or RPS. A SYN is processed on the \
+         CPU that sends it, so `cpu` here can only mean \"client, softirq and server on one CPU\", with \
+         clients and servers competing for the same two CPUs. What `cpu` is for in production (remote \
+         clients, NIC receive queues spread over many CPUs, one instance per queue's CPU) and its \
+         effect on cache and NUMA locality cannot be measured here; the locality gain measured above \
+         is this VM's cost of cross-vCPU wakeups, which may well be larger than on bare metal.\n\
+         - 2 CPUs and N=2: `cpu` maps one CPU to one instance; CPU counts that are not a multiple of N, \
+         or more CPUs than instances, are not exercised. `warm` can only grow from 1 to 2, and in the \
+         split budget the second instance shares the first one's CPU, so growing cannot add capacity \
+         there; it can in the both-CPUs budget.\n\
+         - What `warm` saves at light load (processes, memory, cold caches of idle instances) is not a \
+         throughput figure. The instances run with `--idle-timeout 0` like every load scenario, so an \
+         instance that left the pool stays up idle instead of exiting: \"instances serving\" counts \
+         instances that answered, not processes.\n\
+         - Each run measures {} s after {} s of warm-up; the pool shrinks after a calm second, so each \
+         light-load `warm` run (and one that directly follows another of its config) waits 1.5 s first. \
+         Other work on this shared VM shows up in p99 and p99.9: trust capacity and p50 ratios, and p99 \
+         ratios only where every round agrees.\n",
+        st.runs.first().map_or(0.0, |r| r.result.duration_s),
+        read_json::<Meta>("meta").map_or(0.5, |m| m.profile.warmup_s),
+    )?;
     Ok(())
 }
 

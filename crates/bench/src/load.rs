@@ -481,8 +481,7 @@ impl Gen {
         Ok(n as usize)
     }
 
-    fn run(mut self) -> io::Result<LoadResult> {
-        let cpu0 = cpu_seconds();
+    fn run(mut self) -> io::Result<Partial> {
         let start = Instant::now();
         let open_loop = self.cfg.rate > 0.0;
         let interval = if open_loop {
@@ -601,47 +600,80 @@ impl Gen {
         } else {
             0
         };
-        let secs = self.cfg.duration.as_secs_f64();
-        let h = &self.hist;
-        let (max, min) = (
-            self.workers.values().copied().max().unwrap_or(0),
-            self.workers.values().copied().min().unwrap_or(0),
-        );
-        Ok(LoadResult {
-            workload: self.cfg.workload.as_str().into(),
-            rate: self.cfg.rate,
-            connections: self.cfg.connections,
-            duration_s: secs,
+        Ok(Partial {
             scheduled: scheduled_in_window,
             unsent,
             completed: self.completed,
-            errors: self.errors.clone(),
-            throughput: self.completed as f64 / secs,
-            latency_us: Latency {
-                p50: h.value_at_quantile(0.50),
-                p90: h.value_at_quantile(0.90),
-                p99: h.value_at_quantile(0.99),
-                p999: h.value_at_quantile(0.999),
-                max: h.max(),
-                mean: h.mean(),
-            },
-            workers: self
-                .workers
-                .iter()
-                .map(|(&k, &v)| (k, v))
-                .collect::<BTreeMap<_, _>>(),
-            fairness: if min > 0 {
-                max as f64 / min as f64
-            } else {
-                f64::INFINITY
-            },
-            cpu_s: cpu_seconds() - cpu0,
+            errors: self.errors,
+            hist: self.hist,
+            workers: self.workers,
         })
     }
 }
 
-/// Runs one load run. Fails for non-loopback targets.
-pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadResult> {
+/// What one generator thread measured.
+struct Partial {
+    scheduled: u64,
+    unsent: u64,
+    completed: u64,
+    errors: Errors,
+    hist: Histogram<u64>,
+    workers: HashMap<u32, u64>,
+}
+
+/// Merges the threads' measurements (histograms added, not percentiles averaged).
+fn merge(cfg: &LoadConfig, parts: Vec<Partial>, cpu_s: f64) -> LoadResult {
+    let mut hist = Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds");
+    let mut errors = Errors::default();
+    let mut workers: BTreeMap<u32, u64> = BTreeMap::new();
+    let (mut scheduled, mut unsent, mut completed) = (0, 0, 0);
+    for p in parts {
+        hist.add(&p.hist).expect("same histogram bounds");
+        errors.connect += p.errors.connect;
+        errors.reset += p.errors.reset;
+        errors.timeout += p.errors.timeout;
+        errors.bad += p.errors.bad;
+        for (k, v) in p.workers {
+            *workers.entry(k).or_default() += v;
+        }
+        scheduled += p.scheduled;
+        unsent += p.unsent;
+        completed += p.completed;
+    }
+    let secs = cfg.duration.as_secs_f64();
+    let (max, min) = (
+        workers.values().copied().max().unwrap_or(0),
+        workers.values().copied().min().unwrap_or(0),
+    );
+    LoadResult {
+        workload: cfg.workload.as_str().into(),
+        rate: cfg.rate,
+        connections: cfg.connections,
+        duration_s: secs,
+        scheduled,
+        unsent,
+        completed,
+        errors,
+        throughput: completed as f64 / secs,
+        latency_us: Latency {
+            p50: hist.value_at_quantile(0.50),
+            p90: hist.value_at_quantile(0.90),
+            p99: hist.value_at_quantile(0.99),
+            p999: hist.value_at_quantile(0.999),
+            max: hist.max(),
+            mean: hist.mean(),
+        },
+        workers,
+        fairness: if min > 0 {
+            max as f64 / min as f64
+        } else {
+            f64::INFINITY
+        },
+        cpu_s,
+    }
+}
+
+fn check(cfg: &LoadConfig) -> anyhow::Result<()> {
     if !cfg.addr.ip().is_loopback() {
         anyhow::bail!(
             "refusing to send load to {}: loopback (127.0.0.0/8) only",
@@ -651,10 +683,57 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadResult> {
     if cfg.connections == 0 {
         anyhow::bail!("--connections must be at least 1");
     }
+    Ok(())
+}
+
+/// Runs one load run on the calling thread. Fails for non-loopback targets.
+pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadResult> {
+    check(&cfg)?;
     // Nanosecond timers: no 50 µs default slack on the send schedule.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
-    Ok(Gen::new(cfg)?.run()?)
+    let cpu0 = cpu_seconds();
+    let part = Gen::new(cfg.clone())?.run()?;
+    Ok(merge(&cfg, vec![part], cpu_seconds() - cpu0))
+}
+
+/// Runs one load run with one generator thread per CPU of `cpus`, each pinned
+/// to its CPU and offering its share of the rate over its share of the
+/// connections (split as evenly as possible). On loopback a connection's
+/// packets are processed on the CPU that sends them, so this puts clients, and
+/// their SYNs, on every listed CPU. The result merges the threads' histograms;
+/// `cpu_s` is the whole process's CPU time.
+pub fn run_per_cpu(cfg: LoadConfig, cpus: &[usize]) -> anyhow::Result<LoadResult> {
+    check(&cfg)?;
+    let k = cpus.len();
+    if k == 0 || cfg.connections < k {
+        anyhow::bail!("need at least one CPU and one connection per CPU");
+    }
+    let cpu0 = cpu_seconds();
+    let threads: Vec<_> = cpus
+        .iter()
+        .enumerate()
+        .map(|(i, &cpu)| {
+            let mut c = cfg.clone();
+            c.rate = cfg.rate / k as f64;
+            c.connections = cfg.connections / k + usize::from(i < cfg.connections % k);
+            c.max_requests = cfg.max_requests / k as u64;
+            std::thread::spawn(move || -> anyhow::Result<Partial> {
+                crate::pin_to(&[cpu])?;
+                // SAFETY: prctl with integer arguments (per thread).
+                unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
+                Ok(Gen::new(c)?.run()?)
+            })
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(k);
+    for t in threads {
+        parts.push(
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??,
+        );
+    }
+    Ok(merge(&cfg, parts, cpu_seconds() - cpu0))
 }
 
 #[cfg(test)]

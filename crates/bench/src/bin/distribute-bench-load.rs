@@ -37,12 +37,19 @@ struct Cli {
     /// Pin to these CPUs (e.g. `0`).
     #[arg(long)]
     cpus: Option<String>,
+    /// One generator thread per CPU of `--cpus`, each pinned to its CPU with
+    /// an equal share of the rate and connections (clients on every CPU).
+    #[arg(long, requires = "cpus")]
+    per_cpu: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(cpus) = &cli.cpus {
-        let cpus = distribute_bench::parse_cpu_list(cpus).map_err(anyhow::Error::msg)?;
+    let cpus = match &cli.cpus {
+        Some(c) => distribute_bench::parse_cpu_list(c).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    if !cli.per_cpu {
         distribute_bench::pin_to(&cpus).context("sched_setaffinity")?;
     }
     let workload = match cli.workload.as_str() {
@@ -53,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     if !(0.0..=10_000_000.0).contains(&cli.rate) || !(0.0..=3600.0).contains(&cli.duration) {
         bail!("--rate or --duration out of range");
     }
-    let result = load::run(LoadConfig {
+    let cfg = LoadConfig {
         addr: cli.addr,
         workload,
         rate: cli.rate,
@@ -62,7 +69,12 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(cli.duration.max(0.001)),
         timeout: Duration::from_millis(cli.timeout_ms),
         max_requests: cli.max_requests,
-    })?;
+    };
+    let result = if cli.per_cpu {
+        load::run_per_cpu(cfg, &cpus)?
+    } else {
+        load::run(cfg)?
+    };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
 }
