@@ -3,7 +3,7 @@
 //! a `[Service]` section (what each instance `NAME@i.service` runs).
 //!
 //! This crate is pure: text in, typed [`SocketSpec`] or a [`ConfigError`] with
-//! `file:line` out. The only I/O is reading files, in [`Loader`].
+//! `file:line` out. The only I/O is reading files, in [`Loader`] and [`load_file`].
 //!
 //! ```
 //! use std::path::Path;
@@ -41,7 +41,7 @@ pub mod values;
 mod words;
 
 pub use error::ConfigError;
-pub use load::{LoadReport, Loader, Masked, SYSTEM_DIRS};
+pub use load::{load_file, FileLoad, LoadReport, Loader, Masked, SYSTEM_DIRS};
 pub use parse::{check_config_name, parse_files, parse_str, service_keys, SOCKET_KEYS};
 pub use render::{render, render_report, render_spec};
 pub use spec::{

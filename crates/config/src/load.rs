@@ -9,8 +9,14 @@
 //!   main file disables the config, a masked drop-in is skipped. Either way it also hides
 //!   same-name files in later directories, which is how masking works.
 //! * Hidden files (starting with `.`) are ignored, like editors' swap files.
+//! * Every file read must be a regular file in UTF-8; a directory (or a FIFO) where a
+//!   file is expected is an error.
+//!
+//! [`Loader`] applies these rules to the config directories, [`load_file`] to one file
+//! given by path and its `PATH.d/*.conf`; both go through the same functions below.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -118,9 +124,13 @@ impl Loader {
             }
         }
         for (name, path) in mains {
-            match self.load_main(&name, &path) {
-                Ok(Some(spec)) => report.specs.push(spec),
-                Ok(None) => report.masked.push(Masked { name, path }),
+            let load = self.load_main(&name, &path);
+            if load.masked {
+                report.masked.push(Masked { name, path });
+                continue;
+            }
+            match load.result {
+                Ok(spec) => report.specs.push(spec),
                 Err(e) => report.errors.push(e),
             }
         }
@@ -141,15 +151,9 @@ impl Loader {
             match fs::symlink_metadata(&path) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ConfigError::file(&path, format!("cannot read: {e}"))),
+                Err(e) => return Err(cannot_read(&path, &e)),
             }
-            return match self.load_main(name, &path)? {
-                Some(spec) => Ok(spec),
-                None => Err(ConfigError::file(
-                    &path,
-                    "config is masked (empty, or a symlink to /dev/null)",
-                )),
-            };
+            return self.load_main(name, &path).result;
         }
         let looked: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         Err(ConfigError::file(
@@ -158,41 +162,138 @@ impl Loader {
         ))
     }
 
-    /// Loads a main file and its drop-ins; `None` if the main file is masked.
-    fn load_main(&self, name: &str, path: &Path) -> Result<Option<SocketSpec>, ConfigError> {
-        if is_masked(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))? {
-            return Ok(None);
-        }
-        let mut files = vec![(path.to_path_buf(), read_text(path)?)];
-        for dropin in self.dropins(name)? {
-            let text = read_text(&dropin)?;
-            files.push((dropin, text));
-        }
-        let borrowed: Vec<(&Path, &str)> = files
+    /// Loads the main file `path` of config `name` with its drop-ins from every directory.
+    fn load_main(&self, name: &str, path: &Path) -> FileLoad {
+        let file = format!("{name}.socket");
+        let dropin_dirs: Vec<PathBuf> = self
+            .search_paths()
             .iter()
-            .map(|(p, t)| (p.as_path(), t.as_str()))
+            .map(|dir| dropin_dir(&dir.join(&file)))
             .collect();
-        parse_files(name, &borrowed).map(Some)
+        load_config(name, path, &dropin_dirs)
     }
+}
 
-    /// Unmasked drop-ins of `name`, in the order they apply.
-    fn dropins(&self, name: &str) -> Result<Vec<PathBuf>, ConfigError> {
-        let mut by_file: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for dir in self.search_paths() {
-            for (stem, path) in list_dir(&dir.join(format!("{name}.socket.d")), ".conf")? {
-                by_file.entry(stem).or_insert(path);
-            }
-        }
-        let mut out = Vec::with_capacity(by_file.len());
-        for path in by_file.into_values() {
-            if !is_masked(&path)
-                .map_err(|e| ConfigError::file(&path, format!("cannot read: {e}")))?
-            {
-                out.push(path);
-            }
-        }
-        Ok(out)
+/// What [`load_file`] found: the files applied and the outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileLoad {
+    /// The main file, as given.
+    pub path: PathBuf,
+    /// The unmasked drop-ins applied after the main file, in that order. Known once every
+    /// file was read: empty if the config is masked or a file could not be read.
+    pub dropins: Vec<PathBuf>,
+    /// The main file is masked (empty, or a symlink to `/dev/null`): the daemon skips
+    /// it, and nothing else was read. `result` is then an error saying so.
+    pub masked: bool,
+    /// The config, or the first problem found, naming its file and, where it has one,
+    /// its line.
+    pub result: Result<SocketSpec, ConfigError>,
+}
+
+/// Loads one config file given by path, with its drop-ins `PATH.d/*.conf`, by the rules
+/// the daemon applies to a config in its directories (see [`Loader`]): `path` must be
+/// named `NAME.socket`; if it is masked nothing else is read; drop-ins that are hidden,
+/// not `*.conf` or masked are skipped, the others apply after it sorted by file name;
+/// every file must be a readable regular file in UTF-8. Only `PATH.d` is searched for
+/// drop-ins, not the daemon's other directories. For checking a file offline
+/// (`distributectl verify`); the daemon itself uses [`Loader`].
+///
+/// ```
+/// use std::path::Path;
+/// use distribute_config::load_file;
+///
+/// let load = load_file(Path::new("/nonexistent/web.socket"));
+/// assert!(!load.masked && load.dropins.is_empty());
+/// assert_eq!(
+///     load.result.unwrap_err().to_string(),
+///     "/nonexistent/web.socket: cannot read: No such file or directory (os error 2)"
+/// );
+/// ```
+pub fn load_file(path: &Path) -> FileLoad {
+    let name = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| f.strip_suffix(".socket"))
+        .filter(|n| !n.is_empty());
+    match name {
+        Some(name) => load_config(name, path, &[dropin_dir(path)]),
+        None => FileLoad {
+            path: path.to_path_buf(),
+            dropins: Vec::new(),
+            masked: false,
+            result: Err(ConfigError::file(
+                path,
+                "not a NAME.socket file (configs are named NAME.socket)",
+            )),
+        },
     }
+}
+
+/// Loads config `name` from its main file `path` and the drop-ins in `dropin_dirs`
+/// (priority order): the one implementation of masking, reading and drop-in rules.
+fn load_config(name: &str, path: &Path, dropin_dirs: &[PathBuf]) -> FileLoad {
+    let mut masked = false;
+    let mut dropins = Vec::new();
+    let result = match is_masked(path) {
+        Ok(true) => {
+            masked = true;
+            Err(ConfigError::file(
+                path,
+                "config is masked (empty, or a symlink to /dev/null)",
+            ))
+        }
+        Err(e) => Err(cannot_read(path, &e)),
+        Ok(false) => read_files(path, dropin_dirs).and_then(|files| {
+            dropins = files[1..].iter().map(|(p, _)| p.clone()).collect();
+            let borrowed: Vec<(&Path, &str)> = files
+                .iter()
+                .map(|(p, t)| (p.as_path(), t.as_str()))
+                .collect();
+            parse_files(name, &borrowed)
+        }),
+    };
+    FileLoad {
+        path: path.to_path_buf(),
+        dropins,
+        masked,
+        result,
+    }
+}
+
+/// The texts of the main file and then of its unmasked drop-ins, in the order they apply.
+fn read_files(path: &Path, dropin_dirs: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, ConfigError> {
+    let mut files = vec![(path.to_path_buf(), read_text(path)?)];
+    for dropin in dropins(dropin_dirs)? {
+        let text = read_text(&dropin)?;
+        files.push((dropin, text));
+    }
+    Ok(files)
+}
+
+/// The drop-in directory of a main file: `PATH.d`.
+fn dropin_dir(main: &Path) -> PathBuf {
+    let mut dir = main.as_os_str().to_owned();
+    dir.push(".d");
+    PathBuf::from(dir)
+}
+
+/// Unmasked drop-ins `*.conf` in `dirs` (priority order; a file hides same-name files in
+/// later directories), sorted by file name as systemd does.
+fn dropins(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut by_file: BTreeMap<OsString, PathBuf> = BTreeMap::new();
+    for dir in dirs {
+        for (_, path) in list_dir(dir, ".conf")? {
+            let file_name = path.file_name().unwrap_or_default().to_owned();
+            by_file.entry(file_name).or_insert(path);
+        }
+    }
+    let mut out = Vec::with_capacity(by_file.len());
+    for path in by_file.into_values() {
+        if !is_masked(&path).map_err(|e| cannot_read(&path, &e))? {
+            out.push(path);
+        }
+    }
+    Ok(out)
 }
 
 /// Entries of `dir` named `STEM{suffix}` with a non-empty stem, as `(stem, path)`, not
@@ -229,20 +330,36 @@ fn list_dir(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf)>, ConfigEr
     Ok(out)
 }
 
-/// True for an empty file, `/dev/null`, or a symlink to it (also a dangling one, since
-/// `/dev/null` may be outside the test root).
+/// True for an empty file, a character device such as `/dev/null`, or a symlink to
+/// `/dev/null` (also a dangling one, since `/dev/null` may be outside the test root).
+/// An error for what cannot be a config: a directory, or another file that is not a
+/// regular one (a FIFO would block the read).
 fn is_masked(path: &Path) -> io::Result<bool> {
     let meta = fs::symlink_metadata(path)?;
     if meta.file_type().is_symlink() && fs::read_link(path)? == Path::new("/dev/null") {
         return Ok(true);
     }
     let meta = fs::metadata(path)?;
-    Ok(meta.file_type().is_char_device() || (meta.is_file() && meta.len() == 0))
+    if meta.file_type().is_char_device() {
+        return Ok(true);
+    }
+    if meta.is_dir() {
+        return Err(io::Error::other("is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(meta.len() == 0)
+}
+
+/// The error for a file that cannot be read.
+fn cannot_read(path: &Path, e: &io::Error) -> ConfigError {
+    ConfigError::file(path, format!("cannot read: {e}"))
 }
 
 /// Reads a file as UTF-8, naming the line of the first invalid byte.
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let bytes = fs::read(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+    let bytes = fs::read(path).map_err(|e| cannot_read(path, &e))?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -253,6 +370,208 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Distribute;
+    use std::ffi::OsStr;
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const GOOD: &str =
+        "[Socket]\nListenStream=8080\nDistribute=2\n[Service]\nExecStart=/bin/true\n";
+
+    /// A fresh directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(test: &str) -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "distribute-config-load-{test}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        /// Writes `rel` (creating its directory) and returns its path.
+        fn write(&self, rel: impl AsRef<Path>, text: impl AsRef<[u8]>) -> PathBuf {
+            let path = self.0.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn file_names(paths: &[PathBuf]) -> Vec<&str> {
+        paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect()
+    }
+
+    /// Asserts that `load` failed with `FILE{rest}`, e.g. `FILE:3: not valid UTF-8`.
+    fn assert_error(load: FileLoad, file: &Path, rest: &str) {
+        let got = load.result.unwrap_err().to_string();
+        assert_eq!(got, format!("{}{rest}", file.display()));
+    }
+
+    #[test]
+    fn file_with_dropins_in_file_name_order() {
+        let t = TempDir::new("order");
+        let main = t.write("web.socket", GOOD);
+        // systemd sorts by the whole file name: "10-x.conf" before "10.conf".
+        t.write("web.socket.d/10.conf", "[Socket]\nDistribute=4\n");
+        t.write("web.socket.d/10-x.conf", "[Socket]\nDistribute=3\n");
+        t.write("web.socket.d/05-a.conf", "[Socket]\nDistribute=9\n");
+        let load = load_file(&main);
+        assert!(!load.masked);
+        assert_eq!(load.path, main);
+        assert_eq!(
+            file_names(&load.dropins),
+            ["05-a.conf", "10-x.conf", "10.conf"]
+        );
+        let spec = load.result.unwrap();
+        assert_eq!(spec.name, "web");
+        assert_eq!(spec.distribute, Distribute::Count(4), "the last one wins");
+        assert_eq!(spec.sources[0], main);
+        assert_eq!(spec.sources[1..], load.dropins[..]);
+    }
+
+    #[test]
+    fn loader_sorts_dropins_by_file_name_too() {
+        let t = TempDir::new("loader-order");
+        t.write("etc/web.socket", GOOD);
+        t.write("etc/web.socket.d/10.conf", "[Socket]\nDistribute=4\n");
+        t.write("usr/web.socket.d/10-x.conf", "[Socket]\nDistribute=3\n");
+        t.write("usr/web.socket.d/10.conf", "[Socket]\nDistribute=5\n");
+        let spec = Loader::with_dirs(&t.0, ["etc", "usr"]).load("web").unwrap();
+        assert_eq!(
+            spec.sources,
+            [
+                t.0.join("etc/web.socket"),
+                t.0.join("usr/web.socket.d/10-x.conf"),
+                t.0.join("etc/web.socket.d/10.conf"),
+            ]
+        );
+        assert_eq!(spec.distribute, Distribute::Count(4));
+    }
+
+    #[test]
+    fn masked_main_file_reads_nothing_else() {
+        let t = TempDir::new("masked-main");
+        let empty = t.write("empty.socket", "");
+        let null = t.0.join("null.socket");
+        symlink("/dev/null", &null).unwrap();
+        for main in [empty, null] {
+            // Not read: the drop-ins of a masked config do not matter.
+            t.write(dropin_dir(&main).join("10-bad.conf"), b"\xff");
+            let load = load_file(&main);
+            assert!(load.masked, "{load:?}");
+            assert!(load.dropins.is_empty(), "{load:?}");
+            assert_error(
+                load,
+                &main,
+                ": config is masked (empty, or a symlink to /dev/null)",
+            );
+        }
+    }
+
+    #[test]
+    fn masked_hidden_and_other_dropins_are_skipped() {
+        let t = TempDir::new("skipped");
+        let main = t.write("web.socket", GOOD);
+        t.write("web.socket.d/10-ok.conf", "[Socket]\nDistribute=3\n");
+        t.write("web.socket.d/20-masked.conf", "");
+        symlink("/dev/null", t.0.join("web.socket.d/30-null.conf")).unwrap();
+        for ignored in [".hidden.conf", ".conf", "README", "40.conf~", "50.conf.bak"] {
+            t.write(Path::new("web.socket.d").join(ignored), "garbage\n");
+        }
+        let load = load_file(&main);
+        assert_eq!(file_names(&load.dropins), ["10-ok.conf"]);
+        assert_eq!(load.result.unwrap().distribute, Distribute::Count(3));
+    }
+
+    #[test]
+    fn invalid_utf8_names_file_and_line() {
+        let t = TempDir::new("utf8");
+        let main = t.write("latin1.socket", b"[Socket]\nListenStream=80\n# caf\xe9\n");
+        let load = load_file(&main);
+        assert_error(load, &main, ":3: not valid UTF-8");
+
+        let main = t.write("web.socket", GOOD);
+        let dropin = t.write("web.socket.d/10.conf", b"\n[Socket]\xff\n");
+        let load = load_file(&main);
+        assert!(load.dropins.is_empty(), "not applied: {load:?}");
+        assert_error(load, &dropin, ":2: not valid UTF-8");
+
+        // A drop-in whose name is not UTF-8 is an error, not silently skipped.
+        t.write("bytes.socket", GOOD);
+        let name = OsStr::from_bytes(b"10-\xff.conf");
+        let dropin = t.write(Path::new("bytes.socket.d").join(name), "[Socket]\n");
+        let load = load_file(&t.0.join("bytes.socket"));
+        assert_error(load, &dropin, ": file name is not valid UTF-8");
+    }
+
+    #[test]
+    fn directories_and_other_non_files_are_errors() {
+        let t = TempDir::new("dirs");
+        let dir = t.0.join("dir.socket");
+        fs::create_dir(&dir).unwrap();
+        assert_error(load_file(&dir), &dir, ": cannot read: is a directory");
+
+        let main = t.write("web.socket", GOOD);
+        let sub = t.0.join("web.socket.d/10-dir.conf");
+        fs::create_dir_all(&sub).unwrap();
+        assert_error(load_file(&main), &sub, ": cannot read: is a directory");
+        fs::remove_dir(&sub).unwrap();
+
+        // A FIFO would block the read; a socket is the same kind of mistake.
+        let sock = t.0.join("web.socket.d/20-sock.conf");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_error(load_file(&main), &sock, ": cannot read: not a regular file");
+    }
+
+    #[test]
+    fn missing_or_misnamed_file() {
+        let t = TempDir::new("missing");
+        let missing = t.0.join("nope.socket");
+        let load = load_file(&missing);
+        assert!(!load.masked && load.dropins.is_empty());
+        assert_error(
+            load,
+            &missing,
+            ": cannot read: No such file or directory (os error 2)",
+        );
+        for name in ["web.conf", ".socket", "web.socket~"] {
+            let path = t.write(name, GOOD);
+            assert_error(
+                load_file(&path),
+                &path,
+                ": not a NAME.socket file (configs are named NAME.socket)",
+            );
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_dropin_and_line() {
+        let t = TempDir::new("errors");
+        let main = t.write("web.socket", GOOD);
+        let dropin = t.write(
+            "web.socket.d/50-typo.conf",
+            "[Service]\n\nExecStrat=/bin/false\n",
+        );
+        let load = load_file(&main);
+        assert_eq!(file_names(&load.dropins), ["50-typo.conf"], "applied");
+        let e = load.result.unwrap_err();
+        assert_eq!((e.file.as_path(), e.line), (dropin.as_path(), Some(3)));
+    }
 
     #[test]
     fn search_paths_are_under_root() {

@@ -1,10 +1,8 @@
 //! `distributectl verify FILE…`: offline checks of config files, no daemon needed.
 
-use distribute_config::{parse_files, ConfigError};
+use distribute_config::{load_file, ConfigError};
 use serde::Serialize;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The outcome for one `NAME.socket` file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,129 +45,30 @@ impl From<&ConfigError> for Problem {
 }
 
 /// Checks `path` (a `NAME.socket` file) together with its drop-ins in
-/// `PATH.d/*.conf`, the way the daemon would load them.
+/// `PATH.d/*.conf`, the way the daemon would load them ([`load_file`]).
 pub fn verify(path: &Path) -> Verified {
-    let mut v = Verified {
+    let load = load_file(path);
+    let errors = match &load.result {
+        Err(e) if !load.masked => vec![Problem::from(e)],
+        _ => Vec::new(),
+    };
+    Verified {
         file: path.display().to_string(),
-        dropins: Vec::new(),
-        masked: false,
-        errors: Vec::new(),
-    };
-    let fail = |v: &mut Verified, e: ConfigError| v.errors.push(Problem::from(&e));
-    let Some(name) = path
-        .file_name()
-        .and_then(|f| f.to_str())
-        .and_then(|f| f.strip_suffix(".socket"))
-        .filter(|n| !n.is_empty())
-    else {
-        fail(
-            &mut v,
-            ConfigError::file(
-                path,
-                "not a NAME.socket file (configs are named NAME.socket)",
-            ),
-        );
-        return v;
-    };
-    match is_masked(path) {
-        Ok(true) => {
-            v.masked = true;
-            return v;
-        }
-        Ok(false) => {}
-        Err(e) => {
-            fail(&mut v, ConfigError::file(path, format!("cannot read: {e}")));
-            return v;
-        }
+        dropins: load
+            .dropins
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        masked: load.masked,
+        errors,
     }
-    let dropins = match dropins(path) {
-        Ok(d) => d,
-        Err(e) => {
-            fail(&mut v, e);
-            return v;
-        }
-    };
-    let mut files = Vec::new();
-    for p in std::iter::once(path.to_path_buf()).chain(dropins.iter().cloned()) {
-        match read_text(&p) {
-            Ok(text) => files.push((p, text)),
-            Err(e) => {
-                fail(&mut v, e);
-                return v;
-            }
-        }
-    }
-    v.dropins = dropins.iter().map(|p| p.display().to_string()).collect();
-    let borrowed: Vec<(&Path, &str)> = files
-        .iter()
-        .map(|(p, t)| (p.as_path(), t.as_str()))
-        .collect();
-    if let Err(e) = parse_files(name, &borrowed) {
-        fail(&mut v, e);
-    }
-    v
-}
-
-/// Unmasked, unhidden `PATH.d/*.conf`, sorted by file name.
-fn dropins(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let mut dir = main.as_os_str().to_owned();
-    dir.push(".d");
-    let dir = PathBuf::from(dir);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ConfigError::file(
-                &dir,
-                format!("cannot read directory: {e}"),
-            ))
-        }
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry =
-            entry.map_err(|e| ConfigError::file(&dir, format!("cannot read directory: {e}")))?;
-        let file_name = entry.file_name();
-        let Some(n) = file_name.to_str() else {
-            continue;
-        };
-        if n.starts_with('.') || !n.ends_with(".conf") || n == ".conf" {
-            continue;
-        }
-        let p = entry.path();
-        if !is_masked(&p).map_err(|e| ConfigError::file(&p, format!("cannot read: {e}")))? {
-            out.push(p);
-        }
-    }
-    out.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(out)
-}
-
-fn is_masked(path: &Path) -> io::Result<bool> {
-    let meta = fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() && fs::read_link(path)? == Path::new("/dev/null") {
-        return Ok(true);
-    }
-    let meta = fs::metadata(path)?;
-    if meta.is_dir() {
-        return Err(io::Error::other("is a directory"));
-    }
-    use std::os::unix::fs::FileTypeExt;
-    Ok(meta.file_type().is_char_device() || (meta.is_file() && meta.len() == 0))
-}
-
-fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let bytes = fs::read(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        ConfigError::line(path, line, "not valid UTF-8")
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::path::PathBuf;
 
     fn tmp(test: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!(
