@@ -1,8 +1,7 @@
 //! Bad configs and bind failures: clear errors in the log, and the daemon keeps
 //! serving its other configs.
 
-use distribute_tests::{get_hello, port, Activator};
-use std::net::SocketAddr;
+use distribute_tests::{addr, assert_contains_all, get_hello, port, Activator};
 use std::time::Duration;
 
 #[test]
@@ -25,29 +24,24 @@ fn bad_configs_are_reported_and_the_rest_is_served() {
     let Some(a) = Activator::start("bad-configs", &configs) else {
         return;
     };
-    let h = get_hello(
-        SocketAddr::from(([127, 0, 0, 1], good)),
-        Duration::from_secs(10),
-    )
-    .expect("the good config is served despite the bad ones");
+    let h = get_hello(addr(good), Duration::from_secs(10))
+        .expect("the good config is served despite the bad ones");
     println!("good config served: {h:?}");
     let log = a.log();
     println!("--- activator log ---\n{log}");
-    for expected in [
-        // bind failure names the key, value, address and the OS error
-        &format!("taken: ListenStream=127.0.0.1:{taken} (127.0.0.1:{taken}): bind: Address already in use"),
-        // config errors name file:line and key
-        "config/unix.socket:2: ListenStream=/run/unix.sock",
-        "AF_UNIX",
-        "config/zero.socket:3: Distribute=0",
-        "config/absurd.socket:3: Distribute=100000",
-        "config/typo.socket:7",
-        "RestartSec",
-    ] {
-        assert!(log.contains(expected), "log lacks {expected:?}");
-    }
-    assert!(a
-        .sb
-        .systemctl(&["is-active", "systemd-distribute.service"])
-        .is_ok());
+    assert_contains_all(
+        &log,
+        &[
+            // bind failure names the key, value, address and the OS error
+            &format!("taken: ListenStream=127.0.0.1:{taken} (127.0.0.1:{taken}): bind: Address already in use"),
+            // config errors name file:line and key
+            "config/unix.socket:2: ListenStream=/run/unix.sock",
+            "AF_UNIX",
+            "config/zero.socket:3: Distribute=0",
+            "config/absurd.socket:3: Distribute=100000",
+            "config/typo.socket:7",
+            "RestartSec",
+        ],
+    );
+    a.assert_active();
 }

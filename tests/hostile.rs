@@ -8,47 +8,18 @@
 //! Instances with odd behaviour are small `/bin/sh -c` scripts (no `$` in them:
 //! systemd would expand it). Ports: `port(60)` to `port(69)`.
 
-use distribute_tests::{get_hello, port, Activator, SteadyLoad};
-use std::net::{SocketAddr, TcpStream};
+use distribute_tests::{
+    addr, get_hello, get_hellos, hello_config, port, queue_connections, script_config, Activator,
+    SteadyLoad, SERVICE,
+};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A well-behaved config: the demo HTTP instance.
-fn hello(port: u16, n: u32, idle: &str) -> String {
-    format!(
-        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\n\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout {idle}\nDynamicUser=yes\n"
-    )
-}
-
-/// A config whose instance runs `script` under `/bin/sh -c`.
-fn script(port: u16, socket_extra: &str, script: &str, service_extra: &str) -> String {
-    format!(
-        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute=1\n{socket_extra}\n[Service]\nExecStart=/bin/sh -c '{script}'\n{service_extra}"
-    )
-}
 
 fn served(p: u16, what: &str, a: &Activator) {
     match get_hello(addr(p), Duration::from_secs(10)) {
         Ok(h) => println!("{what}: served by {h:?}"),
         Err(e) => panic!("{what}: {e:#}\n--- activator log ---\n{}", a.log()),
     }
-}
-
-fn main_pid(a: &Activator) -> u32 {
-    a.sb.systemctl(&[
-        "show",
-        "-p",
-        "MainPID",
-        "--value",
-        "systemd-distribute.service",
-    ])
-    .expect("systemctl show MainPID")
-    .trim()
-    .parse()
-    .expect("MainPID is a number")
 }
 
 /// utime + stime of a process in the sandbox, in clock ticks.
@@ -85,74 +56,37 @@ fn sched(a: &Activator, pid: u32) -> (u64, u64) {
     })
 }
 
-/// `distributectl ARGS` inside the sandbox; (exit code, stdout + stderr).
-fn ctl(a: &Activator, args: &[&str]) -> (i32, String) {
-    let out =
-        a.sb.command(&format!("{}/distributectl", a.bin))
-            .args(args)
-            .output()
-            .expect("running distributectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("$ distributectl {}\n{text}", args.join(" "));
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if pred() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn instance_crashing_at_start_fails_its_slot_and_the_activator_sleeps() {
     let good = port(60);
     let bad = port(61);
     // Killed by a signal right at start, every time.
-    let crash = script(bad, "", "kill -KILL 0", "");
+    let crash = script_config(bad, "", "kill -KILL 0", "");
     let Some(a) = Activator::start(
         "hostile-crash",
         // One instance: once it runs, nothing about `good` involves the activator.
-        &[("good", &hello(good, 1, "30s")), ("crash", &crash)],
+        &[("good", &hello_config(good, 1, "30s")), ("crash", &crash)],
     ) else {
         return;
     };
     served(good, "good config before", &a);
     // Connections that wait in the crashing slot's queue: every start fails.
-    let queued: Vec<TcpStream> = (0..3)
-        .filter_map(|_| TcpStream::connect(addr(bad)).ok())
-        .collect();
-    assert!(
-        a.wait_log(Duration::from_secs(20), |l| l
-            .contains("crash@0.service: failed:")),
-        "the crashing slot was not marked failed:\n{}",
-        a.log()
-    );
-    let log = a.log();
-    assert!(
-        log.contains("giving up until `distributectl start crash@0`"),
-        "the log says how to recover:\n{log}"
-    );
+    let queued = queue_connections(bad, 3);
+    a.assert_logged_within(Duration::from_secs(20), "crash@0.service: failed:");
+    // The log says how to recover.
+    a.assert_logged("giving up until `distributectl start crash@0`");
     // systemd's journal has the instance's own reason.
     let journal = a.sb.journal(None);
     assert!(
         journal.contains("status=9/KILL"),
         "systemd's journal names the signal:\n{journal}"
     );
-    let (_, status) = ctl(&a, &["status", "crash"]);
+    let status = a.ctl(&["status", "crash"]).output();
     assert!(status.contains("failed"), "{status}");
 
     // While the slot is failed (connections still queued on it) and the other
     // config serves, the activator uses no CPU: no retry loop, no polling.
-    let pid = main_pid(&a);
+    let pid = a.main_pid();
     let ticks0 = cpu_ticks(&a, pid);
     let (ns0, runs0) = sched(&a, pid);
     let t = Instant::now();
@@ -183,14 +117,13 @@ fn instance_crashing_at_start_fails_its_slot_and_the_activator_sleeps() {
         "no start after the slot failed:\n{}",
         a.log()
     );
-    let (_, json) = ctl(&a, &["--json=short", "status", "crash"]);
+    let json = a.ctl(&["--json=short", "status", "crash"]).output();
     assert!(
         json.contains(&format!("\"queue_depth\":{}", queued.len())),
         "{json}"
     );
     // `distributectl start` clears the failed state (and it fails again here).
-    let (code, _) = ctl(&a, &["start", "crash@0"]);
-    assert_eq!(code, 0);
+    a.ctl(&["start", "crash@0"]).ok();
     assert!(a.wait_log(Duration::from_secs(20), |l| l
         .matches("crash@0.service: failed:")
         .count()
@@ -205,7 +138,7 @@ fn instance_that_never_accepts_fills_its_queue_while_others_serve() {
     let stuck = port(63);
     const BACKLOG: usize = 4;
     // Holds its socket (fd 3) and never accepts.
-    let stuck_cfg = script(
+    let stuck_cfg = script_config(
         stuck,
         &format!("Backlog={BACKLOG}\n"),
         "exec /bin/sleep 600",
@@ -213,7 +146,10 @@ fn instance_that_never_accepts_fills_its_queue_while_others_serve() {
     );
     let Some(a) = Activator::start(
         "hostile-never-accepts",
-        &[("good", &hello(good, 2, "30s")), ("stuck", &stuck_cfg)],
+        &[
+            ("good", &hello_config(good, 2, "30s")),
+            ("stuck", &stuck_cfg),
+        ],
     ) else {
         return;
     };
@@ -239,35 +175,26 @@ fn instance_that_never_accepts_fills_its_queue_while_others_serve() {
     );
     assert!(established.len() <= BACKLOG + 1);
     assert!(
-        wait_until(Duration::from_secs(10), || a
-            .instances("stuck@*")
-            .iter()
-            .any(|(_, s)| s == "active")),
+        a.wait_active("stuck@*", Duration::from_secs(10)),
         "the stuck instance runs"
     );
     // The other config is unaffected.
-    for _ in 0..20 {
-        get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
-    }
+    get_hellos(addr(good), 20);
     // The operator sees why: the instance runs and its accept queue is full.
-    let (code, json) = ctl(&a, &["--json=short", "status", "stuck"]);
-    assert_eq!(code, 0);
+    let json = a.ctl(&["--json=short", "status", "stuck"]).ok().output();
     assert!(json.contains("\"state\":\"running\""), "{json}");
     assert!(
         json.contains(&format!("\"queue_depth\":{}", established.len())),
         "status shows the full queue: {json}"
     );
-    assert!(a
-        .sb
-        .systemctl(&["is-active", "systemd-distribute.service"])
-        .is_ok());
+    a.assert_active();
 }
 
 #[test]
 fn instance_ignoring_sigterm_is_killed_by_its_stop_timeout() {
     let good = port(64);
     let stubborn = port(65);
-    let cfg = script(
+    let cfg = script_config(
         stubborn,
         "",
         "trap \"\" TERM; exec /bin/sleep 600",
@@ -275,28 +202,22 @@ fn instance_ignoring_sigterm_is_killed_by_its_stop_timeout() {
     );
     let Some(a) = Activator::start(
         "hostile-sigterm",
-        &[("good", &hello(good, 2, "30s")), ("stubborn", &cfg)],
+        &[("good", &hello_config(good, 2, "30s")), ("stubborn", &cfg)],
     ) else {
         return;
     };
     // Start it (the connection stays queued: sleep never accepts).
     let _c = TcpStream::connect(addr(stubborn)).expect("connect");
     assert!(
-        wait_until(Duration::from_secs(10), || a
-            .instances("stubborn@*")
-            .iter()
-            .any(|(_, s)| s == "active")),
+        a.wait_active("stubborn@*", Duration::from_secs(10)),
         "stubborn@0 runs:\n{}",
         a.log()
     );
     // An operator stop: SIGTERM is ignored, SIGKILL after 2 s; meanwhile the
     // other config is served as usual.
     let t = Instant::now();
-    let (code, _) = ctl(&a, &["stop", "stubborn@0"]);
-    assert_eq!(code, 0);
-    for _ in 0..10 {
-        get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
-    }
+    a.ctl(&["stop", "stubborn@0"]).ok();
+    get_hellos(addr(good), 10);
     assert!(
         a.wait_log(Duration::from_secs(15), |_| {
             a.sb.journal(Some("stubborn@0.service"))
@@ -312,19 +233,14 @@ fn instance_ignoring_sigterm_is_killed_by_its_stop_timeout() {
 
     // `systemctl stop systemd-distribute` ends with no instance left, the
     // stubborn one included (it was started again for the queued connection).
-    assert!(wait_until(Duration::from_secs(10), || a
-        .instances("stubborn@*")
-        .iter()
-        .any(|(_, s)| s == "active")));
+    assert!(a.wait_active("stubborn@*", Duration::from_secs(10)));
     get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
     let t = Instant::now();
-    a.sb.systemctl(&["stop", "systemd-distribute.service"])
-        .expect("systemctl stop");
-    assert!(
-        a.wait_no_instances("*@*.service", Duration::from_secs(15)),
-        "instances left after stop: {:?}\n{}",
-        a.instances("*@*.service"),
-        a.sb.journal(None)
+    a.stop();
+    a.assert_no_instances_within(
+        "*@*.service",
+        Duration::from_secs(15),
+        "instances left after stop",
     );
     let took = t.elapsed();
     println!("no units left {took:?} after systemctl stop");
@@ -346,17 +262,19 @@ fn instance_ignoring_sigterm_is_killed_by_its_stop_timeout() {
 fn too_few_fds_for_n_is_a_clear_error_and_other_configs_are_served() {
     let good = port(66);
     let big = port(67);
-    let Some(a) = Activator::start("hostile-nofile", &[("good", &hello(good, 2, "300ms"))]) else {
+    let Some(a) = Activator::start(
+        "hostile-nofile",
+        &[("good", &hello_config(good, 2, "300ms"))],
+    ) else {
         return;
     };
     // Restart the activator with 64 fds at most.
-    let dropin = a.sb.unit_dir().join("systemd-distribute.service.d");
+    let dropin = a.sb.unit_dir().join(format!("{SERVICE}.d"));
     std::fs::create_dir_all(&dropin).unwrap();
     std::fs::write(dropin.join("50-nofile.conf"), "[Service]\nLimitNOFILE=64\n").unwrap();
     a.sb.systemctl(&["daemon-reload"]).unwrap();
-    a.sb.systemctl(&["restart", "systemd-distribute.service"])
-        .unwrap();
-    let pid = main_pid(&a);
+    a.sb.systemctl(&["restart", SERVICE]).unwrap();
+    let pid = a.main_pid();
     let limits = a.sb.run("cat", &[&format!("/proc/{pid}/limits")]).unwrap();
     let nofile = limits
         .lines()
@@ -367,7 +285,7 @@ fn too_few_fds_for_n_is_a_clear_error_and_other_configs_are_served() {
     served(good, "good config with LimitNOFILE=64", &a);
 
     // 200 sockets cannot fit in 64 fds.
-    a.write_config("big", &hello(big, 200, "30s"));
+    a.write_config("big", &hello_config(big, 200, "30s"));
     a.reload();
     let log = a.log();
     println!("{log}");
@@ -379,7 +297,7 @@ fn too_few_fds_for_n_is_a_clear_error_and_other_configs_are_served() {
         "the error says what to do"
     );
     assert!(log.contains("this config is not served, the others are"));
-    let (_, status) = ctl(&a, &["status", "big"]);
+    let status = a.ctl(&["status", "big"]).output();
     assert!(status.contains("Too many open files"), "{status}");
 
     // Nothing of the failed config stays bound: not in the activator, not in
@@ -389,27 +307,17 @@ fn too_few_fds_for_n_is_a_clear_error_and_other_configs_are_served() {
         refused.is_err(),
         "the failed config's port must be closed, but a connection was accepted into a queue"
     );
-    let stored =
-        a.sb.systemctl(&[
-            "show",
-            "-p",
-            "NFileDescriptorStore",
-            "--value",
-            "systemd-distribute.service",
-        ])
-        .unwrap();
-    assert_eq!(stored.trim(), "2", "fd store holds only good's sockets");
+    assert_eq!(
+        a.unit_property(SERVICE, "NFileDescriptorStore"),
+        "2",
+        "fd store holds only good's sockets"
+    );
 
     // The other config still activates: its instances exit on idle and start
     // again, which needs fds too (the hand-off socketpair).
-    assert!(a.wait_no_instances("good@*", Duration::from_secs(15)));
-    for _ in 0..10 {
-        get_hello(addr(good), Duration::from_secs(10)).expect("good config served");
-    }
-    assert!(a
-        .sb
-        .systemctl(&["is-active", "systemd-distribute.service"])
-        .is_ok());
+    a.assert_no_instances_within("good@*", Duration::from_secs(15), "good exits on idle");
+    get_hellos(addr(good), 10);
+    a.assert_active();
 }
 
 #[test]
@@ -419,7 +327,10 @@ fn template_unit_file_on_disk_is_reported_and_the_slot_fails_at_once() {
     // drop-ins tpl@.service.d/*.conf may exist, and they apply.
     let good = port(68);
     let tpl = port(69);
-    let Some(a) = Activator::start("hostile-template", &[("good", &hello(good, 1, "30s"))]) else {
+    let Some(a) = Activator::start(
+        "hostile-template",
+        &[("good", &hello_config(good, 1, "30s"))],
+    ) else {
         return;
     };
     a.sb.install_unit(
@@ -436,18 +347,15 @@ fn template_unit_file_on_disk_is_reported_and_the_slot_fails_at_once() {
     .unwrap();
     a.sb.systemctl(&["daemon-reload"]).unwrap();
 
-    a.write_config("tpl", &hello(tpl, 1, "30s"));
+    a.write_config("tpl", &hello_config(tpl, 1, "30s"));
     a.reload();
-    let want = "tpl: /run/distribute-harness/units/tpl@.service exists: systemd refuses to start transient instances of a template that has a unit file";
-    assert!(a.log().contains(want), "log lacks {want:?}:\n{}", a.log());
+    a.assert_logged("tpl: /run/distribute-harness/units/tpl@.service exists: systemd refuses to start transient instances of a template that has a unit file");
 
     // The first activation fails the slot with the reason, without a retry loop.
     let _queued = TcpStream::connect(addr(tpl)).expect("connect");
-    let want = "tpl@0.service: failed: systemd refuses to start the transient tpl@0.service: /run/distribute-harness/units/tpl@.service exists";
-    assert!(
-        a.wait_log(Duration::from_secs(10), |l| l.contains(want)),
-        "log lacks {want:?}:\n{}",
-        a.log()
+    a.assert_logged_within(
+        Duration::from_secs(10),
+        "tpl@0.service: failed: systemd refuses to start the transient tpl@0.service: /run/distribute-harness/units/tpl@.service exists",
     );
     std::thread::sleep(Duration::from_millis(500));
     let log = a.log();
@@ -457,7 +365,7 @@ fn template_unit_file_on_disk_is_reported_and_the_slot_fails_at_once() {
         1,
         "one attempt"
     );
-    let (_, status) = ctl(&a, &["status", "tpl"]);
+    let status = a.ctl(&["status", "tpl"]).output();
     assert!(
         status.contains("systemd refuses to start the transient"),
         "{status}"
@@ -467,13 +375,10 @@ fn template_unit_file_on_disk_is_reported_and_the_slot_fails_at_once() {
     // Without the unit file, the instance starts and the drop-in applies.
     std::fs::remove_file(a.sb.unit_dir().join("tpl@.service")).unwrap();
     a.sb.systemctl(&["daemon-reload"]).unwrap();
-    let (code, _) = ctl(&a, &["start", "tpl@0"]);
-    assert_eq!(code, 0);
+    a.ctl(&["start", "tpl@0"]).ok();
     served(tpl, "tpl config after removing the unit file", &a);
-    let env =
-        a.sb.systemctl(&["show", "-p", "Environment", "tpl@0.service"])
-            .unwrap();
-    println!("tpl@0.service {}", env.trim());
+    let env = a.unit_property("tpl@0.service", "Environment");
+    println!("tpl@0.service Environment={env}");
     assert!(env.contains("FROM_DROPIN=1"), "drop-ins apply: {env}");
     assert!(!env.contains("FROM_TEMPLATE"), "{env}");
 }
@@ -485,13 +390,13 @@ fn systemd_daemon_reexec_under_load_loses_nothing() {
     let Some(a) = Activator::start(
         "hostile-reexec",
         &[
-            ("web", &hello(web, 2, "200ms")),
-            ("other", &hello(other, 1, "200ms")),
+            ("web", &hello_config(web, 2, "200ms")),
+            ("other", &hello_config(other, 1, "200ms")),
         ],
     ) else {
         return;
     };
-    let pid_before = main_pid(&a);
+    let pid_before = a.main_pid();
     let load = SteadyLoad::start(addr(web), 2, Duration::from_millis(2));
     // Slower clients on the other config: its instance exits on idle between
     // bursts, so activations and UnitRemoved signals cross the re-execs.
@@ -515,13 +420,12 @@ fn systemd_daemon_reexec_under_load_loses_nothing() {
         a.log()
     );
     assert!(ok > 100 && ok_slow > 5);
-    assert_eq!(main_pid(&a), pid_before, "the activator did not restart");
+    assert_eq!(a.main_pid(), pid_before, "the activator did not restart");
     // Activation still works: instances exit on idle and come back.
-    assert!(
-        a.wait_no_instances("*@*.service", Duration::from_secs(15)),
-        "instances exit on idle after the re-execs: {:?}\n{}",
-        a.instances("*@*.service"),
-        a.log()
+    a.assert_no_instances_within(
+        "*@*.service",
+        Duration::from_secs(15),
+        "instances exit on idle after the re-execs",
     );
     served(web, "web after re-exec", &a);
     served(other, "other after re-exec", &a);
@@ -533,20 +437,15 @@ fn systemd_daemon_reexec_under_load_loses_nothing() {
 fn reload_starts_failed_instances_again() {
     let good = port(72);
     let flaky = port(73);
-    let broken = script(flaky, "", "kill -KILL 0", "");
+    let broken = script_config(flaky, "", "kill -KILL 0", "");
     let Some(a) = Activator::start(
         "hostile-reload-failed",
-        &[("good", &hello(good, 1, "30s")), ("flaky", &broken)],
+        &[("good", &hello_config(good, 1, "30s")), ("flaky", &broken)],
     ) else {
         return;
     };
     let _queued = TcpStream::connect(addr(flaky)).expect("connect");
-    assert!(
-        a.wait_log(Duration::from_secs(20), |l| l
-            .contains("flaky@0.service: failed:")),
-        "{}",
-        a.log()
-    );
+    a.assert_logged_within(Duration::from_secs(20), "flaky@0.service: failed:");
     // A reload is the operator's "try again", even with the config unchanged.
     a.reload();
     assert!(
@@ -557,12 +456,10 @@ fn reload_starts_failed_instances_again() {
         "a reload retries a failed instance:\n{}",
         a.log()
     );
-    assert!(a
-        .log()
-        .contains("flaky: reload: starting 1 failed instance(s) again"));
+    a.assert_logged("flaky: reload: starting 1 failed instance(s) again");
     // Fixed config (same sockets, new [Service]): the reload starts it and the
     // connections that waited in its queue are served.
-    a.write_config("flaky", &hello(flaky, 1, "30s"));
+    a.write_config("flaky", &hello_config(flaky, 1, "30s"));
     a.reload();
     served(flaky, "flaky config after the fix and a reload", &a);
     served(good, "good config", &a);
@@ -574,7 +471,10 @@ fn instance_killed_every_ten_seconds_under_load_is_never_given_up() {
     // (OOM kills, crashes under load) never add up to a failed slot, which
     // would leave its share of connections waiting for an operator.
     let p = port(74);
-    let Some(a) = Activator::start("hostile-periodic-kill", &[("web", &hello(p, 1, "30s"))]) else {
+    let Some(a) = Activator::start(
+        "hostile-periodic-kill",
+        &[("web", &hello_config(p, 1, "30s"))],
+    ) else {
         return;
     };
     let load = SteadyLoad::start(addr(p), 1, Duration::from_millis(5));

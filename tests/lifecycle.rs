@@ -2,57 +2,41 @@
 //! daemon-reload of systemd, crashes, stop. Every test counts client-side
 //! failures (refused, reset, timeout) and prints them.
 
-use distribute_tests::{get_hello, port, Activator, SteadyLoad};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use distribute_tests::{
+    addr, get_hello, get_hellos, hello_config, port, queue_connections, script_config,
+    socket_config, wait_until, Activator, Failures, SteadyLoad, MANAGER_PATH, ROOT, SERVICE,
+    SOCKET,
+};
+use std::time::Duration;
 
-fn config(port: u16, n: u32, idle: &str, extra_service: &str) -> String {
-    format!(
-        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\n\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout {idle}\nDynamicUser=yes\n{extra_service}"
-    )
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn report(what: &str, ok: u64, f: &distribute_tests::Failures) {
-    println!(
-        "{what}: {ok} answered; failed: refused={} reset={} timeout={} other={}",
-        f.refused, f.reset, f.timeout, f.other
-    );
+fn report(what: &str, ok: u64, f: &Failures) {
+    println!("{what}: {ok} answered; failed: {f}");
 }
 
 #[test]
 fn rescale_4_8_2_4_under_load_loses_nothing() {
     let p = port(20);
-    let Some(a) = Activator::start("rescale", &[("web", &config(p, 4, "300ms", ""))]) else {
+    let Some(a) = Activator::start("rescale", &[("web", &hello_config(p, 4, "300ms"))]) else {
         return;
     };
     let load = SteadyLoad::start(addr(p), 2, Duration::from_millis(2));
     std::thread::sleep(Duration::from_millis(500));
     for n in [8, 2, 4] {
-        a.write_config("web", &config(p, n, "300ms", ""));
+        a.write_config("web", &hello_config(p, n, "300ms"));
         a.reload();
         println!("reloaded with Distribute={n}");
         std::thread::sleep(Duration::from_millis(1500));
     }
     // Wait until the 8→2 shrink has fully drained and closed.
-    assert!(
-        a.wait_log(Duration::from_secs(30), |l| l
-            .contains("web: shrink to 2 complete")),
-        "shrink did not complete:\n{}",
-        a.log()
-    );
+    a.assert_logged_within(Duration::from_secs(30), "web: shrink to 2 complete");
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failures) = load.finish();
     report("rescale 4→8→2→4 under load", ok, &failures);
     assert_eq!(failures.total(), 0, "{failures:?}\n{}", a.log());
     assert!(ok > 100, "the load ran ({ok} requests)");
-    let log = a.log();
-    assert!(log.contains("web: grew from 4 to 8 instances"), "{log}");
-    assert!(log.contains("web: shrinking from 8 to 2"), "{log}");
-    assert!(log.contains("web: grew from 2 to 4 instances"), "{log}");
+    a.assert_logged("web: grew from 4 to 8 instances");
+    a.assert_logged("web: shrinking from 8 to 2");
+    a.assert_logged("web: grew from 2 to 4 instances");
     // Instances 4..7 are gone for good.
     let units = a.instances("web@*");
     assert!(
@@ -70,13 +54,13 @@ fn rescale_4_8_2_4_under_load_loses_nothing() {
 #[test]
 fn restarting_the_activator_under_load_loses_nothing() {
     let p = port(21);
-    let Some(a) = Activator::start("restart", &[("web", &config(p, 2, "200ms", ""))]) else {
+    let Some(a) = Activator::start("restart", &[("web", &hello_config(p, 2, "200ms"))]) else {
         return;
     };
     let load = SteadyLoad::start(addr(p), 2, Duration::from_millis(2));
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..5 {
-        if let Err(e) = a.sb.systemctl(&["restart", "systemd-distribute.service"]) {
+        if let Err(e) = a.sb.systemctl(&["restart", SERVICE]) {
             panic!("systemctl restart: {e:#}\n{}", a.sb.journal(None));
         }
         println!("restart {i} done");
@@ -85,17 +69,15 @@ fn restarting_the_activator_under_load_loses_nothing() {
     let (ok, failures) = load.finish();
     report("5 activator restarts under load", ok, &failures);
     assert_eq!(failures.total(), 0, "{failures:?}\n{}", a.log());
-    assert!(
-        a.log().contains("got 2 sockets back from the fd store"),
-        "sockets came back from the fd store:\n{}",
-        a.log()
-    );
+    // The sockets came back from the fd store.
+    a.assert_logged("got 2 sockets back from the fd store");
 }
 
 #[test]
 fn daemon_reload_of_systemd_under_load_loses_nothing() {
     let p = port(22);
-    let Some(a) = Activator::start("daemon-reload", &[("web", &config(p, 2, "200ms", ""))]) else {
+    let Some(a) = Activator::start("daemon-reload", &[("web", &hello_config(p, 2, "200ms"))])
+    else {
         return;
     };
     let load = SteadyLoad::start(addr(p), 2, Duration::from_millis(2));
@@ -115,25 +97,16 @@ fn daemon_reload_of_systemd_under_load_loses_nothing() {
 fn crash_loop_backs_off_and_fails_while_others_serve() {
     let good = port(23);
     let bad = port(24);
-    let crash = format!(
-        "[Socket]\nListenStream=127.0.0.1:{bad}\nDistribute=1\n\n[Service]\nExecStart=/bin/sh -c 'exit 3'\n"
-    );
+    let crash = script_config(bad, "", "exit 3", "");
     let Some(a) = Activator::start(
         "crash-loop",
-        &[("good", &config(good, 2, "30s", "")), ("crash", &crash)],
+        &[("good", &hello_config(good, 2, "30s")), ("crash", &crash)],
     ) else {
         return;
     };
     // Keep connections queued on the crashing socket: every start fails.
-    let _queued: Vec<_> = (0..3)
-        .filter_map(|_| std::net::TcpStream::connect(addr(bad)).ok())
-        .collect();
-    assert!(
-        a.wait_log(Duration::from_secs(20), |l| l
-            .contains("crash@0.service: failed:")),
-        "the crashing slot was not marked failed:\n{}",
-        a.log()
-    );
+    let _queued = queue_connections(bad, 3);
+    a.assert_logged_within(Duration::from_secs(20), "crash@0.service: failed:");
     let log = a.log();
     println!("{log}");
     assert!(
@@ -156,10 +129,7 @@ fn crash_loop_backs_off_and_fails_while_others_serve() {
     // The activator is idle (no retry loop) and keeps serving the other config.
     let h = get_hello(addr(good), Duration::from_secs(10)).expect("good config still served");
     println!("good config served by {h:?}");
-    assert!(a
-        .sb
-        .systemctl(&["is-active", "systemd-distribute.service"])
-        .is_ok());
+    a.assert_active();
 }
 
 #[test]
@@ -168,49 +138,45 @@ fn reload_applies_service_changes_keeps_last_good_and_adds_removes_configs() {
     let q = port(26);
     let Some(a) = Activator::start(
         "reload-semantics",
-        &[("web", &config(p, 1, "200ms", "Environment=GENERATION=1\n"))],
+        &[(
+            "web",
+            &(hello_config(p, 1, "200ms") + "Environment=GENERATION=1\n"),
+        )],
     ) else {
         return;
     };
     get_hello(addr(p), Duration::from_secs(10)).unwrap();
-    let env =
-        a.sb.systemctl(&["show", "-p", "Environment", "web@0.service"])
-            .unwrap();
+    let env = a.unit_property("web@0.service", "Environment");
     assert!(env.contains("GENERATION=1"), "{env}");
-    assert!(a.wait_no_instances("web@*", Duration::from_secs(10)));
+    a.assert_no_instances_within("web@*", Duration::from_secs(10), "web exits on idle");
 
     // [Service] change: applies to the next instance started.
-    a.write_config("web", &config(p, 1, "200ms", "Environment=GENERATION=2\n"));
+    a.write_config(
+        "web",
+        &(hello_config(p, 1, "200ms") + "Environment=GENERATION=2\n"),
+    );
     // A new config appears.
-    a.write_config("api", &config(q, 1, "200ms", ""));
+    a.write_config("api", &hello_config(q, 1, "200ms"));
     a.reload();
     let mut load = Vec::new();
     let h = get_hello(addr(p), Duration::from_secs(10)).unwrap();
     load.push(h);
-    let env =
-        a.sb.systemctl(&["show", "-p", "Environment", "web@0.service"])
-            .unwrap();
+    let env = a.unit_property("web@0.service", "Environment");
     assert!(env.contains("GENERATION=2"), "{env}");
     get_hello(addr(q), Duration::from_secs(10)).expect("new config is served after reload");
 
     // An invalid config keeps the last good one.
     a.write_config("web", "[Socket]\nListenStream=127.0.0.1:1\nDistribute=0\n");
     a.reload();
-    assert!(
-        a.log().contains("web.socket:3: Distribute=0"),
-        "{}",
-        a.log()
-    );
+    a.assert_logged("web.socket:3: Distribute=0");
     get_hello(addr(p), Duration::from_secs(10)).expect("last good config still served");
 
     // A removed config is drained and closed.
     std::fs::remove_file(a.sb.dir().join("config/api.socket")).unwrap();
     a.reload();
-    assert!(
-        a.wait_log(Duration::from_secs(15), |l| l
-            .contains("api: removed; all its sockets are closed")),
-        "{}",
-        a.log()
+    a.assert_logged_within(
+        Duration::from_secs(15),
+        "api: removed; all its sockets are closed",
     );
     let refused = std::net::TcpStream::connect_timeout(&addr(q), Duration::from_secs(2));
     assert!(refused.is_err(), "the removed config's port is closed");
@@ -219,16 +185,17 @@ fn reload_applies_service_changes_keeps_last_good_and_adds_removes_configs() {
 #[test]
 fn eager_activation_starts_all_instances() {
     let p = port(27);
-    let text = format!(
-        "[Socket]\nListenStream=127.0.0.1:{p}\nDistribute=3\nActivation=eager\n\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout 30s\nDynamicUser=yes\n"
+    let text = socket_config(
+        p,
+        3,
+        "Activation=eager\n",
+        "@BIN@/distribute-hello --idle-timeout 30s",
+        "DynamicUser=yes\n",
     );
     let Some(a) = Activator::start("eager", &[("web", &text)]) else {
         return;
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.instances("web@*").len() < 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(10), || a.instances("web@*").len() >= 3);
     let units = a.instances("web@*");
     println!("eager: {units:?}");
     assert_eq!(
@@ -241,99 +208,60 @@ fn eager_activation_starts_all_instances() {
 #[test]
 fn stopping_the_activator_stops_instances_and_leaves_no_units() {
     let p = port(28);
-    let Some(a) = Activator::start("stop", &[("web", &config(p, 2, "30s", ""))]) else {
+    let Some(a) = Activator::start("stop", &[("web", &hello_config(p, 2, "30s"))]) else {
         return;
     };
-    for _ in 0..20 {
-        get_hello(addr(p), Duration::from_secs(10)).unwrap();
-    }
+    get_hellos(addr(p), 20);
     assert!(!a.instances("web@*").is_empty());
-    a.sb.systemctl(&["stop", "systemd-distribute.service"])
-        .unwrap();
-    assert!(
-        a.wait_no_instances("web@*", Duration::from_secs(15)),
-        "instances left after stop: {:?}\n{}",
-        a.instances("web@*"),
-        a.log()
+    a.stop();
+    a.assert_no_instances_within(
+        "web@*",
+        Duration::from_secs(15),
+        "instances left after stop",
     );
-    assert!(
-        a.log().contains("stopping: stopping every instance"),
-        "{}",
-        a.log()
-    );
+    a.assert_logged("stopping: stopping every instance");
 }
 
 #[test]
 fn dbus_restart_is_survived_without_losing_connections() {
     let p = port(29);
-    let Some(a) = Activator::start("dbus-restart", &[("web", &config(p, 2, "200ms", ""))]) else {
+    let Some(a) = Activator::start("dbus-restart", &[("web", &hello_config(p, 2, "200ms"))]) else {
         return;
     };
-    let pid_before =
-        a.sb.systemctl(&["show", "-p", "MainPID", "systemd-distribute.service"])
-            .unwrap();
+    let pid_before = a.main_pid();
     let load = SteadyLoad::start(addr(p), 2, Duration::from_millis(5));
     std::thread::sleep(Duration::from_millis(300));
     a.sb.systemctl(&["restart", "dbus.service"])
         .expect("restarting dbus");
-    assert!(
-        a.wait_log(Duration::from_secs(20), |l| l
-            .contains("reconnected to the system bus")),
-        "{}",
-        a.log()
-    );
+    a.assert_logged_within(Duration::from_secs(20), "reconnected to the system bus");
     // Instances exit on idle and are re-activated through the new connection.
     std::thread::sleep(Duration::from_millis(1500));
     let (ok, failures) = load.finish();
     report("dbus-daemon restart under load", ok, &failures);
-    let pid_after =
-        a.sb.systemctl(&["show", "-p", "MainPID", "systemd-distribute.service"])
-            .unwrap();
     assert_eq!(
-        pid_before, pid_after,
+        a.main_pid(),
+        pid_before,
         "the activator did not crash or restart"
     );
     assert_eq!(failures.total(), 0, "{failures:?}\n{}", a.log());
-    assert!(a.wait_no_instances("web@*", Duration::from_secs(10)));
+    a.assert_no_instances_within("web@*", Duration::from_secs(10), "web exits on idle");
     get_hello(addr(p), Duration::from_secs(10)).expect("activation works after the reconnect");
 }
 
 #[test]
 fn reload_returns_to_the_files_distribute_after_a_runtime_scale() {
     let p = port(30);
-    let Some(a) = Activator::start("scale-then-reload", &[("web", &config(p, 2, "200ms", ""))])
-    else {
+    let Some(a) = Activator::start(
+        "scale-then-reload",
+        &[("web", &hello_config(p, 2, "200ms"))],
+    ) else {
         return;
     };
-    let n = || {
-        a.sb.run(
-            "busctl",
-            &[
-                "get-property",
-                "org.distribute1",
-                "/org/distribute1/socket/web",
-                "org.distribute1.Socket",
-                "Distribute",
-            ],
-        )
-        .unwrap()
-        .trim()
-        .to_string()
-    };
+    let web = format!("{MANAGER_PATH}/socket/web");
+    let n = || a.bus_property(ROOT, &web, SOCKET, "Distribute");
     assert_eq!(n(), "u 2");
-    a.sb.run(
-        "busctl",
-        &[
-            "call",
-            "org.distribute1",
-            "/org/distribute1/socket/web",
-            "org.distribute1.Socket",
-            "SetDistribute",
-            "u",
-            "3",
-        ],
-    )
-    .unwrap();
+    a.bus_call(ROOT, &web, SOCKET, "SetDistribute", &["u", "3"])
+        .ok();
     assert_eq!(n(), "u 3");
     a.reload();
     assert_eq!(n(), "u 2", "reload applies the file's Distribute=2 again");

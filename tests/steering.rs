@@ -1,17 +1,17 @@
 //! `Steering=`: which instance gets which connection, on a real systemd.
 
-use distribute_tests::{get_hello, port, tally, Activator, Hello};
-use std::net::SocketAddr;
+use distribute_tests::{addr, get_hello, get_hellos, port, socket_config, tally, Activator, Hello};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
+/// A demo HTTP config with `Steering=STEERING`, running `distribute-hello ARGS`.
 fn config(port: u16, n: u32, steering: &str, args: &str) -> String {
-    format!(
-        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\nSteering={steering}\n\n[Service]\nExecStart=@BIN@/distribute-hello {args}\nDynamicUser=yes\n"
+    socket_config(
+        port,
+        n,
+        &format!("Steering={steering}\n"),
+        &format!("@BIN@/distribute-hello {args}"),
+        "DynamicUser=yes\n",
     )
 }
 
@@ -40,11 +40,7 @@ fn cpu_steering_keeps_a_connection_on_its_cpu() {
         return;
     };
     for cpu in [0usize, 1] {
-        let answers: Vec<Hello> = on_cpu(cpu, move || {
-            (0..20)
-                .map(|_| get_hello(addr(p), Duration::from_secs(10)).unwrap())
-                .collect()
-        });
+        let answers = on_cpu(cpu, move || get_hellos(addr(p), 20));
         let t = tally(&answers);
         println!("client on CPU {cpu}: {t:?}");
         assert_eq!(
@@ -54,15 +50,9 @@ fn cpu_steering_keeps_a_connection_on_its_cpu() {
         );
     }
     for i in 0..2 {
-        let aff =
-            a.sb.systemctl(&["show", "-p", "CPUAffinity", &format!("web@{i}.service")])
-                .unwrap();
-        println!("web@{i}: {}", aff.trim());
-        assert_eq!(
-            aff.trim(),
-            format!("CPUAffinity={i}"),
-            "instance {i} is pinned to CPU {i}"
-        );
+        let aff = a.unit_property(&format!("web@{i}.service"), "CPUAffinity");
+        println!("web@{i}: CPUAffinity={aff}");
+        assert_eq!(aff, i.to_string(), "instance {i} is pinned to CPU {i}");
     }
 }
 
@@ -139,11 +129,7 @@ fn warm_steering_grows_under_heavy_load_and_shrinks_after() {
         "the warm pool grew under load: {t:?}\n{}",
         a.log()
     );
-    assert!(a.log().contains("web: warm pool 1 → 2"), "{}", a.log());
+    a.assert_logged("web: warm pool 1 → 2");
     // Calm again: the pool shrinks back and the extra instances exit on idle.
-    assert!(
-        a.wait_log(Duration::from_secs(20), |l| l.contains(" → 1")),
-        "{}",
-        a.log()
-    );
+    a.assert_logged_within(Duration::from_secs(20), " → 1");
 }

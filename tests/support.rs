@@ -1,9 +1,11 @@
 //! Shared pieces of the integration tests: a sandboxed systemd running the
-//! activator from the shipped unit file, and small loopback clients.
+//! activator from the shipped unit file, configs for it, commands run inside
+//! the sandbox (distributectl, busctl), and small loopback clients.
 
 use anyhow::{bail, Context, Result};
 use distribute_sandbox::{boot_for_test, target_dir, Sandbox};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,131 @@ pub fn binary(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The activator's unit.
+pub const SERVICE: &str = "systemd-distribute.service";
+
+/// The activator's D-Bus name.
+pub const BUS: &str = "org.distribute1";
+/// The activator's manager object.
+pub const MANAGER_PATH: &str = "/org/distribute1";
+/// The manager object's interface.
+pub const MANAGER: &str = "org.distribute1.Manager";
+/// The interface of a config's object (`/org/distribute1/socket/NAME`).
+pub const SOCKET: &str = "org.distribute1.Socket";
+
+/// Run a command in the sandbox as root.
+pub const ROOT: Option<u32> = None;
+/// Run a command in the sandbox as the unprivileged user `nobody`.
+pub const NOBODY: Option<u32> = Some(65534);
+
+/// A config file: `ListenStream=127.0.0.1:PORT`, `Distribute=N` and the
+/// `socket_extra` lines in `[Socket]`; `ExecStart=EXEC` and the
+/// `service_extra` lines in `[Service]`.
+pub fn socket_config(
+    port: u16,
+    n: u32,
+    socket_extra: &str,
+    exec: &str,
+    service_extra: &str,
+) -> String {
+    format!(
+        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\n{socket_extra}\n[Service]\nExecStart={exec}\n{service_extra}"
+    )
+}
+
+/// A config served by the demo HTTP instance (`distribute-hello
+/// --idle-timeout IDLE`, `DynamicUser=yes`); lines appended to it go to
+/// `[Service]`.
+pub fn hello_config(port: u16, n: u32, idle: &str) -> String {
+    socket_config(
+        port,
+        n,
+        "",
+        &format!("@BIN@/distribute-hello --idle-timeout {idle}"),
+        "DynamicUser=yes\n",
+    )
+}
+
+/// A `Distribute=1` config whose instance runs `script` under `/bin/sh -c`
+/// (no `$` in it: systemd would expand it).
+pub fn script_config(port: u16, socket_extra: &str, script: &str, service_extra: &str) -> String {
+    socket_config(
+        port,
+        1,
+        socket_extra,
+        &format!("/bin/sh -c '{script}'"),
+        service_extra,
+    )
+}
+
+/// `127.0.0.1:PORT`.
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Polls `pred` every 50 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Asserts that `text` contains every one of `needles`.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
+    }
+}
+
+/// `n` connections to `127.0.0.1:PORT` that are left waiting in its accept
+/// queue (those that could connect).
+pub fn queue_connections(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .filter_map(|_| TcpStream::connect(addr(port)).ok())
+        .collect()
+}
+
+/// What a command run in the sandbox left behind.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line (and the user), for messages.
+    pub what: String,
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts that the command succeeded.
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed: {self:?}");
+        self
+    }
+
+    /// Asserts that the command exited with `code` and said `message` on stderr.
+    pub fn fails_with(self, code: i32, message: &str) -> Run {
+        assert_eq!(self.code, code, "exit code: {self:?}");
+        assert!(
+            self.stderr.contains(message),
+            "stderr lacks {message:?}: {self:?}"
+        );
+        self
+    }
+
+    /// Standard output, then standard error.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
 }
 
 /// A sandbox with the activator running.
@@ -73,9 +200,8 @@ impl Activator {
                 a.sb.inside("config")
             ),
         );
-        a.sb.install_unit("systemd-distribute.service", &unit)
-            .expect("installing unit");
-        if let Err(e) = a.sb.systemctl(&["start", "systemd-distribute.service"]) {
+        a.sb.install_unit(SERVICE, &unit).expect("installing unit");
+        if let Err(e) = a.sb.systemctl(&["start", SERVICE]) {
             panic!(
                 "starting systemd-distribute failed: {e:#}\n--- journal ---\n{}",
                 a.sb.journal(None)
@@ -99,34 +225,74 @@ impl Activator {
     pub fn reload(&self) {
         let before = self.log().matches("SIGHUP: ").count();
         self.sb
-            .systemctl(&["reload", "systemd-distribute.service"])
+            .systemctl(&["reload", SERVICE])
             .expect("systemctl reload");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log().matches("SIGHUP: ").count() <= before {
-            assert!(
-                Instant::now() < deadline,
-                "reload did not finish:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            wait_until(Duration::from_secs(20), || self
+                .log()
+                .matches("SIGHUP: ")
+                .count()
+                > before),
+            "reload did not finish:\n{}",
+            self.log()
+        );
+    }
+
+    /// `systemctl stop systemd-distribute.service`.
+    pub fn stop(&self) {
+        self.sb
+            .systemctl(&["stop", SERVICE])
+            .expect("systemctl stop");
+    }
+
+    /// Asserts that systemd-distribute.service is active.
+    pub fn assert_active(&self) {
+        assert!(
+            self.sb.systemctl(&["is-active", SERVICE]).is_ok(),
+            "{SERVICE} is not active:\n{}",
+            self.sb.journal(None)
+        );
+    }
+
+    /// `systemctl show -p PROPERTY --value UNIT`, trimmed.
+    pub fn unit_property(&self, unit: &str, property: &str) -> String {
+        self.sb
+            .systemctl(&["show", "-p", property, "--value", unit])
+            .unwrap_or_else(|e| panic!("systemctl show -p {property} {unit}: {e:#}"))
+            .trim()
+            .to_string()
+    }
+
+    /// The activator's PID (in the sandbox's PID namespace).
+    pub fn main_pid(&self) -> u32 {
+        self.unit_property(SERVICE, "MainPID")
+            .parse()
+            .expect("MainPID is a number")
     }
 
     /// Waits until `pred(log)` holds; false on timeout.
     pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if pred(&self.log()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_until(timeout, || pred(&self.log()))
+    }
+
+    /// Asserts that the activator has logged `text`.
+    pub fn assert_logged(&self, text: &str) {
+        let log = self.log();
+        assert!(log.contains(text), "the log lacks {text:?}:\n{log}");
+    }
+
+    /// Waits until the activator has logged `text`; panics after `timeout`.
+    pub fn assert_logged_within(&self, timeout: Duration, text: &str) {
+        assert!(
+            self.wait_log(timeout, |l| l.contains(text)),
+            "the log lacks {text:?} after {timeout:?}:\n{}",
+            self.log()
+        );
     }
 
     /// The activator's journal.
     pub fn log(&self) -> String {
-        self.sb.journal(Some("systemd-distribute.service"))
+        self.sb.journal(Some(SERVICE))
     }
 
     /// Loaded units matching `pattern` with their active state.
@@ -134,16 +300,100 @@ impl Activator {
         self.sb.loaded_units(pattern).unwrap_or_default()
     }
 
-    /// Waits until no unit matching `pattern` is loaded; false on timeout.
-    pub fn wait_no_instances(&self, pattern: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.instances(pattern).is_empty() {
-                return true;
+    /// Waits until a unit matching `pattern` is active; false on timeout.
+    pub fn wait_active(&self, pattern: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.instances(pattern).iter().any(|(_, s)| s == "active")
+        })
+    }
+
+    /// Waits until no unit matching `pattern` is loaded; panics after
+    /// `timeout` with `why`, the units left and systemd's journal.
+    pub fn assert_no_instances_within(&self, pattern: &str, timeout: Duration, why: &str) {
+        assert!(
+            wait_until(timeout, || self.instances(pattern).is_empty()),
+            "{why}: {:?}\n{}",
+            self.instances(pattern),
+            self.sb.journal(None)
+        );
+    }
+
+    /// `PROGRAM ARGS` inside the sandbox, as root ([`ROOT`]) or as the user and
+    /// group `uid` (e.g. [`NOBODY`]), without the caller's colour settings
+    /// (`NO_COLOR`, `SYSTEMD_COLORS`); prints the command and its output.
+    pub fn run_as(&self, uid: Option<u32>, program: &str, args: &[&str]) -> Run {
+        let mut cmd = match uid {
+            None => self.sb.command(program),
+            Some(uid) => {
+                let mut c = self.sb.command("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(program);
+                c
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        };
+        cmd.args(args)
+            .env_remove("NO_COLOR")
+            .env_remove("SYSTEMD_COLORS");
+        let out = cmd.output().expect("running a command in the sandbox");
+        let name = program.rsplit('/').next().unwrap_or(program);
+        let run = Run {
+            what: format!("{name} {} (uid {uid:?})", args.join(" ")),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        println!(
+            "$ {} -> {}\n{}{}",
+            run.what, run.code, run.stdout, run.stderr
+        );
+        run
+    }
+
+    /// `distributectl ARGS` inside the sandbox, as root.
+    pub fn ctl(&self, args: &[&str]) -> Run {
+        self.ctl_as(ROOT, args)
+    }
+
+    /// `distributectl ARGS` inside the sandbox, as root or as `uid`.
+    pub fn ctl_as(&self, uid: Option<u32>, args: &[&str]) -> Run {
+        self.run_as(uid, &format!("{}/distributectl", self.bin), args)
+    }
+
+    /// `busctl call org.distribute1 PATH INTERFACE METHOD [SIGNATURE ARGS...]`,
+    /// as root or as `uid`.
+    pub fn bus_call(
+        &self,
+        uid: Option<u32>,
+        path: &str,
+        interface: &str,
+        method: &str,
+        args: &[&str],
+    ) -> Run {
+        let mut full = vec!["call", BUS, path, interface, method];
+        full.extend_from_slice(args);
+        self.run_as(uid, "busctl", &full)
+    }
+
+    /// `busctl get-property org.distribute1 PATH INTERFACE PROPERTY`, as root or
+    /// as `uid`, which must succeed: the value as busctl prints it (`u 2`).
+    pub fn bus_property(
+        &self,
+        uid: Option<u32>,
+        path: &str,
+        interface: &str,
+        property: &str,
+    ) -> String {
+        self.run_as(
+            uid,
+            "busctl",
+            &["get-property", BUS, path, interface, property],
+        )
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
     }
 }
 
@@ -166,6 +416,17 @@ pub fn get_hello(addr: SocketAddr, timeout: Duration) -> Result<Hello> {
     let mut resp = String::new();
     s.read_to_string(&mut resp).context("read")?;
     parse_hello(&resp)
+}
+
+/// `n` requests one after the other with [`get_hello`] (10 s timeout), each
+/// of which must be answered.
+pub fn get_hellos(addr: SocketAddr, n: usize) -> Vec<Hello> {
+    (1..=n)
+        .map(|i| {
+            get_hello(addr, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("request {i} of {n} to {addr}: {e:#}"))
+        })
+        .collect()
 }
 
 /// Parses `instance=I pid=P` out of an HTTP response.
@@ -227,6 +488,17 @@ impl Failures {
     /// All failures.
     pub fn total(&self) -> u64 {
         self.refused + self.reset + self.timeout + self.other
+    }
+}
+
+/// `refused=R reset=S timeout=T other=O`.
+impl fmt::Display for Failures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refused={} reset={} timeout={} other={}",
+            self.refused, self.reset, self.timeout, self.other
+        )
     }
 }
 

@@ -1,13 +1,14 @@
-//! Command-line options and logging shared by the demo instances
-//! (included by each binary with `#[path]`; not part of the library).
+//! Command-line options, logging and the server setup shared by the demo
+//! instances (included by each binary with `#[path]`; not part of the library).
 
 use std::os::fd::AsRawFd;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use distribute_instance::{
-    format_timespan, instance_index, instance_name, listen_fds, parse_timespan, Config, ListenFd,
-    SocketKind, Stats,
+    format_timespan, instance_index, instance_name, listen_fds, parse_timespan, Config, Handler,
+    ListenFd, Server, SocketKind, Stats,
 };
 
 /// Options every demo instance takes.
@@ -40,6 +41,34 @@ impl Common {
             ..Config::default()
         }
     }
+}
+
+/// A demo's `main`: parses the command line `C`, runs `run` with it, and
+/// turns an error into a `PROG: error: ...` line and a failed exit.
+pub fn main<C: clap::Parser>(prog: &str, run: impl FnOnce(&C) -> anyhow::Result<()>) -> ExitCode {
+    match run(&C::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{prog}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves the passed sockets (of the `accept` kinds) with `handler` until the
+/// server exits (idle or SIGTERM), logging the start line and the exit line,
+/// which ends with `summary` of the handler's final state.
+pub fn serve<H: Handler>(
+    prog: &str,
+    common: &Common,
+    accept: &[SocketKind],
+    handler: H,
+    summary: impl FnOnce(&H) -> String,
+) -> anyhow::Result<()> {
+    let fds = start(prog, common, accept)?;
+    let (stats, handler) = Server::new(fds, handler, common.config())?.run()?;
+    log_exit(prog, &stats, &summary(&handler));
+    Ok(())
 }
 
 /// `instance=I` for log lines and responses: `$DISTRIBUTE_INSTANCE` or `?`.

@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 use std::process::ExitCode;
 
 use clap::Parser;
-use distribute_instance::{Action, Handler, Server, SocketKind};
+use distribute_instance::{Action, Handler, SocketKind};
 
 #[path = "../demo_common.rs"]
 mod common;
@@ -44,23 +44,13 @@ impl Handler for Echo {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{PROG}: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    let fds = common::start(
-        PROG,
-        &cli.common,
-        &[SocketKind::Stream, SocketKind::Datagram],
-    )?;
-    let (stats, echo) = Server::new(fds, Echo::default(), cli.common.config())?.run()?;
-    common::log_exit(PROG, &stats, &format!(" bytes={}", echo.bytes));
-    Ok(())
+    common::main(PROG, |cli: &Cli| {
+        common::serve(
+            PROG,
+            &cli.common,
+            &[SocketKind::Stream, SocketKind::Datagram],
+            Echo::default(),
+            |echo| format!(" bytes={}", echo.bytes),
+        )
+    })
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use distribute_instance::http::{parse_request, write_response, ParseError};
-use distribute_instance::{Action, Handler, Server, SocketKind};
+use distribute_instance::{Action, Handler, SocketKind};
 
 #[path = "../demo_common.rs"]
 mod common;
@@ -141,34 +141,20 @@ impl Handler for Hello {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{PROG}: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    let fds = common::start(PROG, &cli.common, &[SocketKind::Stream])?;
-    let hello = Hello {
-        body: format!(
-            "instance={} pid={}\n",
-            common::instance_label(),
-            std::process::id()
-        )
-        .into_bytes(),
-        work: Duration::from_micros(cli.work_us),
-        requests: 0,
-        errors: 0,
-    };
-    let (stats, hello) = Server::new(fds, hello, cli.common.config())?.run()?;
-    common::log_exit(
-        PROG,
-        &stats,
-        &format!(" requests={} errors={}", hello.requests, hello.errors),
-    );
-    Ok(())
+    common::main(PROG, |cli: &Cli| {
+        let hello = Hello {
+            body: format!(
+                "instance={} pid={}\n",
+                common::instance_label(),
+                std::process::id()
+            )
+            .into_bytes(),
+            work: Duration::from_micros(cli.work_us),
+            requests: 0,
+            errors: 0,
+        };
+        common::serve(PROG, &cli.common, &[SocketKind::Stream], hello, |hello| {
+            format!(" requests={} errors={}", hello.requests, hello.errors)
+        })
+    })
 }
