@@ -37,14 +37,21 @@ enum Task {
     /// What CI runs: formatting, clippy with warnings denied, then `test`.
     Ci,
     /// Benchmarks: data-path overhead, distribution models, cold activation,
-    /// scale and footprint; writes bench/results/*.json and docs/benchmarks.md.
+    /// scale and footprint, steering; writes bench/results/*.json and
+    /// docs/benchmarks.md.
     Bench {
         /// The long profile (more rounds, longer runs, 1,000 activations).
         #[arg(long)]
         full: bool,
-        /// Only these scenarios (datapath, models, activation, footprint);
-        /// the others' earlier results stay and are rendered too.
-        #[arg(long, value_delimiter = ',')]
+        /// Only these scenarios, comma-separated; the others' earlier results
+        /// stay and are rendered too.
+        // The possible values are bench::SCENARIOS: the help lists every
+        // scenario, and any other name is rejected with that list.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_parser = clap::builder::PossibleValuesParser::new(bench::SCENARIOS.iter().copied())
+        )]
         only: Vec<String>,
         /// Only regenerate docs/benchmarks.md from bench/results/*.json.
         #[arg(long)]

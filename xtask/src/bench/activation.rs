@@ -1,0 +1,250 @@
+//! Scenario 3, cold activation latency: connect → first byte on an idle
+//! socket, systemd-distribute (`Distribute=1`) against systemd's own
+//! `Accept=no` and `Accept=yes`, and what the cycles cost PID 1 and the
+//! activator in memory.
+
+use super::measure::us;
+use super::testbed::{Bed, ACTIVATOR};
+use super::{Profile, Progress, P_COLD_DIST, P_COLD_NO, P_COLD_YES};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColdRow {
+    pub variant: String,
+    pub activations: usize,
+    pub failures: usize,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// p50 / p50 of native Accept=no.
+    pub p50_ratio: f64,
+    pub p99_ratio: f64,
+    pub pid1_rss_before_kb: u64,
+    pub pid1_rss_after_kb: u64,
+    /// PID 1 VmRSS growth scaled to 1,000 activation cycles.
+    pub pid1_growth_per_1000_kb: f64,
+    pub samples_us: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Activation {
+    pub rows: Vec<ColdRow>,
+    pub activator_rss_before_kb: u64,
+    pub activator_rss_after_kb: u64,
+}
+
+/// The native systemd variants' unit names: `Accept=no` and `Accept=yes`.
+const NATIVE_NO: &str = "coldno";
+const NATIVE_YES: &str = "coldyes";
+
+/// Name, port, and "is the socket idle again" probe of a cold-start variant.
+type ColdVariant<'a> = (&'static str, u16, Box<dyn Fn() -> bool + 'a>);
+
+/// The activator's config of this scenario: one instance that exits after
+/// its one connection.
+pub(super) fn config(bin: &str) -> (String, String) {
+    (
+        "cold".into(),
+        format!(
+            "[Socket]\nListenStream=127.0.0.1:{P_COLD_DIST}\nDistribute=1\nNoDelay=yes\nTriggerLimitIntervalSec=0\n\n\
+             [Service]\nExecStart={bin}/distribute-bench-server --model listen-fds --exit-after 1\n"
+        ),
+    )
+}
+
+pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activation> {
+    pr.say(format!(
+        "== 3 cold activation: connect → first byte on an idle socket, {} activations per variant",
+        p.activations
+    ));
+    let server = format!("{}/distribute-bench-server --model listen-fds", bed.bin);
+    bed.sb.install_unit(
+        &format!("{NATIVE_NO}.socket"),
+        &format!(
+            "[Unit]\nDefaultDependencies=no\n\n[Socket]\nListenStream=127.0.0.1:{P_COLD_NO}\nNoDelay=yes\nAccept=no\n\
+             TriggerLimitIntervalSec=0\n"
+        ),
+    )?;
+    bed.sb.install_unit(
+        &format!("{NATIVE_NO}.service"),
+        &format!(
+            "[Unit]\nDefaultDependencies=no\nStartLimitIntervalSec=0\n\n[Service]\nExecStart={server} --exit-after 1\n"
+        ),
+    )?;
+    bed.sb.install_unit(
+        &format!("{NATIVE_YES}.socket"),
+        &format!(
+            "[Unit]\nDefaultDependencies=no\n\n[Socket]\nListenStream=127.0.0.1:{P_COLD_YES}\nNoDelay=yes\nAccept=yes\n\
+             TriggerLimitIntervalSec=0\nMaxConnections=1024\n"
+        ),
+    )?;
+    bed.sb.install_unit(
+        &format!("{NATIVE_YES}@.service"),
+        &format!(
+            "[Unit]\nDefaultDependencies=no\nStartLimitIntervalSec=0\nCollectMode=inactive-or-failed\n\n\
+             [Service]\nExecStart={server}\n"
+        ),
+    )?;
+    bed.sb.systemctl(&[
+        "start",
+        &format!("{NATIVE_NO}.socket"),
+        &format!("{NATIVE_YES}.socket"),
+    ])?;
+    let act_pid = bed.main_pid(ACTIVATOR)?;
+    let act_before = bed.rss_kb(act_pid)?;
+    let variants: [ColdVariant<'_>; 3] = [
+        (
+            "systemd-distribute (Distribute=1)",
+            P_COLD_DIST,
+            Box::new(|| bed.show("cold@0.service", "LoadState") == "not-found"),
+        ),
+        (
+            "systemd Accept=no",
+            P_COLD_NO,
+            Box::new(|| {
+                bed.show(&format!("{NATIVE_NO}.service"), "ActiveState") == "inactive"
+                    && bed.show(&format!("{NATIVE_NO}.socket"), "SubState") == "listening"
+            }),
+        ),
+        (
+            "systemd Accept=yes",
+            P_COLD_YES,
+            Box::new(|| {
+                bed.sb
+                    .loaded_units(&format!("{NATIVE_YES}@*"))
+                    .map(|u| u.is_empty())
+                    .unwrap_or(false)
+            }),
+        ),
+    ];
+    // Blocks of BLOCK activations per variant, the variants taking turns, so a
+    // drift of the machine's state hits all of them alike. PID 1's RSS growth
+    // over a block is charged to that block's variant.
+    const BLOCK: usize = 20;
+    const QUIET: Duration = Duration::from_millis(50);
+    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); variants.len()];
+    let mut failures = vec![0usize; variants.len()];
+    let mut growth = vec![0i64; variants.len()];
+    let rss_start = bed.pid1_rss_kb()?;
+    let t = Instant::now();
+    let blocks = p.activations.div_ceil(BLOCK);
+    for block in 0..blocks {
+        for k in 0..variants.len() {
+            let v = (block + k) % variants.len();
+            let (name, port, idle) = &variants[v];
+            let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+            let rss0 = bed.pid1_rss_kb()?;
+            for _ in 0..BLOCK.min(p.activations - block * BLOCK) {
+                // Idle: no instance, the socket re-armed, systemd quiet.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !idle() {
+                    if Instant::now() > deadline {
+                        bail!("{name}: the instance did not go away within 10 s");
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                std::thread::sleep(QUIET);
+                match first_byte(addr) {
+                    Ok(d) => samples[v].push(d.as_micros() as u64),
+                    Err(e) => {
+                        failures[v] += 1;
+                        if failures[v] <= 3 {
+                            pr.say(format!("   {name}: activation failed: {e:#}"));
+                        }
+                    }
+                }
+            }
+            growth[v] += bed.pid1_rss_kb()? as i64 - rss0 as i64;
+        }
+        if (block + 1) % 5 == 0 || block + 1 == blocks {
+            pr.say(format!(
+                "   {}/{} activations per variant ({:.0} s)",
+                ((block + 1) * BLOCK).min(p.activations),
+                p.activations,
+                t.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    let rss_end = bed.pid1_rss_kb()?;
+    let mut rows = Vec::new();
+    for (v, (name, _, _)) in variants.iter().enumerate() {
+        let samples = std::mem::take(&mut samples[v]);
+        let mut sorted = samples.clone();
+        sorted.sort_unstable();
+        let pct = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0)
+        };
+        let row = ColdRow {
+            variant: name.to_string(),
+            activations: samples.len(),
+            failures: failures[v],
+            p50_us: pct(0.5),
+            p90_us: pct(0.9),
+            p99_us: pct(0.99),
+            max_us: sorted.last().copied().unwrap_or(0),
+            p50_ratio: 0.0,
+            p99_ratio: 0.0,
+            pid1_rss_before_kb: rss_start,
+            pid1_rss_after_kb: rss_end,
+            pid1_growth_per_1000_kb: growth[v] as f64 * 1000.0 / p.activations as f64,
+            samples_us: samples,
+        };
+        pr.say(format!(
+            "   {name:<34} p50 {:>7} p90 {:>7} p99 {:>7} max {:>7}  failures {}  PID 1 RSS +{} KiB",
+            us(row.p50_us),
+            us(row.p90_us),
+            us(row.p99_us),
+            us(row.max_us),
+            row.failures,
+            growth[v]
+        ));
+        rows.push(row);
+    }
+    let (b50, b99) = (rows[1].p50_us.max(1) as f64, rows[1].p99_us.max(1) as f64);
+    for r in &mut rows {
+        r.p50_ratio = r.p50_us as f64 / b50;
+        r.p99_ratio = r.p99_us as f64 / b99;
+    }
+    pr.say(format!(
+        "   distribute p50 / Accept=no p50 = {:.2} (target <= 1.5)",
+        rows[0].p50_ratio
+    ));
+    let act_after = bed.rss_kb(act_pid)?;
+    bed.sb.systemctl(&[
+        "stop",
+        &format!("{NATIVE_NO}.socket"),
+        &format!("{NATIVE_YES}.socket"),
+    ])?;
+    Ok(Activation {
+        rows,
+        activator_rss_before_kb: act_before,
+        activator_rss_after_kb: act_after,
+    })
+}
+
+/// Connect, send a request, wait for the first byte of the answer; reads the
+/// rest to check it is a 200.
+fn first_byte(addr: SocketAddr) -> Result<Duration> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).context("connect")?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).context("first byte")?;
+    let d = t.elapsed();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)?;
+    if first[0] != b'H' || !rest.starts_with(b"TTP/1.1 200") {
+        bail!("unexpected answer {:?}", String::from_utf8_lossy(&rest));
+    }
+    Ok(d)
+}
