@@ -307,11 +307,17 @@ impl Activator {
         })
     }
 
+    /// Waits until no unit matching `pattern` is loaded; false on timeout
+    /// (for callers that report rather than panic, like the demo and the soak).
+    pub fn wait_no_instances(&self, pattern: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.instances(pattern).is_empty())
+    }
+
     /// Waits until no unit matching `pattern` is loaded; panics after
     /// `timeout` with `why`, the units left and systemd's journal.
     pub fn assert_no_instances_within(&self, pattern: &str, timeout: Duration, why: &str) {
         assert!(
-            wait_until(timeout, || self.instances(pattern).is_empty()),
+            self.wait_no_instances(pattern, timeout),
             "{why}: {:?}\n{}",
             self.instances(pattern),
             self.sb.journal(None)
