@@ -34,7 +34,8 @@ enum Task {
     /// (Distribute=4), fire connections and show who served them, idle exit and
     /// re-activation.
     Demo,
-    /// What CI runs: formatting, clippy with warnings denied, then `test`.
+    /// What CI runs: formatting, clippy with warnings denied, man and unit
+    /// checks, a 60 s fuzz run, `test`, then `demo`.
     Ci,
     /// Benchmarks: data-path overhead, distribution models, cold activation,
     /// scale and footprint, steering; writes bench/results/*.json and
