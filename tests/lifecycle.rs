@@ -7,6 +7,7 @@ use distribute_tests::{
     socket_config, wait_until, Activator, Failures, SteadyLoad, MANAGER_PATH, ROOT, SERVICE,
     SOCKET,
 };
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn report(what: &str, ok: u64, f: &Failures) {
@@ -265,4 +266,46 @@ fn reload_returns_to_the_files_distribute_after_a_runtime_scale() {
     assert_eq!(n(), "u 3");
     a.reload();
     assert_eq!(n(), "u 2", "reload applies the file's Distribute=2 again");
+}
+
+#[test]
+fn a_restart_during_a_shrink_finishes_the_shrink() {
+    // The kernel moves a reuseport group's last socket into the place of one
+    // that closes, and the steering programs address sockets by place: the
+    // sockets of a shrink must close highest first even when a restart of the
+    // activator interrupts it (before, the new daemon left them to the
+    // draining instances, whose exits reordered the group).
+    let p = port(31);
+    let Some(a) = Activator::start("restart-shrink", &[("web", &hello_config(p, 4, "3s"))]) else {
+        return;
+    };
+    // Bring up all four instances.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            get_hellos(addr(p), 8);
+            a.instances("web@*").len() == 4
+        }),
+        "not all 4 instances started: {:?}",
+        a.instances("web@*")
+    );
+    a.write_config("web", &hello_config(p, 1, "3s"));
+    a.reload();
+    // Instances 1..3 drain (they exit after 3 s idle); restart meanwhile.
+    if let Err(e) = a.sb.systemctl(&["restart", SERVICE]) {
+        panic!("systemctl restart: {e:#}\n{}", a.sb.journal(None));
+    }
+    // Only instance 0 gets new connections, during and after the drain.
+    let served: BTreeSet<String> = get_hellos(addr(p), 40)
+        .into_iter()
+        .map(|h| h.instance)
+        .collect();
+    assert_eq!(served, BTreeSet::from(["0".to_string()]), "{}", a.log());
+    a.assert_logged("web: the fd store still holds the sockets of instances 1..3; draining them");
+    a.assert_logged_within(Duration::from_secs(15), "web: shrink to 1 complete");
+    let served: BTreeSet<String> = get_hellos(addr(p), 40)
+        .into_iter()
+        .map(|h| h.instance)
+        .collect();
+    assert_eq!(served, BTreeSet::from(["0".to_string()]), "{}", a.log());
+    a.assert_logged("got 4 sockets back from the fd store");
 }

@@ -223,19 +223,24 @@ impl Activator {
     /// `systemctl reload systemd-distribute` (SIGHUP), then waits until the
     /// daemon logged that the reload is done.
     pub fn reload(&self) {
+        if let Err(e) = self.try_reload() {
+            panic!("{e:#}");
+        }
+    }
+
+    /// [`Activator::reload`] for callers that report instead of panicking
+    /// (the soak, which saves the journal first).
+    pub fn try_reload(&self) -> Result<()> {
         let before = self.log().matches("SIGHUP: ").count();
         self.sb
             .systemctl(&["reload", SERVICE])
-            .expect("systemctl reload");
-        assert!(
-            wait_until(Duration::from_secs(20), || self
-                .log()
-                .matches("SIGHUP: ")
-                .count()
-                > before),
-            "reload did not finish:\n{}",
-            self.log()
-        );
+            .context("systemctl reload")?;
+        if !wait_until(Duration::from_secs(20), || {
+            self.log().matches("SIGHUP: ").count() > before
+        }) {
+            bail!("reload did not finish:\n{}", self.log());
+        }
+        Ok(())
     }
 
     /// `systemctl stop systemd-distribute.service`.

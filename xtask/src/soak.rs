@@ -203,7 +203,14 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
             4 | 5 => {
                 let n = WEB_SIZES[rng.below(WEB_SIZES.len() as u64) as usize];
                 a.write_config("web", &config(web_port, n));
-                a.reload();
+                if let Err(e) = a.try_reload() {
+                    stop.store(true, Ordering::Relaxed);
+                    let path = save_journal(&a)?;
+                    bail!(
+                        "{at:.1?}: reload with web Distribute={n} failed: {e:#}\nthe sandbox's whole journal: {}",
+                        path.display()
+                    );
+                }
                 web_n = n;
                 file_n = n;
                 counts[1] += 1;
@@ -261,8 +268,7 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
     samples.push(sample(&a, t0, WEB_N)?);
 
     let log = a.log();
-    let journal_path = crate::root().join("target/soak-journal.log");
-    std::fs::write(&journal_path, a.sb.journal(None))?;
+    let journal_path = save_journal(&a)?;
     let tally = Arc::try_unwrap(tally)
         .map_err(|_| anyhow::anyhow!("tally still shared"))?
         .into_inner()
@@ -345,6 +351,14 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Keeps the sandbox's whole journal in `target/soak-journal.log`: the
+/// sandbox (and its volatile journal) is gone once the soak returns.
+fn save_journal(a: &Activator) -> Result<std::path::PathBuf> {
+    let path = crate::root().join("target/soak-journal.log");
+    std::fs::write(&path, a.sb.journal(None))?;
+    Ok(path)
 }
 
 fn err_note(r: &Result<String>) -> String {

@@ -114,6 +114,12 @@ pub async fn run(opts: Options) -> Result<()> {
         events: RefCell::new(None),
         commands: commands_tx,
     });
+    // Handle signals before READY=1: from then on `systemctl reload` may send
+    // SIGHUP, whose default action would end the daemon; a signal that comes
+    // before the loop below waits in tokio's queue.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     // Subscribe to unit signals before any instance can start, so no removal
     // is missed; serve the API so it sees every config being added.
     daemon.listen_bus(&conn).await?;
@@ -129,9 +135,6 @@ pub async fn run(opts: Options) -> Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     daemon.notify_status();
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -367,8 +370,19 @@ impl Daemon {
     async fn serve_new(self: &Rc<Self>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
         warn_about_template(&self.shared, &spec).await;
+        let want = resolve_n(spec.distribute);
         match Group::serve(&self.shared, &self.store, spec).await {
             Ok(group) => {
+                if group.active() > want {
+                    // Sockets of a shrink that a restart interrupted: finish it.
+                    tracing::info!(
+                        "{name}: the fd store still holds the sockets of instances {want}..{}; draining them",
+                        group.active() - 1
+                    );
+                    if let Err(e) = group.rescale(&self.shared, &self.store, want).await {
+                        tracing::warn!("{name}: {e}");
+                    }
+                }
                 let n = group.active();
                 self.groups.borrow_mut().insert(name.clone(), group);
                 self.failed.borrow_mut().remove(&name);

@@ -99,9 +99,28 @@ impl FdStore {
         }
     }
 
+    /// How many slots of `config` the received sockets cover: the highest
+    /// index + 1, 0 if none. More than the config's N after a restart that
+    /// interrupted a shrink (or when N was lowered while the daemon was down).
+    pub fn stored_slots(&self, config: &str) -> u32 {
+        self.received
+            .borrow()
+            .keys()
+            .filter_map(|n| parse_fd_name(n))
+            .filter(|(c, _, _)| c == config)
+            .map(|(_, _, i)| i + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Closes every received socket nobody claimed and removes it from the store.
+    ///
+    /// Highest index first: closing a member of a reuseport group moves the
+    /// group's last socket into its place, and the steering programs rely on
+    /// position i being socket i (see [`crate::steering`]).
     pub fn discard_unclaimed(&self) {
-        let left: Vec<(String, OwnedFd)> = self.received.borrow_mut().drain().collect();
+        let mut left: Vec<(String, OwnedFd)> = self.received.borrow_mut().drain().collect();
+        left.sort_by_key(|(name, _)| std::cmp::Reverse(parse_fd_name(name).map(|(_, _, i)| i)));
         for (name, fd) in left {
             tracing::info!("closing stored socket {name}: no config uses it any more");
             drop(fd);

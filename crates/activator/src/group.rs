@@ -125,10 +125,21 @@ impl Group {
         spec: SocketSpec,
     ) -> Result<Rc<Group>, BindError> {
         let n = resolve_n(spec.distribute);
-        let mut bound = Vec::with_capacity(n as usize);
-        for i in 0..n {
+        // Take back the stored sockets above N too (a restart during a
+        // shrink): the caller drains them through `rescale`, highest first,
+        // because closing them in any other order would reorder the group.
+        let open = n.max(store.stored_slots(&spec.name));
+        let mut bound = Vec::with_capacity(open as usize);
+        for i in 0..open {
             match bind_slot_sockets(&spec, i, store) {
                 Ok(s) => bound.push(s),
+                Err(e) if i >= n => {
+                    tracing::warn!(
+                        "{}: cannot take back the sockets of instance {i} to drain them: {e}",
+                        spec.name
+                    );
+                    break;
+                }
                 Err(e) => {
                     // Close the sockets before telling systemd to drop its
                     // copies: FDSTOREREMOVE needs a socket of its own, and
@@ -150,7 +161,7 @@ impl Group {
             rescale_lock: tokio::sync::Mutex::new(()),
             drain: RefCell::new(None),
         });
-        group.link.size.set(n);
+        group.link.size.set(bound.len() as u32);
         for (i, sockets) in (0u32..).zip(bound) {
             group.spawn(shared, i, sockets).await;
         }
