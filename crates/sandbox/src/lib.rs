@@ -153,7 +153,8 @@ impl Sandbox {
         write_harness_units(&unit_dir, &dir, dbus_policies)?;
 
         let root = cgroup2_root().context("no cgroup2 hierarchy")?;
-        let cgroup = root.join(format!("distribute-sandbox-{id}"));
+        reap_orphans(&root);
+        let cgroup = root.join(format!("{CGROUP_PREFIX}{id}"));
         fs::create_dir(&cgroup).with_context(|| format!("creating cgroup {}", cgroup.display()))?;
         let procs = cgroup.join("cgroup.procs");
 
@@ -424,16 +425,7 @@ impl Sandbox {
         }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match remove_cgroup_tree(&self.cgroup) {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(e).context(format!("removing cgroup {}", self.cgroup.display()))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+        remove_cgroup_tree_within(&self.cgroup, Duration::from_secs(10))
     }
 }
 
@@ -441,6 +433,79 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         if let Err(e) = self.teardown() {
             eprintln!("sandbox {}: teardown: {e:#}", self.name);
+        }
+    }
+}
+
+/// Cgroups of sandboxes are `PREFIX` + `NAME-PID-N`, PID being the harness
+/// process that booted it.
+const CGROUP_PREFIX: &str = "distribute-sandbox-";
+
+/// Tears down the sandboxes of harness processes that are gone (killed before
+/// a [`Sandbox`] was dropped): every process in their cgroups, then the cgroups.
+/// Sandboxes of live harnesses, this one included, are left alone.
+fn reap_orphans(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(CGROUP_PREFIX))
+            .and_then(|id| id.rsplit('-').nth(1))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(owner.to_string()).exists() {
+            continue;
+        }
+        let cgroup = entry.path();
+        eprintln!(
+            "sandbox: tearing down {}, left behind by process {owner}, which is gone",
+            cgroup.display()
+        );
+        let result = kill_cgroup(&cgroup)
+            .and_then(|()| remove_cgroup_tree_within(&cgroup, Duration::from_secs(10)));
+        if let Err(e) = result {
+            eprintln!("sandbox: {e:#}");
+        }
+    }
+}
+
+/// SIGKILLs every process in the cgroup tree `p`: through `cgroup.kill`
+/// (Linux >= 5.14), else by the PIDs in each `cgroup.procs`.
+fn kill_cgroup(p: &Path) -> Result<()> {
+    if fs::write(p.join("cgroup.kill"), "1").is_ok() {
+        return Ok(());
+    }
+    for pid in fs::read_to_string(p.join("cgroup.procs"))?.lines() {
+        if let Ok(pid) = pid.parse::<libc::pid_t>() {
+            // SAFETY: plain syscall; the PID is read from the cgroup, never found by name.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    for entry in fs::read_dir(p)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            kill_cgroup(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the cgroup tree `p`, retrying until its killed processes are gone
+/// (a cgroup with processes cannot be removed) or `timeout` passes.
+fn remove_cgroup_tree_within(p: &Path, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match remove_cgroup_tree(p) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context(format!("removing cgroup {}", p.display()))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
