@@ -399,19 +399,22 @@ impl Group {
     /// The control plane's view, with live queue depths and main PIDs.
     pub async fn info(&self, shared: &Shared) -> SocketInfo {
         let spec = self.spec.borrow().clone();
-        let rows: Vec<(Rc<Slot>,)> = self
-            .slots
-            .borrow()
-            .iter()
-            .map(|h| (h.slot.clone(),))
-            .collect();
-        let mut instances = Vec::with_capacity(rows.len());
-        for (slot,) in rows {
+        let slots: Vec<Rc<Slot>> = self.slots.borrow().iter().map(|h| h.slot.clone()).collect();
+        let mut instances = Vec::with_capacity(slots.len());
+        for slot in slots {
             let st = slot.status.borrow().clone();
-            let main_pid = if st.state == supervisor::SlotState::Running {
-                main_pid(shared, &slot.unit).await
-            } else {
-                0
+            let main_pid = match (st.state, st.main_pid) {
+                (supervisor::SlotState::Running, 0) => {
+                    let pid = main_pid(shared, &slot.unit).await;
+                    // Still the same life? (The state changed while we asked.)
+                    let mut now = slot.status.borrow_mut();
+                    if now.state == supervisor::SlotState::Running {
+                        now.main_pid = pid;
+                    }
+                    pid
+                }
+                (supervisor::SlotState::Running, pid) => pid,
+                _ => 0,
             };
             let queue_depth = slot
                 .sockets
@@ -564,10 +567,10 @@ fn slot_depth(slot: &Slot) -> u32 {
 
 async fn main_pid(shared: &Shared, unit: &str) -> u32 {
     let manager = shared.manager();
-    let Ok(path) = manager.get_unit(unit).await else {
-        return 0;
-    };
-    let Ok(builder) = ServiceProxy::builder(manager.inner().connection()).path(path) else {
+    // The object path follows from the name: no GetUnit round trip.
+    let Ok(builder) = ServiceProxy::builder(manager.inner().connection())
+        .path(supervisor::unit_object_path(unit))
+    else {
         return 0;
     };
     match builder.build().await {

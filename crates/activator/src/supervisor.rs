@@ -60,7 +60,7 @@ pub enum SlotCommand {
 }
 
 /// The observable state of one instance slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotState {
     /// Sockets watched, no instance.
     Listening,
@@ -100,6 +100,10 @@ pub struct SlotStatus {
     pub failures: u64,
     /// Why it is in backoff or failed.
     pub reason: String,
+    /// Main PID of the running instance once the control plane looked it
+    /// up (0: not running, or not asked yet), so status queries ask systemd
+    /// once per instance life rather than on every change.
+    pub main_pid: u32,
 }
 
 /// First backoff delay after a failure; doubles per consecutive failure, so a
@@ -211,6 +215,7 @@ impl Slot {
                 activations: 0,
                 failures: 0,
                 reason: String::new(),
+                main_pid: 0,
             }),
         }
     }
@@ -281,6 +286,9 @@ impl SlotTask {
             let mut st = self.slot.status.borrow_mut();
             st.state = state;
             st.reason = reason.to_string();
+            if state != SlotState::Running {
+                st.main_pid = 0;
+            }
         }
         self.slot.link.activity.notify_one();
         (self.shared.on_change)(&self.slot.name);

@@ -201,7 +201,6 @@ impl Gen {
                 0,
             ))?)
         };
-        let one: libc::c_int = 1;
         // Rotate the source address over 127.0.0.2..=127.0.0.251: every one has
         // its own ephemeral port range, so the TIME_WAIT entries that tens of
         // thousands of short connections leave behind neither run out the ports
@@ -221,15 +220,9 @@ impl Gen {
             },
             sin_zero: [0; 8],
         };
-        // SAFETY: option value and address point to live, correctly sized data.
+        enable_option(&fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT);
+        // SAFETY: the address points to live, correctly sized data.
         unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
             cvt(libc::bind(
                 fd.as_raw_fd(),
                 (&src as *const libc::sockaddr_in).cast(),
@@ -244,15 +237,9 @@ impl Gen {
             },
             sin_zero: [0; 8],
         };
-        // SAFETY: option value and address point to live, correctly sized data.
+        enable_option(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY);
+        // SAFETY: the address points to live, correctly sized data.
         let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
             libc::connect(
                 fd.as_raw_fd(),
                 (&sin as *const libc::sockaddr_in).cast(),
@@ -734,6 +721,22 @@ pub fn run_per_cpu(cfg: LoadConfig, cpus: &[usize]) -> anyhow::Result<LoadResult
         );
     }
     Ok(merge(&cfg, parts, cpu_seconds() - cpu0))
+}
+
+/// Sets a boolean socket option to 1; a failure only costs performance
+/// (no `IP_BIND_ADDRESS_NO_PORT`, or Nagle), so it is not an error.
+fn enable_option(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) {
+    let one: libc::c_int = 1;
+    // SAFETY: the option value points to a live c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 #[cfg(test)]
