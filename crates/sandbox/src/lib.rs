@@ -116,6 +116,10 @@ mount --bind "$SANDBOX_HARNESS_DIR" /run/distribute-harness
 unset SANDBOX_HARNESS_DIR
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+# StateDirectory=/CacheDirectory= of instances (and DynamicUser='s private/
+# directories) must not land on the host.
+mount -t tmpfs -o mode=755 tmpfs /var/lib
+mount -t tmpfs -o mode=755 tmpfs /var/cache
 if [ -d /var/log/journal ]; then mount -t tmpfs -o mode=755 tmpfs /var/log/journal; fi
 mkdir -p /run/systemd/system /run/dbus /run/systemd/journald.conf.d
 printf '%s' "$SANDBOX_JOURNALD_CONF" > /run/systemd/journald.conf.d/50-sandbox.conf
@@ -180,7 +184,15 @@ impl Sandbox {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("SANDBOX_HARNESS_DIR", &dir)
-        .env("SYSTEMD_UNIT_PATH", format!("{INNER_DIR}/units"))
+        // The harness's units, then the sandbox's own (tmpfs) runtime unit
+        // directory, where drop-ins written at run time (e.g. the activator's
+        // hand-off drop-ins for template units) must be found. Never
+        // /lib/systemd/system (see `units`), and no trailing ':' (that would
+        // append the default path).
+        .env(
+            "SYSTEMD_UNIT_PATH",
+            format!("{INNER_DIR}/units:/run/systemd/system"),
+        )
         // No generators: their output could mount or start host things.
         .env("SYSTEMD_GENERATOR_PATH", format!("{INNER_DIR}/empty"))
         .env(
@@ -318,7 +330,8 @@ impl Sandbox {
         Ok(self.inside(rel))
     }
 
-    /// The sandboxed systemd's only unit directory.
+    /// The harness's unit directory (first on the sandboxed systemd's unit path,
+    /// before the sandbox's own `/run/systemd/system`).
     pub fn unit_dir(&self) -> PathBuf {
         self.dir.join("units")
     }
