@@ -126,6 +126,11 @@ pub struct SocketInfo {
     pub error: String,
     /// Files the effective config came from, in the order applied.
     pub sources: Vec<String>,
+    /// How instances are started: `transient` (built from `[Service]`) or
+    /// `template` (the unit file's own instances); "" for a config not served.
+    pub mode: String,
+    /// Template mode: the template's unit file (systemd's `FragmentPath`).
+    pub unit_file: String,
     /// Instance slots, by index.
     pub instances: Vec<InstanceInfo>,
 }

@@ -4,8 +4,10 @@
 use crate::control::{Command, CommandSender, ControlError, Event, Reply, Request, SocketInfo};
 use crate::fdstore::FdStore;
 use crate::group::{resolve_n, socket_level_change, Group};
+use crate::handoff;
 use crate::supervisor::{Shared, SlotCommand};
 use crate::systemd::{major_version, JobProxy, ManagerProxy, UnitProxy, EXTRA_FDS_SINCE};
+use crate::template::{self, Mode};
 use anyhow::{bail, Context, Result};
 use distribute_config::{ConfigError, Loader, SocketSpec, MAX_DISTRIBUTE};
 use futures_util::StreamExt;
@@ -31,6 +33,9 @@ pub struct Options {
     pub config_dirs: Vec<PathBuf>,
     /// Path of `systemd-distribute-exec`; default: next to this executable.
     pub exec_shim: Option<PathBuf>,
+    /// Path of `systemd-distribute-handoff` (template mode); default: next to
+    /// this executable.
+    pub handoff_helper: Option<PathBuf>,
 }
 
 /// Configs whose state changed since the last publication.
@@ -58,6 +63,10 @@ pub struct Daemon {
     changes: Rc<Changes>,
     events: RefCell<Option<mpsc::UnboundedSender<Event>>>,
     commands: CommandSender,
+    /// Template mode: the helper our drop-ins run, or why there is none.
+    helper: Result<String, String>,
+    /// Template mode: the hand-off socket the helper connects to.
+    handoff_socket: PathBuf,
 }
 
 /// Runs until SIGTERM/SIGINT. Must be called inside a `LocalSet`.
@@ -92,6 +101,7 @@ pub async fn run(opts: Options) -> Result<()> {
         shim,
         routes: RefCell::new(HashMap::new()),
         paths: RefCell::new(HashMap::new()),
+        instances: RefCell::new(HashMap::new()),
         on_change: Box::new({
             let changes = changes.clone();
             move |name: &str| changes.mark(name)
@@ -104,7 +114,20 @@ pub async fn run(opts: Options) -> Result<()> {
     } else {
         Loader::with_dirs("/", opts.config_dirs.clone())
     };
+    // Template mode: instances of unit files fetch their sockets here. Bound
+    // before any config is served, so no instance can ask too early.
+    let (handoff_listener, handoff_socket) = handoff::bind_socket(&handoff::runtime_dir())
+        .with_context(|| {
+            format!(
+                "binding the hand-off socket in {}",
+                handoff::runtime_dir().display()
+            )
+        })?;
+    tokio::task::spawn_local(handoff::serve(handoff_listener, shared.clone()));
+    let helper = resolve_helper(&opts);
     let daemon = Rc::new(Daemon {
+        helper,
+        handoff_socket,
         shared,
         store,
         loader,
@@ -193,9 +216,9 @@ impl Daemon {
             tokio::task::spawn_local(async move {
                 while let Some(msg) = changed.next().await {
                     let Ok(msg) = msg else { continue };
-                    if unit_entered_failed(&msg) {
+                    if let Some(state) = new_active_state(&msg) {
                         if let Some(path) = msg.header().path() {
-                            shared.unit_failed_at(path.as_str());
+                            shared.unit_state_at(path.as_str(), &state);
                         }
                     }
                 }
@@ -295,6 +318,7 @@ impl Daemon {
             }
         }
         self.failed.borrow_mut().retain(|n, _| seen.contains(n));
+        self.remove_unused_dropins().await;
         if self.groups.borrow().is_empty() && self.failed.borrow().is_empty() {
             tracing::warn!(
                 "no config found; add NAME.socket files to {:?}",
@@ -342,6 +366,29 @@ impl Daemon {
             });
             return format!("{name}: sockets replaced");
         }
+        // The template's unit file may have appeared or gone (daemon-reload):
+        // the mode is decided again; an error keeps the last good setup.
+        match self.prepare_mode(&spec).await {
+            Ok(mode) => {
+                let previous = group.link.mode.replace(mode.clone());
+                if previous != mode {
+                    tracing::info!(
+                        "{name}: instances now start in {} mode{}",
+                        mode.as_str(),
+                        if mode.unit_file().is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", mode.unit_file())
+                        }
+                    );
+                }
+            }
+            Err(e) => {
+                *group.error.borrow_mut() = format!("{e} (still serving the last good config)");
+                self.changes.mark(&name);
+                return format!("{name}: {e}; kept the last good config");
+            }
+        }
         let m = resolve_n(spec.distribute);
         let unchanged = *old == spec;
         *group.spec.borrow_mut() = Rc::new(spec);
@@ -369,9 +416,12 @@ impl Daemon {
 
     async fn serve_new(self: &Rc<Self>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
-        warn_about_template(&self.shared, &spec).await;
+        let mode = match self.prepare_mode(&spec).await {
+            Ok(mode) => mode,
+            Err(e) => return self.not_served(&name, e),
+        };
         let want = resolve_n(spec.distribute);
-        match Group::serve(&self.shared, &self.store, spec).await {
+        match Group::serve(&self.shared, &self.store, spec, mode).await {
             Ok(group) => {
                 if group.active() > want {
                     // Sockets of a shrink that a restart interrupted: finish it.
@@ -390,14 +440,66 @@ impl Daemon {
                 tracing::info!("{name}: serving with {n} instances");
                 format!("{name}: serving with {n} instances")
             }
-            Err(e) => {
-                tracing::error!("{name}: {e}; this config is not served, the others are");
-                let first = !self.failed.borrow().contains_key(&name);
-                self.failed.borrow_mut().insert(name.clone(), e.to_string());
-                if first {
-                    self.emit(Event::SocketAdded(name.clone()));
-                }
-                format!("{name}: {e}")
+            Err(e) => self.not_served(&name, e.to_string()),
+        }
+    }
+
+    /// Records a config that cannot be served, with the reason.
+    fn not_served(&self, name: &str, e: String) -> String {
+        tracing::error!("{name}: {e}; this config is not served, the others are");
+        let first = !self.failed.borrow().contains_key(name);
+        self.failed.borrow_mut().insert(name.to_string(), e.clone());
+        if first {
+            self.emit(Event::SocketAdded(name.to_string()));
+        }
+        format!("{name}: {e}")
+    }
+
+    /// Decides how `spec`'s instances start (see `template`) and, in template
+    /// mode, puts our drop-in in place (reloading systemd if it changed).
+    async fn prepare_mode(&self, spec: &SocketSpec) -> Result<Mode, String> {
+        let manager = self.shared.manager();
+        let mode = template::detect(&manager, spec).await?;
+        if let Mode::Template { unit_file } = &mode {
+            let helper = self.helper.as_ref().map_err(Clone::clone)?;
+            let own = template::own_settings(&manager, spec).await;
+            let text = template::dropin_text(spec, &own, helper, &self.handoff_socket);
+            let unit_dir = std::path::Path::new(template::RUNTIME_UNIT_DIR);
+            let template_unit = spec.template_unit();
+            let changed = template::write_dropin(unit_dir, &template_unit, &text).map_err(|e| {
+                format!(
+                    "writing {}: {e}",
+                    template::dropin_path(unit_dir, &template_unit).display()
+                )
+            })?;
+            if changed {
+                manager
+                    .reload()
+                    .await
+                    .map_err(|e| format!("systemctl daemon-reload (for our drop-in): {e}"))?;
+                tracing::info!(
+                    "{}: template mode with {unit_file}; wrote {} and reloaded systemd",
+                    spec.name,
+                    template::dropin_path(unit_dir, &template_unit).display()
+                );
+            }
+        }
+        Ok(mode)
+    }
+
+    /// Removes the drop-ins of templates no served config uses any more.
+    async fn remove_unused_dropins(&self) {
+        let keep: BTreeSet<String> = self
+            .groups
+            .borrow()
+            .values()
+            .filter(|g| matches!(*g.link.mode.borrow(), Mode::Template { .. }))
+            .map(|g| g.spec.borrow().template_unit())
+            .collect();
+        let unit_dir = std::path::Path::new(template::RUNTIME_UNIT_DIR);
+        if template::remove_dropins_except(unit_dir, &keep) {
+            if let Err(e) = self.shared.manager().reload().await {
+                tracing::warn!("systemctl daemon-reload after removing drop-ins: {e}");
             }
         }
     }
@@ -558,6 +660,8 @@ fn failed_info(name: &str, err: &str) -> SocketInfo {
         state: "failed".into(),
         error: err.to_string(),
         sources: Vec::new(),
+        mode: String::new(),
+        unit_file: String::new(),
         instances: Vec::new(),
     }
 }
@@ -585,43 +689,36 @@ fn unit_state_rule() -> zbus::Result<zbus::MatchRule<'static>> {
         .build())
 }
 
-fn unit_entered_failed(msg: &zbus::Message) -> bool {
+/// The new `ActiveState` announced by a unit's `PropertiesChanged`, if any.
+fn new_active_state(msg: &zbus::Message) -> Option<String> {
     type Body = (
         String,
         HashMap<String, zbus::zvariant::OwnedValue>,
         Vec<String>,
     );
-    let Ok((_iface, changed, _)) = msg.body().deserialize::<Body>() else {
-        return false;
-    };
+    let (_iface, changed, _) = msg.body().deserialize::<Body>().ok()?;
     changed
         .get("ActiveState")
         .and_then(|v| <&str>::try_from(v).ok())
-        == Some("failed")
+        .map(str::to_string)
 }
 
-/// systemd refuses to start transient instances of an on-disk
-/// `SERVICE@.service` template (`UnitExists`: "has a fragment file"); only
-/// drop-ins `SERVICE@.service.d/*.conf` may exist. Say so when a config is
-/// served, before the first activation fails.
-async fn warn_about_template(shared: &Shared, spec: &SocketSpec) {
-    let pattern = format!("{}@.service", spec.service);
-    match shared
-        .manager()
-        .list_unit_files_by_patterns(&[], &[pattern.as_str()])
-        .await
-    {
-        Ok(files) => {
-            for (path, _state) in files {
-                tracing::error!(
-                    "{}: {path} exists: systemd refuses to start transient instances of a template that has a unit file, so these instances cannot start until it is removed or renamed. Move its settings into [Service] of {} or into drop-ins ({pattern}.d/*.conf), which do apply",
-                    spec.name,
-                    spec.sources.first().map(|p| p.display().to_string()).unwrap_or_default()
-                );
-            }
-        }
-        Err(e) => tracing::debug!("ListUnitFilesByPatterns: {e}"),
+/// The hand-off helper's path (template mode needs it; transient mode does not,
+/// so a missing helper only fails template-mode configs, with this reason).
+fn resolve_helper(opts: &Options) -> Result<String, String> {
+    let path = match &opts.handoff_helper {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("locating our own executable: {e}"))?
+            .with_file_name(handoff::HELPER_NAME),
+    };
+    if !path.is_file() {
+        return Err(format!(
+            "{} not found: template-mode instances fetch their sockets with it; install it next to systemd-distribute or pass --handoff-helper",
+            path.display()
+        ));
     }
+    Ok(path.display().to_string())
 }
 
 fn resolve_shim(opts: &Options) -> Result<String> {

@@ -10,13 +10,16 @@
 //! so `$LISTEN_PID` matches and unmodified socket-activated daemons work.
 //! The message sits in the socket buffer until the shim reads it, so nothing
 //! races with systemd forking the service.
+//!
+//! The template-unit hand-off (`handoff`) uses the same message on its
+//! connections.
 
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// The kernel's limit on fds in one `SCM_RIGHTS` message (`SCM_MAX_FD`).
 pub const MAX_FDS: usize = 253;
@@ -43,13 +46,19 @@ pub fn package(fds: &[BorrowedFd<'_>], names: &[String]) -> io::Result<OwnedFd> 
         None,
         SockFlag::SOCK_CLOEXEC,
     )?;
+    send(ours.as_fd(), fds, names)?;
+    // Dropping `ours` is fine: the queued message outlives the sending end.
+    Ok(theirs)
+}
+
+/// Sends `fds` with `names` as one message on the `SOCK_SEQPACKET` socket `to`.
+pub fn send(to: BorrowedFd<'_>, fds: &[BorrowedFd<'_>], names: &[String]) -> io::Result<()> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let payload = names.join(":");
     let iov = [IoSlice::new(payload.as_bytes())];
     let cmsg = [ControlMessage::ScmRights(&raw)];
-    sendmsg::<()>(ours.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
-    // Dropping `ours` is fine: the queued message outlives the sending end.
-    Ok(theirs)
+    sendmsg::<()>(to.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    Ok(())
 }
 
 /// Receives what [`package`] queued: the fds (close-on-exec) and their names.
@@ -78,8 +87,14 @@ pub fn receive(from: BorrowedFd<'_>) -> io::Result<Vec<(OwnedFd, String)>> {
     };
     let names =
         std::str::from_utf8(&buf[..len]).map_err(|_| io::Error::other("fd names are not UTF-8"))?;
+    if fds.is_empty() {
+        // A message without fds is the sender's explanation (the hand-off's refusals).
+        return Err(io::Error::other(format!(
+            "no fds; the sender said: {names}"
+        )));
+    }
     let names: Vec<&str> = names.split(':').collect();
-    if fds.is_empty() || names.len() != fds.len() {
+    if names.len() != fds.len() {
         return Err(io::Error::other(format!(
             "expected named fds, got {} fds and {} names",
             fds.len(),
@@ -95,7 +110,6 @@ pub fn receive(from: BorrowedFd<'_>) -> io::Result<Vec<(OwnedFd, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     #[test]
     fn round_trip_keeps_order_and_names() {

@@ -16,6 +16,7 @@ use crate::sockets::{self, BindError, BoundSocket};
 use crate::steering;
 use crate::supervisor::{self, Begin, GroupLink, Shared, Slot, SlotCommand, SlotState};
 use crate::systemd::ServiceProxy;
+use crate::template::Mode;
 use distribute_config::{Activation, Distribute, ListenKind, SocketSpec, Steering};
 use std::cell::{Cell, RefCell};
 use std::os::fd::AsFd;
@@ -86,7 +87,7 @@ pub fn socket_level_change(a: &SocketSpec, b: &SocketSpec) -> bool {
         o.warm_queue_depth = None;
         o
     };
-    a.listen != b.listen || a.service != b.service || norm(a) != norm(b)
+    a.listen != b.listen || a.service != b.service || a.instance != b.instance || norm(a) != norm(b)
 }
 
 fn bind_slot_sockets(
@@ -123,6 +124,7 @@ impl Group {
         shared: &Rc<Shared>,
         store: &FdStore,
         spec: SocketSpec,
+        mode: Mode,
     ) -> Result<Rc<Group>, BindError> {
         let n = resolve_n(spec.distribute);
         // Take back the stored sockets above N too (a restart during a
@@ -156,7 +158,10 @@ impl Group {
             spec: Rc::new(RefCell::new(Rc::new(spec))),
             slots: RefCell::new(Vec::new()),
             error: RefCell::new(String::new()),
-            link: Rc::new(GroupLink::default()),
+            link: Rc::new(GroupLink {
+                mode: RefCell::new(mode),
+                ..GroupLink::default()
+            }),
             warm: Cell::new(1),
             rescale_lock: tokio::sync::Mutex::new(()),
             drain: RefCell::new(None),
@@ -210,7 +215,7 @@ impl Group {
         let unit = spec.instance_unit(index);
         // An instance that outlived a restart of the activator is still running
         // with its own copy of the socket: adopt it instead of watching.
-        let begin = if shared.manager().get_unit(&unit).await.is_ok() {
+        let begin = if supervisor::instance_is_up(shared, &unit).await {
             Begin::Adopt
         } else if spec.options.activation == Activation::Eager {
             Begin::Eager
@@ -457,6 +462,8 @@ impl Group {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
+            mode: self.link.mode.borrow().as_str().into(),
+            unit_file: self.link.mode.borrow().unit_file().into(),
             instances,
         }
     }

@@ -17,6 +17,10 @@ struct Cli {
     /// Path of systemd-distribute-exec (default: next to this program).
     #[arg(long, value_name = "PATH")]
     exec_shim: Option<PathBuf>,
+    /// Path of systemd-distribute-handoff, which template-mode instances run
+    /// to fetch their sockets (default: next to this program).
+    #[arg(long, value_name = "PATH")]
+    handoff_helper: Option<PathBuf>,
 }
 
 fn init_logging() {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
     let opts = Options {
         config_dirs: cli.config_dirs,
         exec_shim: cli.exec_shim,
+        handoff_helper: cli.handoff_helper,
     };
     let result = local.block_on(&runtime, daemon::run(opts));
     {

@@ -13,6 +13,14 @@
 //!    anything that queued meanwhile makes the socket readable at once and
 //!    starts the instance again, so nothing that reached the queue is lost.
 //!
+//! In template mode ([`crate::template`]) step 2 is `StartUnit`, the instance
+//! fetches its sockets itself ([`crate::handoff`]), and since a unit with a
+//! unit file may stay loaded after it stops, step 3 also ends on `ActiveState`
+//! `inactive`/`failed` — unless systemd is restarting the unit by itself
+//! (`Restart=`): then it keeps its sockets and the slot stays running. An
+//! instance started by someone else (`systemctl start`) while the slot was
+//! listening is noticed when it fetches its sockets: the slot is then running.
+//!
 //! Crashes are retried with exponential backoff; after [`FAILURES_BEFORE_FAILED`]
 //! in a row (a failure after [`CRASH_LOOP_RESET`] of uptime starts a new row:
 //! that instance served, it was not crash-looping), or when starts exceed `TriggerLimitBurst=` per
@@ -23,6 +31,7 @@
 use crate::fdpass;
 use crate::sockets::BoundSocket;
 use crate::systemd::{ManagerProxy, UnitProxy};
+use crate::template::Mode;
 use crate::unit::{self, FdHandOff};
 use distribute_config::{SocketSpec, Steering};
 use futures_util::future::select_all;
@@ -41,6 +50,11 @@ use tokio::sync::mpsc;
 pub enum UnitEvent {
     /// The unit entered the `failed` state (non-zero exit, killed, timeout).
     Failed,
+    /// The unit entered the `inactive` state (template mode: it may stay loaded).
+    Inactive,
+    /// The instance fetched its sockets over the hand-off (template mode): it is
+    /// starting, whoever started it.
+    HandedOff,
     /// systemd unloaded the unit: the instance is gone.
     Removed,
 }
@@ -139,6 +153,8 @@ pub struct Shared {
     pub routes: RefCell<HashMap<String, mpsc::UnboundedSender<UnitEvent>>>,
     /// Unit object path → unit name, for `PropertiesChanged`.
     pub paths: RefCell<HashMap<String, String>>,
+    /// Unit name → its slot and config, for the hand-off.
+    pub instances: RefCell<HashMap<String, Registered>>,
     /// Called with the config name whenever a slot changes state.
     pub on_change: Box<dyn Fn(&str)>,
 }
@@ -154,23 +170,54 @@ impl Shared {
         self.route(unit, UnitEvent::Removed);
     }
 
-    /// Delivers "entered the failed state" to the slot whose unit has object path `path`.
-    pub fn unit_failed_at(&self, path: &str) {
+    /// Delivers a new `ActiveState` of the unit at object path `path` to its
+    /// slot (only the states a slot acts on).
+    pub fn unit_state_at(&self, path: &str, active_state: &str) {
+        let event = match active_state {
+            "failed" => UnitEvent::Failed,
+            "inactive" => UnitEvent::Inactive,
+            _ => return,
+        };
         if let Some(unit) = self.paths.borrow().get(path) {
-            self.route(unit, UnitEvent::Failed);
+            self.route(unit, event);
         }
     }
 
-    fn route(&self, unit: &str, event: UnitEvent) {
+    /// The slot, config and group link of instance `unit`, if we serve it.
+    pub fn instance(
+        &self,
+        unit: &str,
+    ) -> Option<(Rc<Slot>, Rc<RefCell<Rc<SocketSpec>>>, Rc<GroupLink>)> {
+        let instances = self.instances.borrow();
+        let r = instances.get(unit)?;
+        let slot = r.slot.upgrade()?;
+        let spec = r.spec.upgrade()?;
+        let link = slot.link.clone();
+        Some((slot, spec, link))
+    }
+
+    /// Sends `event` to the slot owning `unit`, if any.
+    pub fn route(&self, unit: &str, event: UnitEvent) {
         if let Some(tx) = self.routes.borrow().get(unit) {
             let _ = tx.send(event);
         }
     }
 }
 
+/// A slot as the hand-off finds it (weak: the slot task and its group own it).
+pub struct Registered {
+    /// The slot.
+    pub slot: std::rc::Weak<Slot>,
+    /// Its config, as reloads update it.
+    pub spec: std::rc::Weak<RefCell<Rc<SocketSpec>>>,
+}
+
 /// What the slots of one config share with their group.
 #[derive(Default)]
 pub struct GroupLink {
+    /// Transient units or the template unit file's instances; decided when the
+    /// config is served and on every reload.
+    pub mode: RefCell<Mode>,
     /// Woken whenever a slot changes state (the warm-steering monitor sleeps on it).
     pub activity: tokio::sync::Notify,
     /// Current N (for `Steering=cpu` pinning).
@@ -249,6 +296,13 @@ pub fn spawn_slot(
         .paths
         .borrow_mut()
         .insert(unit_object_path(&slot.unit), slot.unit.clone());
+    shared.instances.borrow_mut().insert(
+        slot.unit.clone(),
+        Registered {
+            slot: Rc::downgrade(&slot),
+            spec: Rc::downgrade(&spec),
+        },
+    );
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let task = SlotTask {
         shared,
@@ -325,6 +379,7 @@ impl SlotTask {
             .paths
             .borrow_mut()
             .remove(&unit_object_path(&self.slot.unit));
+        self.shared.instances.borrow_mut().remove(&self.slot.unit);
         tracing::debug!("{}: slot ended", self.slot.unit);
     }
 
@@ -348,7 +403,35 @@ impl SlotTask {
                 Some(SlotCommand::Stop) => Next::Watch,
                 Some(SlotCommand::Drain) => { self.mark_draining(); Next::Watch }
             },
+            ev = self.events.recv() => self.event_while_down(ev),
         }
+    }
+
+    /// An event while no instance of ours runs: only a hand-off matters (the
+    /// instance was started by systemd's `Restart=` or an admin).
+    fn event_while_down(&mut self, ev: Option<UnitEvent>) -> Next {
+        match ev {
+            None => Next::End,
+            Some(UnitEvent::HandedOff) => {
+                tracing::info!(
+                    "{}: started outside the activator; its sockets were handed over, it counts as running",
+                    self.slot.unit
+                );
+                self.slot.status.borrow_mut().activations += 1;
+                Next::Running
+            }
+            Some(_) => Next::Watch,
+        }
+    }
+
+    fn template_mode(&self) -> bool {
+        matches!(*self.slot.link.mode.borrow(), Mode::Template { .. })
+    }
+
+    /// Template mode: whether the instance is really down after an
+    /// `inactive`/`failed` signal, or systemd is restarting it (`Restart=`).
+    async fn instance_ended(&self) -> bool {
+        !instance_is_up(&self.shared, &self.slot.unit).await
     }
 
     /// A draining slot with no instance: end once the queue stayed empty for
@@ -438,12 +521,19 @@ impl SlotTask {
         let since = Instant::now();
         let mut failed = false;
         let mut restart = false;
+        let template = self.template_mode();
         loop {
+            let mut state_changed = false;
             tokio::select! {
                 ev = self.events.recv() => match ev {
                     None => return Next::End,
-                    Some(UnitEvent::Failed) => failed = true,
+                    Some(UnitEvent::Failed) => {
+                        failed = true;
+                        state_changed = true;
+                    }
+                    Some(UnitEvent::Inactive) => state_changed = true,
                     Some(UnitEvent::Removed) => break,
+                    Some(UnitEvent::HandedOff) => {}
                 },
                 cmd = self.commands.recv() => match cmd {
                     None => return Next::End,
@@ -455,6 +545,20 @@ impl SlotTask {
                     Some(SlotCommand::Start) => {}
                     Some(SlotCommand::Drain) => self.mark_draining(),
                 },
+            }
+            // A transient unit ends with UnitRemoved (CollectMode=); a unit
+            // file's instance may stay loaded, so its state decides.
+            if template && state_changed {
+                if self.instance_ended().await {
+                    break;
+                }
+                if failed {
+                    tracing::info!(
+                        "{}: failed and restarting itself (Restart=); it keeps its sockets",
+                        self.slot.unit
+                    );
+                    failed = false;
+                }
             }
         }
         let lived = since.elapsed();
@@ -513,6 +617,7 @@ impl SlotTask {
                 Some(SlotCommand::Stop) => Next::Watch,
                 Some(SlotCommand::Drain) => { self.mark_draining(); Next::Watch }
             },
+            ev = self.events.recv() => self.event_while_down(ev),
         }
     }
 
@@ -521,7 +626,18 @@ impl SlotTask {
         tracing::error!("{}: failed: {reason}", self.slot.unit);
         self.set(SlotState::Failed, &reason);
         loop {
-            match self.commands.recv().await {
+            let cmd = tokio::select! {
+                cmd = self.commands.recv() => cmd,
+                ev = self.events.recv() => match self.event_while_down(ev) {
+                    Next::Watch => continue,
+                    next => {
+                        self.consecutive_failures = 0;
+                        self.starts.clear();
+                        return next;
+                    }
+                },
+            };
+            match cmd {
                 None => return Next::End,
                 Some(SlotCommand::Start | SlotCommand::Restart) => {
                     self.consecutive_failures = 0;
@@ -605,6 +721,10 @@ enum StartError {
 }
 
 async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Result<(), StartError> {
+    let template = matches!(*slot.link.mode.borrow(), Mode::Template { .. });
+    if template {
+        return start_template_instance(shared, &slot.unit).await;
+    }
     let mut exec = spec.exec.for_instance(&spec.name, slot.index);
     if spec.options.steering == Steering::Cpu && exec.cpu_affinity.is_empty() {
         // Connections processed on CPU c land on socket c % N: run instance i there.
@@ -649,6 +769,41 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
     }
 }
 
+/// Template mode: `StartUnit` of the unit file's own instance; it fetches its
+/// sockets from the hand-off while it starts.
+async fn start_template_instance(shared: &Shared, unit: &str) -> Result<(), StartError> {
+    let manager = shared.manager();
+    // A failed instance stays loaded with its failure (and systemd's start
+    // rate limit counting): our own backoff and trigger limit decide instead.
+    let _ = manager.reset_failed_unit(unit).await;
+    match manager.start_unit(unit, "replace").await {
+        Ok(_job) => Ok(()),
+        Err(e @ zbus::Error::MethodError(..)) => Err(StartError::Other(e.to_string())),
+        Err(e) => Err(StartError::Bus(e.to_string())),
+    }
+}
+
+/// Whether `unit` is loaded and up (or on its way up, or restarting itself).
+pub async fn instance_is_up(shared: &Shared, unit: &str) -> bool {
+    let manager = shared.manager();
+    let Ok(path) = manager.get_unit(unit).await else {
+        return false;
+    };
+    let Ok(builder) = UnitProxy::builder(manager.inner().connection())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .path(path)
+    else {
+        return false;
+    };
+    let Ok(proxy) = builder.build().await else {
+        return false;
+    };
+    match proxy.active_state().await {
+        Ok(state) => !matches!(state.as_str(), "inactive" | "failed"),
+        Err(_) => false,
+    }
+}
+
 /// The unit file of `unit` when it is not running and systemd loads it from a
 /// file on disk rather than as one of our transient units: a template
 /// `NAME@.service` with a unit file, for which systemd refuses every
@@ -657,6 +812,7 @@ async fn fragment_on_disk(shared: &Shared, unit: &str) -> Option<String> {
     let manager = shared.manager();
     let path = manager.load_unit(unit).await.ok()?;
     let proxy = UnitProxy::builder(manager.inner().connection())
+        .cache_properties(zbus::proxy::CacheProperties::No)
         .path(path)
         .ok()?
         .build()

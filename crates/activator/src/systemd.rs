@@ -29,6 +29,13 @@ pub trait Manager {
         aux: &[(&str, &[Property<'_>])],
     ) -> zbus::Result<OwnedObjectPath>;
 
+    /// Starts a unit (template mode: the unit file's own instance).
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// `systemctl daemon-reload`: makes systemd see our runtime drop-ins.
+    /// Returns once the reload is done.
+    fn reload(&self) -> zbus::Result<()>;
+
     /// Stops a unit.
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
@@ -92,6 +99,14 @@ pub trait Unit {
     /// The unit file it was loaded from (`/run/systemd/transient/…` for ours).
     #[zbus(property)]
     fn fragment_path(&self) -> zbus::Result<String>;
+
+    /// Its drop-in files, in the order systemd applies them.
+    #[zbus(property)]
+    fn drop_in_paths(&self) -> zbus::Result<Vec<String>>;
+
+    /// The unit's name, e.g. `web@0.service`.
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
 }
 
 /// The major version from systemd's `Version` property (`252.38-1~deb12u1` → 252).

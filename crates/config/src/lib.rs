@@ -1,6 +1,7 @@
 //! Parser and loader for systemd-distribute configs: `NAME.socket` files in systemd
 //! unit-file syntax with a `[Socket]` section (where and how to listen, `Distribute=N`) and
-//! a `[Service]` section (what each instance `NAME@i.service` runs).
+//! an optional `[Service]` section (what each transient instance `NAME@i.service` runs;
+//! without it the instances are those of the template unit file `NAME@.service`).
 //!
 //! This crate is pure: text in, typed [`SocketSpec`] or a [`ConfigError`] with
 //! `file:line` out. The only I/O is reading files, in [`Loader`] and [`load_file`].
@@ -45,7 +46,7 @@ pub use load::{load_file, FileLoad, LoadReport, Loader, Masked, SYSTEM_DIRS};
 pub use parse::{check_config_name, parse_files, parse_str, service_keys, SOCKET_KEYS};
 pub use render::{render, render_report, render_spec};
 pub use spec::{
-    Activation, BindIpv6Only, Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec,
-    SocketOptions, SocketSpec, Steering, MAX_DISTRIBUTE,
+    Activation, BindIpv6Only, Distribute, Listen, ListenKind, Origin, PassthroughValue,
+    ServiceSpec, SocketOptions, SocketSpec, Steering, MAX_DISTRIBUTE,
 };
 pub use specifier::expand_specifiers;

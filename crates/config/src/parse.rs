@@ -9,8 +9,8 @@ use std::path::Path;
 use crate::error::ConfigError;
 use crate::lexer::{lex, Assignment, Section};
 use crate::spec::{
-    Activation, Distribute, Listen, ListenKind, PassthroughValue, ServiceSpec, SocketOptions,
-    SocketSpec, Steering,
+    Activation, Distribute, Listen, ListenKind, Origin, PassthroughValue, ServiceSpec,
+    SocketOptions, SocketSpec, Steering,
 };
 use crate::specifier::{check_specifiers, expand_specifiers};
 use crate::validate::finish;
@@ -120,9 +120,10 @@ struct Builder<'a> {
     dropin_prefix: String,
     listen: Vec<Listen>,
     distribute: Option<Distribute>,
-    service: Option<String>,
+    service: Option<(String, String)>,
     options: SocketOptions,
     exec: ServiceSpec,
+    service_section: Option<Origin>,
 }
 
 /// Parses a single file; see [`parse_files`].
@@ -156,20 +157,32 @@ pub fn parse_files(name: &str, files: &[(&Path, &str)]) -> Result<SocketSpec, Co
         service: None,
         options: SocketOptions::default(),
         exec: ServiceSpec::default(),
+        service_section: None,
     };
     for (path, assignments) in &lexed {
         for a in assignments {
+            if a.section == Section::Service && b.service_section.is_none() {
+                b.service_section = Some(Origin {
+                    file: path.to_path_buf(),
+                    line: a.line,
+                });
+            }
             b.apply(a)
                 .map_err(|msg| ConfigError::assignment(path, a.line, &a.key, &a.value, msg))?;
         }
     }
 
+    let (service, instance) = b
+        .service
+        .unwrap_or_else(|| (name.to_string(), values::DEFAULT_INSTANCE.to_string()));
     let spec = SocketSpec {
         name: name.to_string(),
         sources: files.iter().map(|(p, _)| p.to_path_buf()).collect(),
         listen: b.listen,
         distribute: b.distribute.unwrap_or(Distribute::Count(1)),
-        service: b.service.unwrap_or_else(|| name.to_string()),
+        service,
+        instance,
+        service_section: b.service_section,
         options: b.options,
         exec: b.exec,
     };
@@ -196,7 +209,9 @@ fn last_service_prefix(lexed: &[(&Path, Vec<Assignment>)]) -> Option<String> {
         .flat_map(|(_, a)| a)
         .rev()
         .find(|a| a.section == Section::Socket && a.key == "Service")?;
-    values::parse_service(&last.value).ok()
+    values::parse_service(&last.value)
+        .ok()
+        .map(|(prefix, _)| prefix)
 }
 
 impl Builder<'_> {
@@ -620,6 +635,7 @@ mod tests {
             service: None,
             options: SocketOptions::default(),
             exec: ServiceSpec::default(),
+            service_section: None,
         };
         for key in SOCKET_KEYS {
             assert_eq!(b.socket(key, ""), Ok(()), "[Socket] {key}");

@@ -33,6 +33,14 @@ pub fn render_spec(spec: &SocketSpec) -> String {
         Distribute::Cpus => line("distribute", &"cpus"),
     }
     line("service", &spec.service);
+    // Only when they say something, so the golden files of ordinary configs
+    // stay as they are.
+    if spec.instance != crate::values::DEFAULT_INSTANCE {
+        line("instance", &spec.instance);
+    }
+    if spec.service_section.is_none() {
+        line("service_section", &"none (template mode)");
+    }
     let o = &spec.options;
     line("backlog", &opt(&o.backlog));
     line("bind_ipv6_only", &o.bind_ipv6_only.as_str());

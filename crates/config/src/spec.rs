@@ -16,9 +16,16 @@ pub struct SocketSpec {
     /// `Distribute=`. Optional in the file: defaults to `Count(1)` (one instance),
     /// which still gives the activator's start-on-demand behaviour.
     pub distribute: Distribute,
-    /// Template prefix from `Service=`: instances are `{service}@{i}.service`.
+    /// Template prefix from `Service=`: instances are `{service}@{instance}.service`.
     /// Defaults to `name`. `Service=web@.service` and `Service=web` both give `web`.
     pub service: String,
+    /// How an index forms the instance string, `%i` standing for the index:
+    /// `%i` by default, `shop-%i` for `Service=app@shop-%i.service`.
+    pub instance: String,
+    /// Where the `[Service]` section starts (its first assignment), if the config
+    /// has one: with it the activator builds transient instances, without it the
+    /// instances are the template unit file's own (template mode).
+    pub service_section: Option<Origin>,
     /// Per-fd socket options.
     pub options: SocketOptions,
     /// `[Service]` section: what each instance runs.
@@ -35,9 +42,48 @@ impl SocketSpec {
         }
     }
 
-    /// The unit name of instance `index`: `{service}@{index}.service`.
+    /// The unit name of instance `index`: `{service}@{instance}.service`, with
+    /// `%i` in the instance pattern replaced by `index`.
     pub fn instance_unit(&self, index: u32) -> String {
-        format!("{}@{index}.service", self.service)
+        let instance = self.instance.replacen("%i", &index.to_string(), 1);
+        format!("{}@{instance}.service", self.service)
+    }
+
+    /// The template unit: `{service}@.service`.
+    pub fn template_unit(&self) -> String {
+        format!("{}@.service", self.service)
+    }
+
+    /// The index of `unit` if it is one of this config's instance names
+    /// (the inverse of [`SocketSpec::instance_unit`]).
+    pub fn instance_index(&self, unit: &str) -> Option<u32> {
+        let instance = unit
+            .strip_suffix(".service")?
+            .strip_prefix(self.service.as_str())?
+            .strip_prefix('@')?;
+        let (before, after) = self.instance.split_once("%i")?;
+        let digits = instance.strip_prefix(before)?.strip_suffix(after)?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // "07" is not instance 7: only the canonical spelling names an instance.
+        let index: u32 = digits.parse().ok()?;
+        (index.to_string() == digits).then_some(index)
+    }
+}
+
+/// A place in a config file, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
     }
 }
 

@@ -15,7 +15,9 @@ pub(crate) fn finish(main: &Path, spec: SocketSpec) -> Result<SocketSpec, Config
             "missing ListenStream= or ListenDatagram= in [Socket]: nothing to listen on",
         ));
     }
-    if spec.exec.exec_start.is_empty() {
+    // No [Service] at all: the instances are a template unit file's (template
+    // mode), which only the activator can look up in systemd's unit path.
+    if spec.service_section.is_some() && spec.exec.exec_start.is_empty() {
         return Err(ConfigError::file(
             main,
             "missing ExecStart= in [Service]: nothing to run",

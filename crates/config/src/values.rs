@@ -382,17 +382,19 @@ pub fn check_unit_prefix(s: &str) -> Result<()> {
     Ok(())
 }
 
-/// `Service=`: `web` or `web@.service`, both giving the template prefix `web`.
-pub fn parse_service(s: &str) -> Result<String> {
-    let prefix = match s.strip_suffix(".service") {
+/// The instance string of `Service=web@.service` (and of `Service=web`): the index.
+pub const DEFAULT_INSTANCE: &str = "%i";
+
+/// `Service=`: the template and how an index forms its instance string.
+///
+/// `web` and `web@.service` give (`web`, `%i`): instances `web@0.service`, …;
+/// `app@shop-%i.service` gives (`app`, `shop-%i`): `app@shop-0.service`, …, for
+/// templates whose `%i` already means something (an app name, a data directory).
+pub fn parse_service(s: &str) -> Result<(String, String)> {
+    let (prefix, instance) = match s.strip_suffix(".service") {
         Some(stem) => match stem.split_once('@') {
-            Some((prefix, "")) => prefix,
-            Some((prefix, _)) => {
-                return Err(format!(
-                    "names an instance; give the template, \"{prefix}@.service\", or just \
-                     \"{prefix}\""
-                ))
-            }
+            Some((prefix, "")) => (prefix, DEFAULT_INSTANCE),
+            Some((prefix, instance)) => (prefix, check_instance_pattern(prefix, instance)?),
             None => {
                 return Err(format!(
                     "is not a template: instances are started as {stem}@0.service, \
@@ -407,10 +409,41 @@ pub fn parse_service(s: &str) -> Result<String> {
                     .into(),
             )
         }
-        None => s,
+        None => (s, DEFAULT_INSTANCE),
     };
     check_unit_prefix(prefix)?;
-    Ok(prefix.to_string())
+    Ok((prefix.to_string(), instance.to_string()))
+}
+
+/// The instance part of `Service=PREFIX@INSTANCE.service`: exactly one `%i`, which
+/// becomes the index, in otherwise valid unit-name characters.
+fn check_instance_pattern<'a>(prefix: &str, instance: &'a str) -> Result<&'a str> {
+    match instance.matches("%i").count() {
+        1 => {}
+        0 => {
+            return Err(format!(
+                "names an instance; give the template, \"{prefix}@.service\", or say where \
+                 the instance index goes with %i, e.g. \"{prefix}@{instance}-%i.service\""
+            ))
+        }
+        _ => return Err("has %i more than once in the instance name; use it once".into()),
+    }
+    let rest = instance.replacen("%i", "", 1);
+    if let Some(c) = rest.chars().find(|&c| !is_unit_name_char(c) || c == '@') {
+        return Err(format!(
+            "the instance name contains {}; besides %i (the index) it may contain only ASCII \
+             letters, digits, \":\", \"_\", \".\", \"-\" and \"\\\"",
+            describe_char(c)
+        ));
+    }
+    if prefix.len() + rest.len() > MAX_PREFIX_LEN {
+        return Err(format!(
+            "is too long: template and instance name together may have at most \
+             {MAX_PREFIX_LEN} characters besides %i, so that instance names fit systemd's \
+             limit of 255"
+        ));
+    }
+    Ok(instance)
 }
 
 /// `FileDescriptorName=`, like systemd's `fdname_is_valid()`: 1 to 255 printable ASCII
@@ -855,12 +888,26 @@ mod tests {
         table(
             parse_service,
             &[
-                ("web", Ok("web".to_string())),
-                ("web@.service", Ok("web".to_string())),
-                ("my-app.v2@.service", Ok("my-app.v2".to_string())),
-                ("a:b_c\\x2d", Ok("a:b_c\\x2d".to_string())),
+                ("web", Ok(("web".to_string(), "%i".to_string()))),
+                ("web@.service", Ok(("web".to_string(), "%i".to_string()))),
+                (
+                    "my-app.v2@.service",
+                    Ok(("my-app.v2".to_string(), "%i".to_string())),
+                ),
+                (
+                    "app@shop-%i.service",
+                    Ok(("app".to_string(), "shop-%i".to_string())),
+                ),
+                ("app@%i.service", Ok(("app".to_string(), "%i".to_string()))),
+                ("app@%i-%i.service", Err("more than once")),
+                ("app@a b%i.service", Err("the instance name contains")),
+                (
+                    "a:b_c\\x2d",
+                    Ok(("a:b_c\\x2d".to_string(), "%i".to_string())),
+                ),
                 ("web.service", Err("is not a template")),
                 ("web@3.service", Err("names an instance")),
+                ("web@shop.service", Err("say where the instance index goes")),
                 ("web@", Err("use the template name")),
                 ("@.service", Err("must not be empty")),
                 ("web app", Err("contains a space")),

@@ -53,8 +53,9 @@ const CASES: &[(&str, &str)] = &[
         "[Service]\nExecStart=/usr/bin/web\n",
         "/etc/systemd/distribute/web.socket: missing ListenStream= or ListenDatagram= in [Socket]: nothing to listen on",
     ),
+    // Without [Service] the config is valid (template mode); with one, it must run something.
     (
-        "[Socket]\nListenStream=80\n",
+        "[Socket]\nListenStream=80\n[Service]\nUser=web\n",
         "/etc/systemd/distribute/web.socket: missing ExecStart= in [Service]: nothing to run",
     ),
     (
@@ -130,8 +131,12 @@ const CASES: &[(&str, &str)] = &[
         "/etc/systemd/distribute/web.socket:3: Service=web.service: is not a template: instances are started as web@0.service, web@1.service, …; write \"web@.service\" or just \"web\"",
     ),
     (
+        "[Socket]\nListenStream=80\nService=app@%i-%i.service\n",
+        "/etc/systemd/distribute/web.socket:3: Service=app@%i-%i.service: has %i more than once in the instance name; use it once",
+    ),
+    (
         "[Socket]\nListenStream=80\nService=web@2.service\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: Service=web@2.service: names an instance; give the template, \"web@.service\", or just \"web\"",
+        "/etc/systemd/distribute/web.socket:3: Service=web@2.service: names an instance; give the template, \"web@.service\", or say where the instance index goes with %i, e.g. \"web@2-%i.service\"",
     ),
     (
         "[Socket]\nListenStream=80\nService=web app\n[Service]\nExecStart=/usr/bin/web\n",
@@ -449,7 +454,12 @@ fn error_fields() {
     assert_eq!(err.key.as_deref(), Some("Distribute"));
     assert_eq!(err.value.as_deref(), Some("0"));
 
-    let err = parse_str("web", Path::new(PATH), "[Socket]\nListenStream=80\n").unwrap_err();
+    let err = parse_str(
+        "web",
+        Path::new(PATH),
+        "[Socket]\nListenStream=80\n[Service]\nUser=web\n",
+    )
+    .unwrap_err();
     assert_eq!(err.file, Path::new(PATH));
     assert_eq!((err.line, err.key), (None, None));
     assert_eq!(

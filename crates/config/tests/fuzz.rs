@@ -17,14 +17,21 @@ fn check_accepted(text: &str) {
         return;
     };
     assert!(!spec.listen.is_empty());
-    assert!(!spec.exec.exec_start.is_empty());
-    assert!(spec.exec.exec_start[0].starts_with('/'));
+    // Without a [Service] section the instances are a template unit file's.
+    if spec.service_section.is_some() {
+        assert!(!spec.exec.exec_start.is_empty());
+        assert!(spec.exec.exec_start[0].starts_with('/'));
+    } else {
+        assert!(spec.exec.exec_start.is_empty());
+    }
     assert!(spec.listen.iter().all(|l| l.addr.port() != 0));
     if let Distribute::Count(n) = spec.distribute {
         assert!((1..=MAX_DISTRIBUTE).contains(&n));
     }
     let _ = render_spec(&spec);
     let _ = spec.exec.for_instance(&spec.name, MAX_DISTRIBUTE - 1);
+    let unit = spec.instance_unit(MAX_DISTRIBUTE - 1);
+    assert_eq!(spec.instance_index(&unit), Some(MAX_DISTRIBUTE - 1));
 }
 
 /// Lines that look like a config: headers, known keys with odd values, comments,

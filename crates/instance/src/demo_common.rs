@@ -28,6 +28,11 @@ pub struct Common {
     /// After SIGTERM/SIGINT, serve open connections for at most this long.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timespan)]
     pub grace: Duration,
+
+    /// Tell systemd `READY=1` once the sockets are taken (for `Type=notify`
+    /// units; `$NOTIFY_SOCKET` must be set).
+    #[arg(long)]
+    pub notify: bool,
 }
 
 impl Common {
@@ -66,6 +71,12 @@ pub fn serve<H: Handler>(
     summary: impl FnOnce(&H) -> String,
 ) -> anyhow::Result<()> {
     let fds = start(prog, common, accept)?;
+    if common.notify {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            bail!("--notify: $NOTIFY_SOCKET is not set (run it as a Type=notify unit)");
+        }
+        sd_notify::notify(false, &[sd_notify::NotifyState::Ready]).context("READY=1")?;
+    }
     let (stats, handler) = Server::new(fds, handler, common.config())?.run()?;
     log_exit(prog, &stats, &summary(&handler));
     Ok(())

@@ -7,9 +7,10 @@
 //!   the two about something missing from every file (nothing to listen on,
 //!   nothing to run): there is no line to point at, so they name the main file.
 //! * An acceptance is a spec the activator can use as is: something to listen on
-//!   (port != 0), an absolute command, N in range, and the helpers the activator
-//!   calls on it (instance names, fd names, specifier expansion for every
-//!   instance index, rendering) do not panic.
+//!   (port != 0), an absolute command (or no `[Service]` at all: template mode),
+//!   N in range, and the helpers the activator calls on it (instance names and
+//!   their inverse, fd names, specifier expansion for every instance index,
+//!   rendering) do not panic.
 //! * Parsing is deterministic.
 
 use std::path::Path;
@@ -95,15 +96,16 @@ pub fn check_accepted(spec: &SocketSpec, files: &[(&Path, &str)]) {
         "accepted with nothing to listen on"
     );
     assert!(spec.listen.iter().all(|l| l.addr.port() != 0));
-    let first = spec
-        .exec
-        .exec_start
-        .first()
-        .expect("accepted without ExecStart=");
-    assert!(
-        first.starts_with('/'),
-        "relative command accepted: {first:?}"
-    );
+    match spec.exec.exec_start.first() {
+        Some(first) => assert!(
+            first.starts_with('/'),
+            "relative command accepted: {first:?}"
+        ),
+        None => assert!(
+            spec.service_section.is_none(),
+            "accepted a [Service] section without ExecStart="
+        ),
+    }
     let n = match spec.distribute {
         Distribute::Count(n) => {
             assert!((1..=MAX_DISTRIBUTE).contains(&n), "Distribute={n} accepted");
@@ -114,13 +116,24 @@ pub fn check_accepted(spec: &SocketSpec, files: &[(&Path, &str)]) {
     assert!(!spec.service.is_empty() && !spec.service.contains('@'));
     assert!(!spec.fd_name().is_empty());
     for i in [0, 1, n - 1, MAX_DISTRIBUTE - 1] {
+        let unit = spec.instance_unit(i);
         assert_eq!(
-            spec.instance_unit(i),
-            format!("{}@{i}.service", spec.service)
+            unit,
+            format!(
+                "{}@{}.service",
+                spec.service,
+                spec.instance.replacen("%i", &i.to_string(), 1)
+            )
         );
+        assert!(unit.len() <= 255, "instance name too long: {unit}");
+        assert_eq!(spec.instance_index(&unit), Some(i), "{unit}");
         let exec = spec.exec.for_instance(&spec.name, i);
         assert_eq!(exec.exec_start.len(), spec.exec.exec_start.len());
-        assert!(exec.exec_start[0].starts_with('/'));
+        assert!(exec.exec_start.iter().take(1).all(|a| a.starts_with('/')));
     }
     assert!(render_spec(spec).contains("exec_start = "));
+    assert_eq!(
+        spec.instance_index(&format!("{}@x.service", spec.service)),
+        None
+    );
 }

@@ -2,7 +2,8 @@
 //!
 //! Every `GET` (or `HEAD`) gets `200 OK`, `Content-Type: text/plain` and the body
 //! `instance=<$DISTRIBUTE_INSTANCE or ?> pid=<pid>\n`, so clients can see which
-//! instance served them. Keep-alive, pipelining and partial requests are handled;
+//! instance served them (with `--show-env NAME`, ` NAME=<value>` pairs before the
+//! newline: what the unit's settings put in the environment). Keep-alive, pipelining and partial requests are handled;
 //! malformed requests get `400` and the connection is closed.
 
 use std::os::fd::BorrowedFd;
@@ -28,6 +29,11 @@ struct Cli {
     /// Busy-spin this many microseconds per request (simulated work, for benchmarks).
     #[arg(long, value_name = "N", default_value_t = 0)]
     work_us: u64,
+
+    /// Add ` NAME=<value of $NAME at start>` to every answer (repeatable), e.g.
+    /// to see a unit's `Environment=` or `$LISTEN_PID` from outside.
+    #[arg(long, value_name = "NAME")]
+    show_env: Vec<String>,
 }
 
 struct Hello {
@@ -142,9 +148,15 @@ impl Handler for Hello {
 
 fn main() -> ExitCode {
     common::main(PROG, |cli: &Cli| {
+        // Read before the sockets are taken: that unsets $LISTEN_*.
+        let env: String = cli
+            .show_env
+            .iter()
+            .map(|k| format!(" {k}={}", std::env::var(k).unwrap_or_default()))
+            .collect();
         let hello = Hello {
             body: format!(
-                "instance={} pid={}\n",
+                "instance={} pid={}{env}\n",
                 common::instance_label(),
                 std::process::id()
             )
