@@ -1,54 +1,8 @@
 //! Distribute=N end to end: a real systemd (sandboxed), the real activator
 //! from the shipped unit file, real instances, real loopback connections.
 
-use distribute_tests::{
-    addr, get_hello, hello_config, port, tally, Activator, Failures, Hello, Rng,
-};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use distribute_tests::{addr, fire, get_hello, hello_config, port, tally, Activator};
 use std::time::{Duration, Instant};
-
-/// Runs `per_thread` sequential requests on each of `threads` threads, sleeping
-/// a random 0..`max_gap` between requests; returns answers and failures.
-fn fire(
-    target: SocketAddr,
-    threads: u64,
-    per_thread: u64,
-    max_gap: Duration,
-) -> (Vec<Hello>, Failures) {
-    let hellos = Arc::new(Mutex::new(Vec::new()));
-    let failures = Arc::new(Mutex::new(Failures::default()));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let hellos = hellos.clone();
-            let failures = failures.clone();
-            std::thread::spawn(move || {
-                let mut rng = Rng::new(0x5eed + t);
-                let mut local = Failures::default();
-                for _ in 0..per_thread {
-                    match get_hello(target, Duration::from_secs(10)) {
-                        Ok(h) => hellos.lock().unwrap().push(h),
-                        Err(e) => {
-                            eprintln!("request failed: {e:#}");
-                            local.count(&e);
-                        }
-                    }
-                    let gap = max_gap.as_micros() as u64;
-                    if gap > 0 {
-                        std::thread::sleep(Duration::from_micros(rng.below(gap)));
-                    }
-                }
-                failures.lock().unwrap().add(&local);
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    let hellos = Arc::try_unwrap(hellos).unwrap().into_inner().unwrap();
-    let failures = Arc::try_unwrap(failures).unwrap().into_inner().unwrap();
-    (hellos, failures)
-}
 
 #[test]
 fn four_instances_serve_400_connections() {

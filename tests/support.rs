@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub const BINARIES: &[&str] = &[
     "systemd-distribute",
     "systemd-distribute-exec",
+    "systemd-distribute-handoff",
     "distribute-hello",
     "distribute-echo",
     "distributectl",
@@ -561,6 +562,54 @@ impl SteadyLoad {
         }
         (ok, failures)
     }
+}
+
+/// Runs `per_thread` sequential requests on each of `threads` threads, sleeping
+/// a random 0..`max_gap` between requests; returns answers and failures.
+pub fn fire(
+    target: SocketAddr,
+    threads: u64,
+    per_thread: u64,
+    max_gap: Duration,
+) -> (Vec<Hello>, Failures) {
+    let hellos = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Failures::default()));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let hellos = hellos.clone();
+            let failures = failures.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(0x5eed + t);
+                let mut local = Failures::default();
+                for _ in 0..per_thread {
+                    match get_hello(target, Duration::from_secs(10)) {
+                        Ok(h) => hellos.lock().unwrap().push(h),
+                        Err(e) => {
+                            eprintln!("request failed: {e:#}");
+                            local.count(&e);
+                        }
+                    }
+                    let gap = max_gap.as_micros() as u64;
+                    if gap > 0 {
+                        std::thread::sleep(Duration::from_micros(rng.below(gap)));
+                    }
+                }
+                failures.lock().unwrap().add(&local);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let hellos = std::sync::Arc::try_unwrap(hellos)
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    let failures = std::sync::Arc::try_unwrap(failures)
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    (hellos, failures)
 }
 
 /// Tally of which instance (and PID) served how many requests.

@@ -6,6 +6,7 @@
 //! bin/distributectl
 //! lib/systemd/systemd-distribute               the daemon
 //! lib/systemd/systemd-distribute-exec          exec shim, found next to the daemon
+//! lib/systemd/systemd-distribute-handoff       template-mode hand-off helper, next to the daemon
 //! lib/systemd-distribute/distribute-{hello,echo}   demo instances
 //! lib/systemd/system/systemd-distribute.service
 //! share/dbus-1/system.d/org.distribute1.conf
@@ -32,6 +33,7 @@ const UNIT_EXEC_START: &str = "/usr/lib/systemd/systemd-distribute";
 pub const BINARIES: &[(&str, &str)] = &[
     ("systemd-distribute", "lib/systemd"),
     ("systemd-distribute-exec", "lib/systemd"),
+    ("systemd-distribute-handoff", "lib/systemd"),
     ("distribute-hello", "lib/systemd-distribute"),
     ("distribute-echo", "lib/systemd-distribute"),
     ("distributectl", "bin"),

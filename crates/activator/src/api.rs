@@ -443,6 +443,21 @@ impl Socket {
         Ok(self.info().await?.sources)
     }
 
+    /// How instances start: `transient` (built from the config's `[Service]`)
+    /// or `template` (the template unit file's own instances); empty for a
+    /// config that is not served.
+    #[zbus(property)]
+    async fn mode(&self) -> fdo::Result<String> {
+        Ok(self.info().await?.mode)
+    }
+
+    /// Template mode: the template's unit file (systemd's `FragmentPath`);
+    /// empty otherwise.
+    #[zbus(property)]
+    async fn unit_file(&self) -> fdo::Result<String> {
+        Ok(self.info().await?.unit_file)
+    }
+
     /// Per instance: (index, unit, state, main PID, activations, failures,
     /// accept-queue depth, reason). The queue depth is read live.
     #[zbus(property)]
@@ -467,6 +482,8 @@ struct Announced {
     state: String,
     error: String,
     sources: Vec<String>,
+    mode: String,
+    unit_file: String,
     /// Without the queue depth, which changes all the time and is read live.
     instances: Vec<InstanceEntry>,
 }
@@ -480,6 +497,8 @@ impl Announced {
             state: info.state.clone(),
             error: info.error.clone(),
             sources: info.sources.clone(),
+            mode: info.mode.clone(),
+            unit_file: info.unit_file.clone(),
             instances: info
                 .instances
                 .iter()
@@ -513,6 +532,12 @@ impl Announced {
         }
         if old.sources != new.sources {
             changed.insert("Sources", Value::from(&info.sources));
+        }
+        if old.mode != new.mode {
+            changed.insert("Mode", Value::from(info.mode.as_str()));
+        }
+        if old.unit_file != new.unit_file {
+            changed.insert("UnitFile", Value::from(info.unit_file.as_str()));
         }
         if old.instances != new.instances {
             let entries: Vec<InstanceEntry> = info.instances.iter().map(instance_entry).collect();
@@ -781,6 +806,8 @@ impl Announced {
             state: "\0".into(),
             error: "\0".into(),
             sources: vec![String::from("\0")],
+            mode: "\0".into(),
+            unit_file: "\0".into(),
             instances: vec![(
                 u32::MAX,
                 String::new(),
@@ -852,6 +879,8 @@ mod tests {
             state: "serving".into(),
             error: String::new(),
             sources: vec!["/etc/systemd/distribute/web.socket".into()],
+            mode: "transient".into(),
+            unit_file: String::new(),
             instances: (0..2)
                 .map(|i| InstanceInfo {
                     index: i,
@@ -880,9 +909,11 @@ mod tests {
                 "Error",
                 "Instances",
                 "Listen",
+                "Mode",
                 "Service",
                 "Sources",
-                "State"
+                "State",
+                "UnitFile"
             ]
         );
         let old = Announced::of(&info);

@@ -63,6 +63,12 @@ pub trait Socket {
     /// Source files, in the order applied.
     #[zbus(property)]
     fn sources(&self) -> zbus::Result<Vec<String>>;
+    /// transient | template ("" if not served).
+    #[zbus(property)]
+    fn mode(&self) -> zbus::Result<String>;
+    /// Template mode: the template's unit file.
+    #[zbus(property)]
+    fn unit_file(&self) -> zbus::Result<String>;
     /// (index, unit, state, main PID, activations, failures, queue depth, reason).
     #[zbus(property)]
     #[allow(clippy::type_complexity)]
@@ -126,6 +132,10 @@ pub struct SocketStatus {
     pub error: String,
     /// Source files.
     pub sources: Vec<String>,
+    /// `transient` or `template` ("" if not served).
+    pub mode: String,
+    /// Template mode: the template's unit file.
+    pub unit_file: String,
     /// Instances by index.
     pub instances: Vec<Instance>,
 }
@@ -291,6 +301,8 @@ impl Client {
             state: p.state().await.map_err(err)?,
             error: p.error().await.map_err(err)?,
             sources: p.sources().await.map_err(err)?,
+            mode: p.mode().await.map_err(err)?,
+            unit_file: p.unit_file().await.map_err(err)?,
             instances: p
                 .instances()
                 .await

@@ -241,13 +241,25 @@ pub fn format_status(s: &SocketStatus, legend: bool, style: &Style) -> String {
         "Distribute",
         &[format!("{} ({counts})", s.distribute)],
     );
-    let last = s.distribute.saturating_sub(1);
-    let service = match s.distribute {
-        0 => format!("{}@.service", s.service),
-        1 => format!("{}@0.service", s.service),
-        _ => format!("{0}@0.service … {0}@{last}.service", s.service),
+    // The instances' own names: `Service=app@shop-%i.service` makes them
+    // app@shop-0.service, ….
+    let service = match (s.instances.first(), s.instances.last()) {
+        (Some(first), Some(last)) if first.unit != last.unit => {
+            format!("{} … {}", first.unit, last.unit)
+        }
+        (Some(only), _) => only.unit.clone(),
+        _ => format!("{}@.service", s.service),
     };
     field(&mut out, "Service", &[service]);
+    match s.mode.as_str() {
+        "" => {}
+        "template" => field(&mut out, "Mode", &[format!("template ({})", s.unit_file)]),
+        mode => field(
+            &mut out,
+            "Mode",
+            &[format!("{mode} (built from [Service])")],
+        ),
+    }
     field(&mut out, "State", &[style.state(&s.state)]);
     if !s.error.is_empty() {
         field(&mut out, "Error", &[style.paint(RED, &s.error)]);
@@ -361,6 +373,8 @@ mod tests {
                 "/etc/systemd/distribute/web.socket".into(),
                 "/etc/systemd/distribute/web.socket.d/10-mem.conf".into(),
             ],
+            mode: "transient".into(),
+            unit_file: String::new(),
             instances: vec![
                 inst(0, "running", 1234, 12, 0, 0, ""),
                 inst(1, "listening", 0, 3, 0, 2, ""),
@@ -378,6 +392,7 @@ mod tests {
              ListenStream=[::1]:8080
  Distribute: 3 (1 running, 1 failed)
     Service: web@0.service … web@2.service
+       Mode: transient (built from [Service])
       State: serving
      Source: /etc/systemd/distribute/web.socket
              /etc/systemd/distribute/web.socket.d/10-mem.conf

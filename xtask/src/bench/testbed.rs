@@ -25,6 +25,7 @@ impl Bed {
         for b in [
             "systemd-distribute",
             "systemd-distribute-exec",
+            "systemd-distribute-handoff",
             "distribute-hello",
             "distribute-bench-server",
         ] {
