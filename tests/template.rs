@@ -291,13 +291,13 @@ fn socket_requests_are_refused_outside_an_instance_start() {
         "belongs to intruder.service, not to tpl@0.service",
     );
 
-    // Root, inside the instance's own cgroup, but while it is active
-    // (ExecReload=): refused.
+    // Root, inside the instance's own cgroup, but while it is running
+    // (ExecReload=, so `reloading`): refused.
     let r = a.run_as(ROOT, "systemctl", &["reload", "tpl@0.service"]);
     assert_ne!(r.code, 0, "{r:?}");
     a.assert_logged_within(
         Duration::from_secs(10),
-        "tpl@0.service is active, not starting",
+        "tpl@0.service is reloading, not starting",
     );
     // The instance is unharmed and still serves.
     get_hello(addr(p), Duration::from_secs(10)).expect("instance still serves");
@@ -364,7 +364,7 @@ fn both_a_service_section_and_a_unit_file_is_an_exact_error() {
     let config = a.sb.inside("config/both.socket");
     let unit_file = a.sb.inside("units/both@.service");
     let want = format!(
-        "{config}:5: a [Service] section, but {unit_file} exists too: systemd refuses transient \
+        "{config}:6: a [Service] section, but {unit_file} exists too: systemd refuses transient \
          instances of a template that has a unit file, so only one of them can define \
          both@.service's instances. To start the unit file's instances (template mode), remove \
          the [Service] section from {config}; to keep the transient instances built from \
@@ -387,7 +387,7 @@ fn both_a_service_section_and_a_unit_file_is_an_exact_error() {
     assert_eq!(
         neither,
         format!(
-            "s {:?}",
+            "s \"{}\"",
             format!(
                 "{cfg}: no [Service] section, and systemd finds no unit file neither@.service: \
                  add a [Service] section with ExecStart= (transient instances), or install \
