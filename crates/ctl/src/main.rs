@@ -451,6 +451,9 @@ fn verify_files(files: &[PathBuf], out: &Out) -> u8 {
             for e in &r.errors {
                 eprintln!("{}", e.text);
             }
+            if r.errors.is_empty() && !r.summary.is_empty() {
+                println!("{}: {}", r.file, r.summary);
+            }
         }
     }
     u8::from(failed)

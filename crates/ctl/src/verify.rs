@@ -1,8 +1,19 @@
 //! `distributectl verify FILE…`: offline checks of config files, no daemon needed.
 
-use distribute_config::{load_file, ConfigError};
+use distribute_config::{load_file, ConfigError, SocketSpec};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The unit directories an admin or a package puts a template in, searched in
+/// systemd's order (the first hit is the one systemd loads). The daemon asks
+/// systemd itself; offline, this is the best guess.
+pub const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
 
 /// The outcome for one `NAME.socket` file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,6 +26,13 @@ pub struct Verified {
     pub masked: bool,
     /// Problems, each `file:line: …`; empty if the config is valid.
     pub errors: Vec<Problem>,
+    /// How the instances would start: `transient` (the config has `[Service]`)
+    /// or `template` (it has none); "" if the config is invalid or masked.
+    pub mode: String,
+    /// The template's unit file found in [`UNIT_DIRS`], if any.
+    pub unit_file: Option<String>,
+    /// What the mode means for this config, one line for people.
+    pub summary: String,
 }
 
 /// One problem, located.
@@ -47,11 +65,24 @@ impl From<&ConfigError> for Problem {
 /// Checks `path` (a `NAME.socket` file) together with its drop-ins in
 /// `PATH.d/*.conf`, the way the daemon would load them ([`load_file`]).
 pub fn verify(path: &Path) -> Verified {
+    verify_in(path, Path::new("/"))
+}
+
+/// [`verify`], with the unit directories looked up under `root`.
+pub fn verify_in(path: &Path, root: &Path) -> Verified {
     let load = load_file(path);
-    let errors = match &load.result {
+    let mut errors = match &load.result {
         Err(e) if !load.masked => vec![Problem::from(e)],
         _ => Vec::new(),
     };
+    let (mut mode, mut unit_file, mut summary) = (String::new(), None, String::new());
+    if let (Ok(spec), false) = (&load.result, load.masked) {
+        unit_file = find_unit_file(root, &spec.template_unit()).map(|p| p.display().to_string());
+        match describe_mode(spec, unit_file.as_deref()) {
+            Ok((m, s)) => (mode, summary) = (m.to_string(), s),
+            Err(problem) => errors.push(problem),
+        }
+    }
     Verified {
         file: path.display().to_string(),
         dropins: load
@@ -61,6 +92,59 @@ pub fn verify(path: &Path) -> Verified {
             .collect(),
         masked: load.masked,
         errors,
+        mode,
+        unit_file,
+        summary,
+    }
+}
+
+/// The template's unit file under `root`, in systemd's search order.
+fn find_unit_file(root: &Path, template: &str) -> Option<PathBuf> {
+    UNIT_DIRS
+        .iter()
+        .map(|d| root.join(d.trim_start_matches('/')).join(template))
+        .find(|p| p.is_file())
+}
+
+/// The mode and its one-line summary, or the daemon's "both" refusal.
+fn describe_mode(
+    spec: &SocketSpec,
+    unit_file: Option<&str>,
+) -> Result<(&'static str, String), Problem> {
+    let first = spec.instance_unit(0);
+    let template = spec.template_unit();
+    match (&spec.service_section, unit_file) {
+        (Some(origin), Some(file)) => {
+            let message = format!(
+                "a [Service] section, but {file} exists too: systemd refuses transient \
+                 instances of a template that has a unit file; remove the [Service] section \
+                 (template mode) or remove or rename {file} (transient mode)"
+            );
+            Err(Problem {
+                file: origin.file.display().to_string(),
+                line: Some(origin.line),
+                key: None,
+                text: format!("{origin}: {message}"),
+                message,
+            })
+        }
+        (Some(_), None) => Ok((
+            "transient",
+            format!("transient mode: {first}, … are built from [Service]"),
+        )),
+        (None, Some(file)) => Ok((
+            "template",
+            format!("template mode: {first}, … are instances of {file}"),
+        )),
+        (None, None) => Ok((
+            "template",
+            format!(
+                "template mode: no [Service] section, so {first}, … must be instances of a \
+                 unit file {template}, and none was found in {}; systemd-distribute refuses \
+                 the config until systemd can load one",
+                UNIT_DIRS.join(", ")
+            ),
+        )),
     }
 }
 
@@ -91,6 +175,43 @@ mod tests {
         let v = verify(&f);
         assert!(v.errors.is_empty(), "{v:?}");
         assert!(!v.masked);
+        assert_eq!(v.mode, "transient");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn modes_follow_the_service_section_and_the_unit_file() {
+        let d = tmp("modes");
+        let units = d.join("root/usr/lib/systemd/system");
+        fs::create_dir_all(&units).unwrap();
+        let tpl = "[Socket]\nListenStream=8080\nService=app@shop-%i.service\n";
+        fs::write(d.join("shop.socket"), tpl).unwrap();
+        let v = verify_in(&d.join("shop.socket"), &d.join("root"));
+        assert_eq!((v.mode.as_str(), v.errors.len()), ("template", 0), "{v:?}");
+        assert!(v.summary.contains("none was found"), "{v:?}");
+        fs::write(
+            units.join("app@.service"),
+            "[Service]\nExecStart=/bin/app\n",
+        )
+        .unwrap();
+        let v = verify_in(&d.join("shop.socket"), &d.join("root"));
+        assert_eq!(
+            v.summary,
+            format!(
+                "template mode: app@shop-0.service, … are instances of {}",
+                units.join("app@.service").display()
+            )
+        );
+        // [Service] too: the daemon's refusal, at the section's first line.
+        fs::write(
+            d.join("shop.socket"),
+            format!("{tpl}[Service]\nExecStart=/bin/true\n"),
+        )
+        .unwrap();
+        let v = verify_in(&d.join("shop.socket"), &d.join("root"));
+        assert_eq!(v.errors.len(), 1, "{v:?}");
+        assert_eq!(v.errors[0].line, Some(5));
+        assert!(v.errors[0].message.contains("exists too"), "{v:?}");
         fs::remove_dir_all(d).unwrap();
     }
 
