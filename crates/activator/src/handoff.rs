@@ -245,12 +245,12 @@ async fn decide(shared: &Shared, peer: &Peer, unit: &str) -> Result<Grant, Strin
             peer.uid
         ));
     }
-    let Some((slot, spec, link)) = shared.instance(unit) else {
+    let Some((slot, spec)) = shared.instance(unit) else {
         return Err(format!(
             "{unit} is not an instance of any config served by systemd-distribute"
         ));
     };
-    if !matches!(*link.mode.borrow(), Mode::Template { .. }) {
+    if !matches!(*slot.link.mode.borrow(), Mode::Template { .. }) {
         return Err(format!(
             "{unit} is a transient instance; it gets its sockets when the activator starts it"
         ));

@@ -183,17 +183,11 @@ impl Shared {
         }
     }
 
-    /// The slot, config and group link of instance `unit`, if we serve it.
-    pub fn instance(
-        &self,
-        unit: &str,
-    ) -> Option<(Rc<Slot>, Rc<RefCell<Rc<SocketSpec>>>, Rc<GroupLink>)> {
+    /// The slot and config of instance `unit`, if we serve it.
+    pub fn instance(&self, unit: &str) -> Option<(Rc<Slot>, SpecCell)> {
         let instances = self.instances.borrow();
         let r = instances.get(unit)?;
-        let slot = r.slot.upgrade()?;
-        let spec = r.spec.upgrade()?;
-        let link = slot.link.clone();
-        Some((slot, spec, link))
+        Some((r.slot.upgrade()?, r.spec.upgrade()?))
     }
 
     /// Sends `event` to the slot owning `unit`, if any.
@@ -203,6 +197,9 @@ impl Shared {
         }
     }
 }
+
+/// A config's spec as its group and slots share it; a reload replaces the inner `Rc`.
+pub type SpecCell = Rc<RefCell<Rc<SocketSpec>>>;
 
 /// A slot as the hand-off finds it (weak: the slot task and its group own it).
 pub struct Registered {
