@@ -1,7 +1,8 @@
 //! Template mode: the config has no `[Service]`, the instances are a real
 //! template unit file's (`Type=notify`, `DynamicUser=`, `StateDirectory=`,
 //! `EnvironmentFile=`, an admin drop-in), and they get their sockets through
-//! the fd store with nothing in front of `ExecStart=`.
+//! the fd store with nothing in front of `ExecStart=`. Ports: `port(90)` to
+//! `port(98)`, and `port(95) + 100`.
 
 use distribute_tests::{
     addr, fire, get_hello, port, tally, wait_until, Activator, SteadyLoad, NOBODY, ROOT,
@@ -80,7 +81,7 @@ fn field<'a>(body: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn template_instances_serve_with_their_own_settings() {
-    let p = port(60);
+    let p = port(90);
     let Some(a) = start("template-serve", p, 4, "30s") else {
         return;
     };
@@ -172,7 +173,7 @@ fn template_instances_serve_with_their_own_settings() {
 
 #[test]
 fn template_idle_exit_reactivation_and_no_loss() {
-    let p = port(61);
+    let p = port(91);
     let Some(a) = start("template-idle", p, 2, "50ms") else {
         return;
     };
@@ -209,7 +210,7 @@ fn template_idle_exit_reactivation_and_no_loss() {
 
 #[test]
 fn template_rescale_and_activator_restart_under_load() {
-    let p = port(62);
+    let p = port(92);
     let Some(a) = start("template-rescale", p, 4, "2s") else {
         return;
     };
@@ -242,7 +243,7 @@ fn get_hellos_ok(target: SocketAddr, n: usize) -> usize {
 
 #[test]
 fn socket_requests_are_refused_outside_an_instance_start() {
-    let p = port(63);
+    let p = port(93);
     let Some(a) = start("template-refused", p, 1, "30s") else {
         return;
     };
@@ -305,7 +306,7 @@ fn socket_requests_are_refused_outside_an_instance_start() {
 
 #[test]
 fn started_by_systemd_or_the_admin_counts_as_running() {
-    let p = port(64);
+    let p = port(94);
     let Some(a) = start("template-external", p, 2, "30s") else {
         return;
     };
@@ -344,7 +345,7 @@ fn started_by_systemd_or_the_admin_counts_as_running() {
 
 #[test]
 fn both_a_service_section_and_a_unit_file_is_an_exact_error() {
-    let p = port(65);
+    let p = port(95);
     let Some(a) = Activator::start("template-both", &[]) else {
         return;
     };
@@ -397,4 +398,153 @@ fn both_a_service_section_and_a_unit_file_is_an_exact_error() {
         status.output().contains("refuses transient instances"),
         "{status:?}"
     );
+}
+
+/// A template unit named `name@.service` running the demo instance, with `extra`
+/// lines in `[Service]`; installed before the config that uses it.
+fn install_template(a: &Activator, name: &str, extra: &str) {
+    a.sb.install_unit(
+        &format!("{name}@.service"),
+        &format!(
+            "[Service]\nExecStart={}/distribute-hello --idle-timeout 30s\nDynamicUser=yes\n{extra}",
+            a.bin
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_dropin_adds_to_the_units_own_settings_and_goes_with_the_config() {
+    let p = port(96);
+    let Some(a) = Activator::start("template-dropin", &[]) else {
+        return;
+    };
+    // The unit notifies from any process and keeps 2 fds of its own: our
+    // drop-in must neither narrow NotifyAccess= nor take its fd store room.
+    install_template(&a, "own", "NotifyAccess=all\nFileDescriptorStoreMax=2\n");
+    a.write_config(
+        "own",
+        &format!("[Socket]\nListenStream=127.0.0.1:{p}\nService=own@.service\n"),
+    );
+    a.reload();
+    get_hello(addr(p), Duration::from_secs(10)).expect("served");
+    assert_eq!(a.unit_property("own@0.service", "NotifyAccess"), "all");
+    assert_eq!(
+        a.unit_property("own@0.service", "FileDescriptorStoreMax"),
+        "3"
+    );
+    let dropin =
+        a.sb.host_path("/run/systemd/system/own@.service.d/99-systemd-distribute.conf");
+    let text = std::fs::read_to_string(&dropin).expect("our drop-in");
+    println!("{}:\n{text}", dropin.display());
+    assert!(!text.contains("NotifyAccess"), "{text}");
+
+    // Unchanged: not written again, systemd not reloaded again.
+    let wrote = |log: &str| {
+        log.matches("wrote /run/systemd/system/own@.service.d")
+            .count()
+    };
+    assert_eq!(wrote(&a.log()), 1);
+    a.reload();
+    assert_eq!(wrote(&a.log()), 1, "an unchanged drop-in is not rewritten");
+
+    // The config goes away: so does the drop-in (and its directory).
+    std::fs::remove_file(a.sb.dir().join("config/own.socket")).unwrap();
+    a.reload();
+    assert!(!dropin.exists(), "the drop-in outlived its config");
+    assert!(!dropin.parent().unwrap().exists());
+    a.assert_logged("no config uses own@.service any more");
+    assert!(!a
+        .unit_property("own@0.service", "DropInPaths")
+        .contains("99-systemd-distribute"));
+}
+
+#[test]
+fn a_crashing_template_instance_backs_off_then_fails() {
+    let p = port(97);
+    let Some(a) = Activator::start("template-crash", &[]) else {
+        return;
+    };
+    a.sb.install_unit("crash@.service", "[Service]\nExecStart=/bin/false\n")
+        .unwrap();
+    a.write_config(
+        "crash",
+        &format!("[Socket]\nListenStream=127.0.0.1:{p}\nService=crash@.service\n"),
+    );
+    a.reload();
+    let _queued = std::net::TcpStream::connect(addr(p)).expect("connect");
+    a.assert_logged_within(
+        Duration::from_secs(30),
+        "crash@0.service: failed: instance failed after",
+    );
+    let status = a.ctl(&["status", "crash"]).output();
+    assert!(
+        status.contains("failed") && status.contains("5 failures in a row"),
+        "{status}"
+    );
+    // Failed: the socket is no longer watched, the activator stays idle.
+    let log = a.log();
+    let starts = log.matches("crash@0.service: started").count();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a.log().matches("crash@0.service: started").count(), starts);
+    assert_eq!(starts, 5, "{log}");
+}
+
+#[test]
+fn instance_names_from_a_pattern_and_operator_commands() {
+    let p = port(98);
+    let Some(a) = Activator::start("template-pattern", &[]) else {
+        return;
+    };
+    install_template(&a, "shop", "Environment=SHOP=%i\n");
+    a.write_config(
+        "shops",
+        &format!(
+            "[Socket]\nListenStream=127.0.0.1:{p}\nDistribute=2\nService=shop@eu-%i.service\n"
+        ),
+    );
+    a.reload();
+    a.ctl(&["start", "shops"]).ok();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let units = a.instances("shop@*");
+            units.len() == 2 && units.iter().all(|(_, s)| s == "active")
+        }),
+        "{:?}",
+        a.instances("shop@*")
+    );
+    let names: Vec<String> = a.instances("shop@*").into_iter().map(|(u, _)| u).collect();
+    assert_eq!(names, ["shop@eu-0.service", "shop@eu-1.service"]);
+    assert!(a
+        .unit_property("shop@eu-1.service", "Environment")
+        .contains("SHOP=eu-1"));
+    let status = a.ctl(&["status", "shops"]).ok().stdout;
+    assert!(
+        status.contains("Service: shop@eu-0.service … shop@eu-1.service"),
+        "{status}"
+    );
+
+    // stop: the unit file's instance stops (it stays loaded or not), the
+    // slot listens again; restart: a new main process.
+    let before = a.unit_property("shop@eu-1.service", "MainPID");
+    a.ctl(&["stop", "shops@0"]).ok();
+    assert!(wait_until(Duration::from_secs(10), || {
+        a.ctl(&["status", "shops"])
+            .stdout
+            .lines()
+            .any(|l| l.contains("shop@eu-0.service") && l.contains("listening"))
+    }));
+    assert_ne!(
+        a.unit_property("shop@eu-0.service", "ActiveState"),
+        "active"
+    );
+    a.ctl(&["restart", "shops@1"]).ok();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let now = a.unit_property("shop@eu-1.service", "MainPID");
+        now != before && now != "0"
+    }));
+    // Both serve (instance 0 starts again on demand).
+    let (hellos, failures) = fire(addr(p), 4, 25, Duration::ZERO);
+    assert_eq!(failures.total(), 0, "{failures}\n{}", a.log());
+    assert_eq!(hellos.len(), 100);
 }

@@ -425,12 +425,6 @@ impl SlotTask {
         matches!(*self.slot.link.mode.borrow(), Mode::Template { .. })
     }
 
-    /// Template mode: whether the instance is really down after an
-    /// `inactive`/`failed` signal, or systemd is restarting it (`Restart=`).
-    async fn instance_ended(&self) -> bool {
-        !instance_is_up(&self.shared, &self.slot.unit).await
-    }
-
     /// A draining slot with no instance: end once the queue stayed empty for
     /// [`DRAIN_GRACE`], or start the instance to serve what is queued.
     async fn finish_drain(&mut self) -> Next {
@@ -544,17 +538,34 @@ impl SlotTask {
                 },
             }
             // A transient unit ends with UnitRemoved (CollectMode=); a unit
-            // file's instance may stay loaded, so its state decides.
+            // file's instance may stay loaded, so its state decides, asked
+            // now (the signal may be stale: it died again since, or restarts).
             if template && state_changed {
-                if self.instance_ended().await {
-                    break;
-                }
-                if failed {
-                    tracing::info!(
-                        "{}: failed and restarting itself (Restart=); it keeps its sockets",
-                        self.slot.unit
-                    );
-                    failed = false;
+                match instance_state(&self.shared, &self.slot.unit).await {
+                    Some(st) if st.is_up() => {
+                        if failed {
+                            tracing::info!(
+                                "{}: failed and restarting itself (Restart=); it keeps its sockets",
+                                self.slot.unit
+                            );
+                            failed = false;
+                        }
+                    }
+                    Some(st) => {
+                        if st.active_state == "failed" {
+                            failed = true;
+                            // Clears the failure (and systemd's start rate
+                            // limit): our own backoff decides from here. Its
+                            // `inactive` signal arrives while we back off.
+                            let _ = self
+                                .shared
+                                .manager()
+                                .reset_failed_unit(&self.slot.unit)
+                                .await;
+                        }
+                        break;
+                    }
+                    None => break,
                 }
             }
         }
@@ -603,18 +614,27 @@ impl SlotTask {
         let reason = format!("{what}; next start in {delay:?}");
         tracing::warn!("{}: {reason}", self.slot.unit);
         self.set(SlotState::Backoff, &reason);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => Next::Watch,
-            cmd = self.commands.recv() => match cmd {
-                None => Next::End,
-                Some(SlotCommand::Start | SlotCommand::Restart) => {
-                    self.consecutive_failures = 0;
-                    Next::StartNow
-                }
-                Some(SlotCommand::Stop) => Next::Watch,
-                Some(SlotCommand::Drain) => { self.mark_draining(); Next::Watch }
-            },
-            ev = self.events.recv() => self.event_while_down(ev),
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            return tokio::select! {
+                _ = &mut sleep => Next::Watch,
+                cmd = self.commands.recv() => match cmd {
+                    None => Next::End,
+                    Some(SlotCommand::Start | SlotCommand::Restart) => {
+                        self.consecutive_failures = 0;
+                        Next::StartNow
+                    }
+                    Some(SlotCommand::Stop) => Next::Watch,
+                    Some(SlotCommand::Drain) => { self.mark_draining(); Next::Watch }
+                },
+                // Only a hand-off (someone else started it) ends the backoff;
+                // e.g. the `inactive` of our own ResetFailedUnit() does not.
+                ev = self.events.recv() => match self.event_while_down(ev) {
+                    Next::Watch => continue,
+                    next => next,
+                },
+            };
         }
     }
 
@@ -769,36 +789,50 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
 /// Template mode: `StartUnit` of the unit file's own instance; it fetches its
 /// sockets from the hand-off while it starts.
 async fn start_template_instance(shared: &Shared, unit: &str) -> Result<(), StartError> {
-    let manager = shared.manager();
-    // A failed instance stays loaded with its failure (and systemd's start
-    // rate limit counting): our own backoff and trigger limit decide instead.
-    let _ = manager.reset_failed_unit(unit).await;
-    match manager.start_unit(unit, "replace").await {
+    match shared.manager().start_unit(unit, "replace").await {
         Ok(_job) => Ok(()),
         Err(e @ zbus::Error::MethodError(..)) => Err(StartError::Other(e.to_string())),
         Err(e) => Err(StartError::Bus(e.to_string())),
     }
 }
 
-/// Whether `unit` is loaded and up (or on its way up, or restarting itself).
+/// systemd's view of a loaded instance.
+pub struct InstanceState {
+    /// `ActiveState`.
+    pub active_state: String,
+    /// Whether a job is queued for it.
+    pub job: bool,
+}
+
+impl InstanceState {
+    /// Up, on its way up, restarting itself (`Restart=`), or with a job queued
+    /// (e.g. our own start, right after an `inactive`).
+    pub fn is_up(&self) -> bool {
+        self.job || !matches!(self.active_state.as_str(), "inactive" | "failed")
+    }
+}
+
+/// Whether `unit` is loaded and up (see [`InstanceState::is_up`]).
 pub async fn instance_is_up(shared: &Shared, unit: &str) -> bool {
+    instance_state(shared, unit)
+        .await
+        .is_some_and(|st| st.is_up())
+}
+
+/// The state of `unit`, or `None` if it is not loaded (or systemd cannot say).
+pub async fn instance_state(shared: &Shared, unit: &str) -> Option<InstanceState> {
     let manager = shared.manager();
-    let Ok(path) = manager.get_unit(unit).await else {
-        return false;
-    };
-    let Ok(builder) = UnitProxy::builder(manager.inner().connection())
+    let path = manager.get_unit(unit).await.ok()?;
+    let proxy = UnitProxy::builder(manager.inner().connection())
         .cache_properties(zbus::proxy::CacheProperties::No)
         .path(path)
-    else {
-        return false;
-    };
-    let Ok(proxy) = builder.build().await else {
-        return false;
-    };
-    match proxy.active_state().await {
-        Ok(state) => !matches!(state.as_str(), "inactive" | "failed"),
-        Err(_) => false,
-    }
+        .ok()?
+        .build()
+        .await
+        .ok()?;
+    let active_state = proxy.active_state().await.ok()?;
+    let job = proxy.job().await.is_ok_and(|(id, _)| id != 0);
+    Some(InstanceState { active_state, job })
 }
 
 /// The unit file of `unit` when it is not running and systemd loads it from a

@@ -184,14 +184,18 @@ impl Sandbox {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("SANDBOX_HARNESS_DIR", &dir)
-        // The harness's units, then the sandbox's own (tmpfs) runtime unit
-        // directory, where drop-ins written at run time (e.g. the activator's
-        // hand-off drop-ins for template units) must be found. Never
-        // /lib/systemd/system (see `units`), and no trailing ':' (that would
-        // append the default path).
+        // systemd's own runtime directories (all on the sandbox's tmpfs /run):
+        // transient units (without it a daemon-reload loses the running
+        // transient instances' unit files) and run-time property changes,
+        // then the harness's units, then /run/systemd/system, where drop-ins
+        // written at run time (e.g. the activator's hand-off drop-ins for
+        // template units) must be found. Never /lib/systemd/system (see
+        // `units`), and no trailing ':' (that would append the default path).
         .env(
             "SYSTEMD_UNIT_PATH",
-            format!("{INNER_DIR}/units:/run/systemd/system"),
+            format!(
+                "/run/systemd/system.control:/run/systemd/transient:{INNER_DIR}/units:/run/systemd/system"
+            ),
         )
         // No generators: their output could mount or start host things.
         .env("SYSTEMD_GENERATOR_PATH", format!("{INNER_DIR}/empty"))
