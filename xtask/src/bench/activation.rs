@@ -1,11 +1,11 @@
 //! Scenario 3, cold activation latency: connect → first byte on an idle
-//! socket, systemd-distribute (`Distribute=1`) against systemd's own
-//! `Accept=no` and `Accept=yes`, and what the cycles cost PID 1 and the
-//! activator in memory.
+//! socket, systemd-distribute (`Distribute=1`, with transient instances and in
+//! template mode) against systemd's own `Accept=no` and `Accept=yes`, and what
+//! the cycles cost PID 1 and the activator in memory.
 
 use super::measure::us;
 use super::testbed::{Bed, ACTIVATOR};
-use super::{Profile, Progress, P_COLD_DIST, P_COLD_NO, P_COLD_YES};
+use super::{Profile, Progress, P_COLD_DIST, P_COLD_NO, P_COLD_TPL, P_COLD_YES};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -41,20 +41,56 @@ pub struct Activation {
 /// The native systemd variants' unit names: `Accept=no` and `Accept=yes`.
 const NATIVE_NO: &str = "coldno";
 const NATIVE_YES: &str = "coldyes";
+/// The template-mode config's name and its template unit file's instances'
+/// prefix: `coldtpl.socket`, `coldtpl@.service`.
+const TEMPLATE: &str = "coldtpl";
+
+/// The variants' names, as the results and the report carry them.
+pub const V_TRANSIENT: &str = "systemd-distribute (Distribute=1)";
+pub const V_TEMPLATE: &str = "systemd-distribute template mode (Distribute=1)";
+/// The baseline of every ratio.
+pub const V_NO: &str = "systemd Accept=no";
+pub const V_YES: &str = "systemd Accept=yes";
 
 /// Name, port, and "is the socket idle again" probe of a cold-start variant.
 type ColdVariant<'a> = (&'static str, u16, Box<dyn Fn() -> bool + 'a>);
 
-/// The activator's config of this scenario: one instance that exits after
-/// its one connection.
-pub(super) fn config(bin: &str) -> (String, String) {
-    (
-        "cold".into(),
-        format!(
-            "[Socket]\nListenStream=127.0.0.1:{P_COLD_DIST}\nDistribute=1\nNoDelay=yes\nTriggerLimitIntervalSec=0\n\n\
-             [Service]\nExecStart={bin}/distribute-bench-server --model listen-fds --exit-after 1\n"
+/// The activator's configs of this scenario, one instance each that exits
+/// after its one connection: `cold` with a `[Service]` (transient instances),
+/// `coldtpl` without one (template mode: the instances of [`units`]'s
+/// `coldtpl@.service`, which must be installed before the activator reads
+/// this config).
+pub(super) fn configs(bin: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "cold".into(),
+            format!(
+                "[Socket]\nListenStream=127.0.0.1:{P_COLD_DIST}\nDistribute=1\nNoDelay=yes\nTriggerLimitIntervalSec=0\n\n\
+                 [Service]\nExecStart={bin}/distribute-bench-server --model listen-fds --exit-after 1\n"
+            ),
         ),
-    )
+        (
+            TEMPLATE.into(),
+            format!(
+                "[Socket]\nListenStream=127.0.0.1:{P_COLD_TPL}\nDistribute=1\nNoDelay=yes\nTriggerLimitIntervalSec=0\n\
+                 Service={TEMPLATE}@.service\n"
+            ),
+        ),
+    ]
+}
+
+/// The unit files the activator's configs need at its start: the template of
+/// the template-mode variant. Like the transient instances: `Type=simple`,
+/// default dependencies; like the native units: no start rate limit. The
+/// activator adds its drop-in (`ExecStartPre=+systemd-distribute-handoff`).
+pub(super) fn units(bin: &str) -> Vec<(String, String)> {
+    vec![(
+        format!("{TEMPLATE}@.service"),
+        format!(
+            "[Unit]\nDescription=cold activation, template mode, instance %i\nStartLimitIntervalSec=0\n\n\
+             [Service]\nType=simple\nExecStart={bin}/distribute-bench-server --model listen-fds --exit-after 1\n"
+        ),
+    )]
 }
 
 pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activation> {
@@ -95,16 +131,37 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
         &format!("{NATIVE_NO}.socket"),
         &format!("{NATIVE_YES}.socket"),
     ])?;
+    // Template mode in effect: the activator's drop-in on the instance.
+    let tpl_unit = format!("{TEMPLATE}@0.service");
+    let dropins = bed.show(&tpl_unit, "DropInPaths");
+    if !dropins.contains("99-systemd-distribute.conf") {
+        bail!(
+            "{tpl_unit} has no drop-in of systemd-distribute (DropInPaths={dropins:?}): \
+             {TEMPLATE}.socket is not served in template mode\n--- journal ---\n{}",
+            bed.sb.journal(Some(ACTIVATOR))
+        );
+    }
     let act_pid = bed.main_pid(ACTIVATOR)?;
     let act_before = bed.rss_kb(act_pid)?;
-    let variants: [ColdVariant<'_>; 3] = [
+    let variants: [ColdVariant<'_>; 4] = [
         (
-            "systemd-distribute (Distribute=1)",
+            V_TRANSIENT,
             P_COLD_DIST,
             Box::new(|| bed.show("cold@0.service", "LoadState") == "not-found"),
         ),
         (
-            "systemd Accept=no",
+            V_TEMPLATE,
+            P_COLD_TPL,
+            // A unit file's instance may stay loaded once it is inactive.
+            Box::new(|| {
+                matches!(
+                    bed.show(&tpl_unit, "ActiveState").as_str(),
+                    "inactive" | "failed"
+                )
+            }),
+        ),
+        (
+            V_NO,
             P_COLD_NO,
             Box::new(|| {
                 bed.show(&format!("{NATIVE_NO}.service"), "ActiveState") == "inactive"
@@ -112,7 +169,7 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
             }),
         ),
         (
-            "systemd Accept=yes",
+            V_YES,
             P_COLD_YES,
             Box::new(|| {
                 bed.sb
@@ -198,7 +255,7 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
             samples_us: samples,
         };
         pr.say(format!(
-            "   {name:<34} p50 {:>7} p90 {:>7} p99 {:>7} max {:>7}  failures {}  PID 1 RSS +{} KiB",
+            "   {name:<48} p50 {:>7} p90 {:>7} p99 {:>7} max {:>7}  failures {}  PID 1 RSS +{} KiB",
             us(row.p50_us),
             us(row.p90_us),
             us(row.p99_us),
@@ -208,15 +265,25 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
         ));
         rows.push(row);
     }
-    let (b50, b99) = (rows[1].p50_us.max(1) as f64, rows[1].p99_us.max(1) as f64);
+    let base = rows
+        .iter()
+        .find(|r| r.variant == V_NO)
+        .map(|r| (r.p50_us.max(1) as f64, r.p99_us.max(1) as f64));
+    let (b50, b99) = base.unwrap_or((1.0, 1.0));
     for r in &mut rows {
         r.p50_ratio = r.p50_us as f64 / b50;
         r.p99_ratio = r.p99_us as f64 / b99;
     }
-    pr.say(format!(
-        "   distribute p50 / Accept=no p50 = {:.2} (target <= 1.5)",
-        rows[0].p50_ratio
-    ));
+    let row = |v: &str| rows.iter().find(|r| r.variant == v);
+    if let (Some(t), Some(tpl)) = (row(V_TRANSIENT), row(V_TEMPLATE)) {
+        pr.say(format!(
+            "   p50 / Accept=no p50: transient {:.2}, template mode {:.2} (target <= 1.5); \
+             template p50 - transient p50 = {:+.2} ms",
+            t.p50_ratio,
+            tpl.p50_ratio,
+            template_extra_ms(&rows).unwrap_or(0.0)
+        ));
+    }
     let act_after = bed.rss_kb(act_pid)?;
     bed.sb.systemctl(&[
         "stop",
@@ -228,6 +295,14 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
         activator_rss_before_kb: act_before,
         activator_rss_after_kb: act_after,
     })
+}
+
+/// Template-mode p50 minus transient p50, ms: what the `ExecStartPre=` helper's
+/// fork+exec and the hand-off add to a cold start. `None` in results from
+/// before the template variant.
+pub fn template_extra_ms(rows: &[ColdRow]) -> Option<f64> {
+    let p50 = |v: &str| rows.iter().find(|r| r.variant == v).map(|r| r.p50_us);
+    Some((p50(V_TEMPLATE)? as f64 - p50(V_TRANSIENT)? as f64) / 1000.0)
 }
 
 /// Connect, send a request, wait for the first byte of the answer; reads the

@@ -108,6 +108,7 @@ const P_MODELS: u16 = 47820;
 const P_COLD_DIST: u16 = 47830;
 const P_COLD_NO: u16 = 47831;
 const P_COLD_YES: u16 = 47832;
+const P_COLD_TPL: u16 = 47833;
 const P_SCALE: u16 = 48000;
 /// First port of the steering scenario (one per [`steering::STEER`] variant).
 const P_STEER: u16 = 47840;

@@ -44,6 +44,11 @@ impl Bed {
             ),
         );
         sb.install_unit(ACTIVATOR, &unit_text)?;
+        // Unit files the configs refer to: the activator decides a config's
+        // mode (transient or template) when it reads it, so they go first.
+        for (name, text) in activation::units(&bin) {
+            sb.install_unit(&name, &text)?;
+        }
         let bed = Bed { sb, bin };
         bed.set_configs(&bed.load_configs(profile))?;
         bed.start_activator()?;
@@ -53,11 +58,8 @@ impl Bed {
     /// The configs every load scenario expects the activator to serve.
     pub(super) fn load_configs(&self, p: &Profile) -> Vec<(String, String)> {
         let bin = &self.bin;
-        let mut configs = vec![
-            datapath::config(bin, p),
-            models::config(bin, p),
-            activation::config(bin),
-        ];
+        let mut configs = vec![datapath::config(bin, p), models::config(bin, p)];
+        configs.extend(activation::configs(bin));
         configs.extend(steering::configs(bin, p));
         configs
     }
