@@ -2,6 +2,7 @@
 
 mod bench;
 mod ci;
+mod deb;
 mod demo;
 mod fuzz;
 mod install;
@@ -83,6 +84,21 @@ enum Task {
         #[arg(long)]
         no_build: bool,
     },
+    /// Build the Debian package target/deb/systemd-distribute_VERSION_ARCH.deb
+    /// (release binaries, unit, D-Bus policy, man pages, completions,
+    /// examples, maintainer scripts) and print its path.
+    Deb {
+        /// Package the release binaries already built.
+        #[arg(long)]
+        no_build: bool,
+        /// Run lintian on the package; fail on any warning or error.
+        #[arg(long)]
+        check: bool,
+        /// Install the package into a Debian 13 root booted in the sandbox,
+        /// follow the README's tour, then purge it and check nothing is left.
+        #[arg(long)]
+        test: bool,
+    },
     /// Check the unit files: systemd-analyze verify on the installed units
     /// and example drop-ins, and the security exposure of the service.
     Units,
@@ -127,6 +143,15 @@ fn main() -> Result<()> {
             profile,
             no_build,
         } => install::run(&destdir, &prefix, &profile, no_build),
+        Task::Deb {
+            no_build,
+            check,
+            test,
+        } => deb::run(&deb::Options {
+            no_build,
+            check,
+            test,
+        }),
         Task::Units => units::run(),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Soak {
