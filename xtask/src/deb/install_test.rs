@@ -1,6 +1,8 @@
 //! `cargo xtask deb --test`: the package in a Debian 13 root, installed, used
 //! and purged the way the README tells an admin to.
 //!
+//! Debian 12, the host, gets a simulated install only ([`debian12_simulation`]).
+//!
 //! The root is the sandbox's cached Debian 13 (systemd 257), booted with its
 //! own systemd and dbus-daemon on a fresh overlay, so installing into it
 //! touches neither the cache nor the host. The sandbox's bus is booted WITHOUT
@@ -87,6 +89,7 @@ const IGNORED: &[(&str, &str)] = &[
 const NOT_WALKED: &[&str] = &["/proc", "/sys", "/dev", "/run/distribute-harness"];
 
 pub fn run(deb: &Path) -> Result<()> {
+    debian12_simulation(deb)?;
     if let Some(reason) = distribute_sandbox::unavailable_reason_on(Systemd::Debian13) {
         bail!("the install test needs the Debian 13 sandbox, which cannot run here: {reason}");
     }
@@ -104,6 +107,35 @@ pub fn run(deb: &Path) -> Result<()> {
     let shutdown = sb.shutdown();
     result?;
     shutdown
+}
+
+/// Debian 12: on a Debian 12 host, `apt-get install --simulate` of the
+/// package must resolve against the host's installed packages. Only simulated:
+/// a real install would put the unit among the host's units. (The binaries
+/// themselves run on Debian 12: they are built and tested there.)
+fn debian12_simulation(deb: &Path) -> Result<()> {
+    let os = fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if !os.lines().any(|l| l == "VERSION_ID=\"12\"") || !os.contains("ID=debian") {
+        eprintln!("deb test: the host is not Debian 12; no simulated install on it");
+        return Ok(());
+    }
+    let out = std::process::Command::new("apt-get")
+        .args(["install", "--simulate"])
+        .arg(deb)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .context("running apt-get install --simulate")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains(&format!("Inst {PACKAGE} ")) {
+        bail!(
+            "apt-get install --simulate {} on this Debian 12 host failed ({}):\n{text}{}",
+            deb.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!("deb test: Debian 12 (the host): apt-get install --simulate resolves");
+    Ok(())
 }
 
 fn walk_through(sb: &Sandbox, deb: &Path) -> Result<()> {
