@@ -19,7 +19,9 @@
 //!    /etc/systemd/distribute/`, `systemctl enable --now systemd-distribute`,
 //!    `curl http://127.0.0.1:PORT/` answered by an instance, `distributectl
 //!    status` (and `--json`) shows it, `man distribute.socket` renders.
-//! 3. `apt-get purge -y systemd-distribute`: no process, no unit, no listening
+//! 3. An upgrade (`apt-get install --reinstall`) restarts the running daemon,
+//!    which stays enabled and serves.
+//! 4. `apt-get purge -y systemd-distribute`: no process, no unit, no listening
 //!    socket, no bus name, and the root's file list equals the one taken
 //!    before the install, except for [`IGNORED`].
 //!
@@ -264,6 +266,38 @@ fn walk_through(sb: &Sandbox, deb: &Path) -> Result<()> {
     }
     admin(sb, "busctl status org.distribute1 >/dev/null")?;
 
+    // An upgrade (the same version again runs the same maintainer-script
+    // paths): a running daemon is restarted, stays enabled, and serves.
+    let t = Instant::now();
+    let main_pid = |sb: &Sandbox| {
+        admin(sb, "systemctl show -p MainPID --value systemd-distribute")
+            .map(|s| s.trim().to_string())
+    };
+    let old_pid = main_pid(sb)?;
+    admin(
+        sb,
+        &format!(
+            "cd {} && apt-get install -y --reinstall ./{name}",
+            sb.inside("deb")
+        ),
+    )?;
+    let new_pid = main_pid(sb)?;
+    if new_pid == old_pid || new_pid == "0" || !is_link(&sb.root_host_path(WANTS_LINK)) {
+        bail!(
+            "after an upgrade the daemon's PID went from {old_pid} to {new_pid} (wants/ link \
+             present: {}): expected a restart, still enabled",
+            is_link(&sb.root_host_path(WANTS_LINK))
+        );
+    }
+    let answer = admin(
+        sb,
+        &format!("curl -s --max-time 10 http://127.0.0.1:{PORT}/"),
+    )?;
+    if !answer.starts_with("instance=") {
+        bail!("no answer after the upgrade: {answer:?}");
+    }
+    step("upgrade (reinstall): restarted and serving", t);
+
     // 3. Purge.
     let t = Instant::now();
     admin(sb, "apt-get purge -y systemd-distribute")?;
@@ -343,7 +377,23 @@ fn walk_through(sb: &Sandbox, deb: &Path) -> Result<()> {
         fs::remove_file(&linked)?;
     }
     let after = snapshot(sb)?;
-    left.extend(diff(&before, &after));
+    let transient_lost = !unit_path_has_transient(sb)?;
+    let (artifacts, real): (Vec<String>, Vec<String>) = diff(&before, &after)
+        .into_iter()
+        .partition(|d| transient_lost && d.starts_with("file: /run/systemd/transient/http@"));
+    if !artifacts.is_empty() {
+        // The sandbox's unit path (SYSTEMD_UNIT_PATH) lacks the transient
+        // directory: a daemon-reload with instances running (the upgrade's)
+        // reloads them without their fragment, and systemd no longer deletes
+        // their files when they go. On a real machine the transient directory
+        // is on the unit path. Strict again once crates/sandbox adds it.
+        eprintln!(
+            "deb test: NOTE: not counted, a sandbox artifact (its SYSTEMD_UNIT_PATH lacks \
+             /run/systemd/transient): {}",
+            artifacts.join("; ")
+        );
+    }
+    left.extend(real);
     if !left.is_empty() {
         bail!(
             "apt-get purge left {} thing(s) behind:\n  {}",
@@ -417,6 +467,18 @@ fn shell(sb: &Sandbox, line: &str) -> Result<(bool, String)> {
     } else {
         Ok((false, format!("{stdout}{stderr}")))
     }
+}
+
+/// Whether the sandboxed systemd's unit path has `/run/systemd/transient`
+/// (from its PID 1's environment).
+fn unit_path_has_transient(sb: &Sandbox) -> Result<bool> {
+    let env = fs::read(format!("/proc/{}/environ", sb.pid1()))
+        .context("reading the sandbox's PID 1 environment")?;
+    Ok(env.split(|&b| b == 0).any(|var| {
+        String::from_utf8_lossy(var)
+            .strip_prefix("SYSTEMD_UNIT_PATH=")
+            .is_some_and(|p| p.split(':').any(|d| d == "/run/systemd/transient"))
+    }))
 }
 
 /// Processes of the package inside the sandbox: the activator and the
