@@ -25,8 +25,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Build every binary, then run every test (unit, golden, sandboxed systemd).
+    /// Build every binary, then run every test (unit, golden, sandboxed
+    /// systemd) on the host's systemd, and the sandboxed ones again on the
+    /// systemd of a Debian 13 root (built and cached on first use).
     Test {
+        /// Which systemd the sandboxed tests boot.
+        #[arg(long, value_enum, default_value = "both")]
+        systemd: test::Which,
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -128,7 +133,7 @@ enum Task {
 
 fn main() -> Result<()> {
     match Cli::parse().task {
-        Task::Test { args } => test::run(&args),
+        Task::Test { systemd, args } => test::run(systemd, &args),
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
         Task::Bench { full, only, render } => bench::run(bench::Options {
