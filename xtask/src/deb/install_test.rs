@@ -106,7 +106,10 @@ pub fn run(deb: &Path) -> Result<()> {
             tail(&sb.journal(None), 150)
         );
     }
+    // The copy of the .deb is not worth keeping with the sandbox's logs.
+    let deb_copy = sb.dir().join("deb");
     let shutdown = sb.shutdown();
+    let _ = fs::remove_dir_all(deb_copy);
     result?;
     shutdown
 }
