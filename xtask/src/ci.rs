@@ -15,7 +15,13 @@ pub fn run() -> Result<()> {
     crate::cargo(&["xtask", "man", "--check"])?;
     crate::cargo(&["xtask", "units"])?;
     crate::cargo(&["xtask", "fuzz", "--seconds", "60"])?;
-    crate::test::run(&[])?;
+    crate::test::run(crate::test::Which::Both, &[])?;
     // The README's other command must keep working on a fresh clone too.
-    crate::demo::run()
+    crate::demo::run()?;
+    // The package: build, lintian, install test in the Debian 13 sandbox.
+    crate::deb::run(&crate::deb::Options {
+        no_build: false,
+        check: true,
+        test: true,
+    })
 }

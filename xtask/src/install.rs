@@ -73,11 +73,7 @@ pub fn run(destdir: &Path, prefix: &str, profile: &str, no_build: bool) -> Resul
         bail!("--prefix must be an absolute path, not {prefix:?}");
     }
     if !no_build {
-        let mut args = vec!["build", "--profile", profile];
-        for p in available_packages() {
-            args.extend(["-p", p]);
-        }
-        crate::cargo(&args)?;
+        build(profile)?;
     }
     let destdir = if destdir.is_absolute() {
         destdir.to_path_buf()
@@ -100,6 +96,16 @@ pub fn run(destdir: &Path, prefix: &str, profile: &str, no_build: bool) -> Resul
         layout.prefix
     );
     Ok(())
+}
+
+/// Builds the binaries of [`BINARIES`] with `profile`; they land in
+/// `target/`[`profile_dir`]`(profile)`.
+pub fn build(profile: &str) -> Result<()> {
+    let mut args = vec!["build", "--profile", profile];
+    for p in available_packages() {
+        args.extend(["-p", p]);
+    }
+    crate::cargo(&args)
 }
 
 /// Cargo's output directory for a profile.

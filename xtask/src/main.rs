@@ -2,6 +2,7 @@
 
 mod bench;
 mod ci;
+mod deb;
 mod demo;
 mod fuzz;
 mod install;
@@ -24,8 +25,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Build every binary, then run every test (unit, golden, sandboxed systemd).
+    /// Build every binary, then run every test (unit, golden, sandboxed
+    /// systemd) on the host's systemd, and the sandboxed ones again on the
+    /// systemd of a Debian 13 root (built and cached on first use).
     Test {
+        /// Which systemd the sandboxed tests boot.
+        #[arg(long, value_enum, default_value = "both")]
+        systemd: test::Which,
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -83,6 +89,21 @@ enum Task {
         #[arg(long)]
         no_build: bool,
     },
+    /// Build the Debian package target/deb/systemd-distribute_VERSION_ARCH.deb
+    /// (release binaries, unit, D-Bus policy, man pages, completions,
+    /// examples, maintainer scripts) and print its path.
+    Deb {
+        /// Package the release binaries already built.
+        #[arg(long)]
+        no_build: bool,
+        /// Run lintian on the package; fail on any warning or error.
+        #[arg(long)]
+        check: bool,
+        /// Install the package into a Debian 13 root booted in the sandbox,
+        /// follow the README's tour, then purge it and check nothing is left.
+        #[arg(long)]
+        test: bool,
+    },
     /// Check the unit files: systemd-analyze verify on the installed units
     /// and example drop-ins, and the security exposure of the service.
     Units,
@@ -112,7 +133,7 @@ enum Task {
 
 fn main() -> Result<()> {
     match Cli::parse().task {
-        Task::Test { args } => test::run(&args),
+        Task::Test { systemd, args } => test::run(systemd, &args),
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
         Task::Bench { full, only, render } => bench::run(bench::Options {
@@ -127,6 +148,15 @@ fn main() -> Result<()> {
             profile,
             no_build,
         } => install::run(&destdir, &prefix, &profile, no_build),
+        Task::Deb {
+            no_build,
+            check,
+            test,
+        } => deb::run(&deb::Options {
+            no_build,
+            check,
+            test,
+        }),
         Task::Units => units::run(),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Soak {

@@ -7,13 +7,21 @@
 //! only the harness owns (see [`units`] for why that matters). The network
 //! namespace is shared, so tests reach instances on 127.0.0.1 from outside.
 //!
+//! The systemd booted is the host's ([`Systemd::Host`], Debian 12: 252) or
+//! that of a cached Debian 13 root ([`Systemd::Debian13`]: 257), chrooted in
+//! the same namespaces on a per-sandbox overlay (see [`debian`]); the
+//! environment variable [`SYSTEMD_ENV`] picks one for the tests.
+//!
 //! Everything the harness creates lives under `target/sandbox/` and in its own
 //! cgroup; dropping a [`Sandbox`] kills the namespace's PID 1 (which takes every
-//! process in it down) and removes the cgroup tree.
+//! process in it down), removes the cgroup tree and the sandbox's overlay layer.
 
 #![deny(missing_docs)]
 
+pub mod debian;
 pub mod units;
+
+pub use debian::DEBIAN13_PACKAGES;
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -30,7 +38,60 @@ pub const CI_ENV: &str = "CI";
 /// Where the harness directory appears inside the sandbox.
 pub const INNER_DIR: &str = "/run/distribute-harness";
 
+/// Environment variable that picks the systemd of [`Sandbox::boot`] and
+/// [`boot_for_test`]: `host` (the default) or `debian13`.
+pub const SYSTEMD_ENV: &str = "DISTRIBUTE_SANDBOX_SYSTEMD";
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Which systemd a sandbox boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Systemd {
+    /// The host's own `/lib/systemd/systemd` (252 on Debian 12).
+    Host,
+    /// The systemd of a cached Debian 13 root (257), chrooted on an overlay.
+    Debian13,
+}
+
+impl Systemd {
+    /// Every variant, in the order `cargo xtask test` runs them.
+    pub const ALL: [Systemd; 2] = [Systemd::Host, Systemd::Debian13];
+
+    /// From [`SYSTEMD_ENV`]; unset or empty is [`Systemd::Host`].
+    ///
+    /// # Panics
+    /// On any other value than `host` or `debian13`: a typo must not silently
+    /// test the wrong systemd.
+    pub fn from_env() -> Systemd {
+        match std::env::var(SYSTEMD_ENV) {
+            Err(std::env::VarError::NotPresent) => Systemd::Host,
+            Ok(v) if v.is_empty() => Systemd::Host,
+            Ok(v) => Systemd::parse(&v).unwrap_or_else(|| {
+                panic!("{SYSTEMD_ENV}={v:?} is not valid: use \"host\" or \"debian13\"")
+            }),
+            Err(e) => panic!("{SYSTEMD_ENV}: {e}: use \"host\" or \"debian13\""),
+        }
+    }
+
+    /// The inverse of [`Systemd::as_str`].
+    pub fn parse(s: &str) -> Option<Systemd> {
+        Systemd::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// `host` or `debian13`, as in [`SYSTEMD_ENV`].
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Systemd::Host => "host",
+            Systemd::Debian13 => "debian13",
+        }
+    }
+}
+
+impl std::fmt::Display for Systemd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A running private systemd.
 pub struct Sandbox {
@@ -39,47 +100,73 @@ pub struct Sandbox {
     cgroup: PathBuf,
     unshare: Child,
     pid1: i32,
+    systemd: Systemd,
+    version: u32,
 }
 
-/// Why the sandbox cannot run on this machine (not root, tools missing).
+/// Why the sandbox of [`Systemd::from_env`] cannot run on this machine (not
+/// root, tools missing, no Debian 13 root).
 pub fn unavailable_reason() -> Option<String> {
+    unavailable_reason_on(Systemd::from_env())
+}
+
+/// Why a sandbox booting `systemd` cannot run on this machine. For
+/// [`Systemd::Debian13`] this builds the cached root first if needed (about a
+/// minute, once per machine), since a root that cannot be built (mmdebstrap
+/// not installable, mirror unreachable) is a missing prerequisite like a
+/// missing tool.
+pub fn unavailable_reason_on(systemd: Systemd) -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("the sandbox needs root (namespaces, cgroups, mounts)".into());
     }
-    for tool in [
-        "/lib/systemd/systemd",
-        "/usr/bin/dbus-daemon",
-        "/usr/bin/unshare",
-        "/usr/bin/nsenter",
-    ] {
+    let tools: &[&str] = match systemd {
+        Systemd::Host => &[
+            "/lib/systemd/systemd",
+            "/usr/bin/dbus-daemon",
+            "/usr/bin/unshare",
+            "/usr/bin/nsenter",
+        ],
+        // systemd and dbus-daemon come from the root.
+        Systemd::Debian13 => &["/usr/bin/unshare", "/usr/bin/nsenter", "/usr/sbin/chroot"],
+    };
+    for tool in tools {
         if !Path::new(tool).exists() {
             return Some(format!(
-                "{tool} is missing (apt-get install systemd dbus util-linux)"
+                "{tool} is missing (apt-get install systemd dbus util-linux coreutils)"
             ));
         }
     }
     if cgroup2_root().is_none() {
         return Some("no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified".into());
     }
+    if systemd == Systemd::Debian13 {
+        if let Err(e) = debian::debian13_root() {
+            return Some(format!("no Debian 13 root: {e}"));
+        }
+    }
     None
 }
 
-/// Boots a sandbox for a test, or reports loudly that the test is skipped.
+/// Boots a sandbox (systemd from [`Systemd::from_env`]) for a test, or reports
+/// loudly that the test is skipped.
 ///
 /// Under `CI=true` a machine that cannot run the sandbox is a failure, not a skip.
 /// A boot failure on a capable machine always panics: that is a real bug.
 pub fn boot_for_test(name: &str, dbus_policies: &[PathBuf]) -> Option<Sandbox> {
-    if let Some(reason) = unavailable_reason() {
+    let systemd = Systemd::from_env();
+    if let Some(reason) = unavailable_reason_on(systemd) {
         if std::env::var(CI_ENV).as_deref() == Ok("true") {
-            panic!("sandbox test {name} cannot run under CI=true: {reason}");
+            panic!("sandbox test {name} ({systemd} systemd) cannot run under CI=true: {reason}");
         }
-        eprintln!("\n*** SKIPPED {name}: {reason} ***\n");
+        eprintln!("\n*** SKIPPED {name} ({systemd} systemd): {reason} ***\n");
         return None;
     }
-    match Sandbox::boot(name, dbus_policies) {
+    match Sandbox::boot_on(name, dbus_policies, systemd) {
         Ok(s) => Some(s),
-        Err(e) => panic!("sandbox test {name}: booting the private systemd failed: {e:#}"),
+        Err(e) => {
+            panic!("sandbox test {name}: booting the private systemd ({systemd}) failed: {e:#}")
+        }
     }
 }
 
@@ -129,12 +216,52 @@ mount -t cgroup2 none /sys/fs/cgroup
 exec /lib/systemd/systemd --system --unit=harness.target
 "#;
 
+/// PID 1 of the new namespaces for [`Systemd::Debian13`]: the design's chroot
+/// recipe, on an overlay so the cached root stays pristine.
+///
+/// Unlike the host's systemd, /var/lib and /var/cache stay the root's own
+/// (apt and dpkg need them): the overlay already keeps every write, instances'
+/// StateDirectory= included, away from the cache and the host.
+const CHROOT_INIT_SCRIPT: &str = r#"set -e
+R="$SANDBOX_ROOT"
+# Writable and pristine: the cached root read-only below, this sandbox's own
+# upper layer (under its harness directory) on top.
+mount -t overlay overlay -o "lowerdir=$SANDBOX_LOWER,upperdir=$SANDBOX_UPPER,workdir=$SANDBOX_WORK" "$R"
+mount -t proc proc "$R/proc"
+mount --rbind /sys "$R/sys"
+mount --make-rslave "$R/sys"
+mount --rbind /dev "$R/dev"
+mount --make-rslave "$R/dev"
+mount -t tmpfs -o mode=755 tmpfs "$R/run"
+mkdir -p "$R/run/distribute-harness"
+# Not recursive: the overlay, mounted on a directory of the harness directory,
+# does not show up again inside itself.
+mount --bind "$SANDBOX_HARNESS_DIR" "$R/run/distribute-harness"
+mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+mount -t tmpfs -o mode=1777 tmpfs "$R/var/tmp"
+if [ -d "$R/var/log/journal" ]; then mount -t tmpfs -o mode=755 tmpfs "$R/var/log/journal"; fi
+mkdir -p "$R/run/systemd/system" "$R/run/dbus" "$R/run/systemd/journald.conf.d"
+printf '%s' "$SANDBOX_JOURNALD_CONF" > "$R/run/systemd/journald.conf.d/50-sandbox.conf"
+# The rbind brought the host's cgroup mounts along; the sandbox gets a cgroup2
+# mount of its own cgroup namespace instead.
+umount -l "$R/sys/fs/cgroup"
+mount -t cgroup2 none "$R/sys/fs/cgroup"
+unset SANDBOX_ROOT SANDBOX_LOWER SANDBOX_UPPER SANDBOX_WORK SANDBOX_HARNESS_DIR SANDBOX_JOURNALD_CONF
+exec /usr/sbin/chroot "$R" /lib/systemd/systemd --system --unit=harness.target
+"#;
+
 impl Sandbox {
-    /// Boots a private systemd. `dbus_policies` are extra dbus-daemon policy
-    /// files (e.g. `units/org.distribute1.conf`) made visible to the sandbox's bus.
+    /// Boots a private systemd, the one [`Systemd::from_env`] picks.
+    /// `dbus_policies` are extra dbus-daemon policy files (e.g.
+    /// `units/org.distribute1.conf`) made visible to the sandbox's bus.
     pub fn boot(name: &str, dbus_policies: &[PathBuf]) -> Result<Sandbox> {
-        if let Some(reason) = unavailable_reason() {
-            bail!("cannot boot the sandbox: {reason}");
+        Sandbox::boot_on(name, dbus_policies, Systemd::from_env())
+    }
+
+    /// Boots a private `systemd` (see [`Sandbox::boot`]).
+    pub fn boot_on(name: &str, dbus_policies: &[PathBuf], systemd: Systemd) -> Result<Sandbox> {
+        if let Some(reason) = unavailable_reason_on(systemd) {
+            bail!("cannot boot the sandbox ({systemd} systemd): {reason}");
         }
         let id = format!(
             "{}-{}-{}",
@@ -158,6 +285,7 @@ impl Sandbox {
 
         let root = cgroup2_root().context("no cgroup2 hierarchy")?;
         reap_orphans(&root);
+        reap_orphan_overlays(&target_dir().join("sandbox"));
         let cgroup = root.join(format!("{CGROUP_PREFIX}{id}"));
         fs::create_dir(&cgroup).with_context(|| format!("creating cgroup {}", cgroup.display()))?;
         let procs = cgroup.join("cgroup.procs");
@@ -176,7 +304,10 @@ impl Sandbox {
             "--mount-proc",
             "/bin/sh",
             "-c",
-            INIT_SCRIPT,
+            match systemd {
+                Systemd::Host => INIT_SCRIPT,
+                Systemd::Debian13 => CHROOT_INIT_SCRIPT,
+            },
         ])
         .env_clear()
         .env(
@@ -208,6 +339,28 @@ impl Sandbox {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+        if systemd == Systemd::Debian13 {
+            let lower = debian::debian13_root().map_err(anyhow::Error::msg)?;
+            let mount_root = dir.join("root");
+            let upper = dir.join(OVERLAY_DIR).join("upper");
+            let work = dir.join(OVERLAY_DIR).join("work");
+            for d in [&mount_root, &upper, &work] {
+                fs::create_dir_all(d)?;
+            }
+            for p in [&lower, &upper, &work] {
+                // overlayfs separates its options with ',' and lower layers with ':'.
+                if p.to_string_lossy().contains([',', ':']) {
+                    bail!(
+                        "{}: overlayfs cannot take a path with ',' or ':'",
+                        p.display()
+                    );
+                }
+            }
+            cmd.env("SANDBOX_ROOT", &mount_root)
+                .env("SANDBOX_LOWER", &lower)
+                .env("SANDBOX_UPPER", &upper)
+                .env("SANDBOX_WORK", &work);
+        }
         let procs_c = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes())?;
         // SAFETY: between fork and exec we only call async-signal-safe functions
         // (open, write, close) on memory prepared before the fork.
@@ -232,13 +385,20 @@ impl Sandbox {
             cgroup,
             pid1: 0,
             unshare,
+            systemd,
+            version: 0,
         };
         sb.wait_booted().with_context(|| {
             format!(
-                "sandbox did not boot; systemd's output:\n{}",
+                "sandbox ({systemd} systemd) did not boot; systemd's output:\n{}",
                 fs::read_to_string(sb.dir.join("systemd.log")).unwrap_or_default()
             )
         })?;
+        // Asked of the running manager, not of a binary: that is what the
+        // activator sees too.
+        let v = sb.systemctl(&["show", "-p", "Version", "--value"])?;
+        sb.version = parse_version(&v)
+            .with_context(|| format!("unexpected systemd Version property {v:?}"))?;
         Ok(sb)
     }
 
@@ -286,6 +446,16 @@ impl Sandbox {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Which systemd this sandbox runs.
+    pub fn systemd(&self) -> Systemd {
+        self.systemd
+    }
+
+    /// The major version of the running systemd, e.g. 252 or 257.
+    pub fn systemd_version(&self) -> u32 {
+        self.version
     }
 
     /// The test or demo name this sandbox was booted for.
@@ -346,7 +516,15 @@ impl Sandbox {
     }
 
     /// A path inside the sandbox's mount namespace, reachable from the host.
+    /// Same as [`Sandbox::root_host_path`].
     pub fn host_path(&self, inner: &str) -> PathBuf {
+        self.root_host_path(inner)
+    }
+
+    /// A path inside the sandbox's root (for [`Systemd::Debian13`] the chroot,
+    /// e.g. its `/usr/share/doc`), reachable from the host: through PID 1's
+    /// root directory, which is the chroot when there is one.
+    pub fn root_host_path(&self, inner: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{}", self.pid1, inner))
     }
 
@@ -361,9 +539,11 @@ impl Sandbox {
     /// A command that runs inside all of the sandbox's namespaces.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("/usr/bin/nsenter");
+        // -r -w: PID 1's root and working directory, so under Debian13 the
+        // program (systemctl, busctl, apt-get, …) is the chroot's own.
         c.arg("-t")
             .arg(self.pid1.to_string())
-            .arg("-a")
+            .args(["-a", "-r", "-w"])
             .arg(program);
         c
     }
@@ -442,8 +622,33 @@ impl Sandbox {
         }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
-        remove_cgroup_tree_within(&self.cgroup, Duration::from_secs(10))
+        remove_cgroup_tree_within(&self.cgroup, Duration::from_secs(10))?;
+        // Every process is gone, so is the mount namespace and the overlay
+        // mounted in it: only the upper layer's files remain (possibly a
+        // whole apt-get install), the logs beside them are kept.
+        remove_overlay(&self.dir)
     }
+}
+
+/// Where a Debian13 sandbox's overlay upper and work directories live, under
+/// its harness directory.
+const OVERLAY_DIR: &str = "overlay";
+
+fn remove_overlay(dir: &Path) -> Result<()> {
+    let overlay = dir.join(OVERLAY_DIR);
+    match fs::remove_dir_all(&overlay) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", overlay.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `257.9-1~deb13u1` → 257.
+fn parse_version(v: &str) -> Option<u32> {
+    let v = v.trim();
+    let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    v[..end].parse().ok()
 }
 
 impl Drop for Sandbox {
@@ -486,6 +691,34 @@ fn reap_orphans(root: &Path) {
         let result = kill_cgroup(&cgroup)
             .and_then(|()| remove_cgroup_tree_within(&cgroup, Duration::from_secs(10)));
         if let Err(e) = result {
+            eprintln!("sandbox: {e:#}");
+        }
+    }
+}
+
+/// Removes the overlay layers of this target directory's sandboxes whose
+/// harness process is gone (killed before its [`Sandbox`] was dropped). Runs
+/// after [`reap_orphans`], so their processes, and with them their mount
+/// namespaces, are gone.
+fn reap_orphan_overlays(sandboxes: &Path) {
+    let Ok(entries) = fs::read_dir(sandboxes) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(owner) = entry
+            .file_name()
+            .to_str()
+            .and_then(|id| id.rsplit('-').nth(1))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !entry.path().join(OVERLAY_DIR).exists()
+            || Path::new("/proc").join(owner.to_string()).exists()
+        {
+            continue;
+        }
+        if let Err(e) = remove_overlay(&entry.path()) {
             eprintln!("sandbox: {e:#}");
         }
     }
