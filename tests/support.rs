@@ -537,7 +537,12 @@ impl SteadyLoad {
                         match get_hello(addr, Duration::from_secs(10)) {
                             Ok(_) => ok += 1,
                             Err(e) => {
-                                eprintln!("steady load: request failed: {e:#}");
+                                // Monotonic seconds, as the journal's
+                                // short-monotonic timestamps show them.
+                                eprintln!(
+                                    "[{:.2}] steady load: request failed: {e:#}",
+                                    monotonic_secs()
+                                );
                                 failures.count(&e);
                             }
                         }
@@ -610,6 +615,16 @@ pub fn fire(
         .into_inner()
         .unwrap();
     (hellos, failures)
+}
+
+/// Seconds since boot (`/proc/uptime`, 10 ms resolution), the clock of
+/// `journalctl -o short-monotonic`, so client-side events line up with the
+/// sandbox's journal.
+pub fn monotonic_secs() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Tally of which instance (and PID) served how many requests.

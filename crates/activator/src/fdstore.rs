@@ -10,7 +10,72 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// How long systemd may take to confirm a barrier.
+pub const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends `BARRIER=1` to `$NOTIFY_SOCKET` and returns the read end of its pipe:
+/// it hangs up once systemd has processed every message sent before (our
+/// `FDSTORE=1`/`FDSTOREREMOVE=1` are datagrams that systemd handles later).
+/// `None` without a notify socket.
+pub fn send_barrier() -> std::io::Result<Option<OwnedFd>> {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return Ok(None);
+    }
+    let (read_end, write_end) = nix::unistd::pipe()?;
+    sd_notify::notify_with_fds(
+        false,
+        &[sd_notify::NotifyState::Custom("BARRIER=1")],
+        &[write_end.as_fd()],
+    )?;
+    // systemd holds the only other copy of the write end and closes it.
+    drop(write_end);
+    Ok(Some(read_end))
+}
+
+/// Registration-only wrapper for the barrier pipe's read end.
+struct Pipe(OwnedFd);
+
+impl AsRawFd for Pipe {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// [`send_barrier`], then waits (without blocking the event loop) until
+/// systemd confirms, at most [`BARRIER_TIMEOUT`].
+pub async fn barrier() {
+    let read_end = match send_barrier() {
+        Ok(Some(fd)) => fd,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!("BARRIER=1: {e}");
+            return;
+        }
+    };
+    // SAFETY: `Pipe` owns the fd for the `AsyncFd`'s whole life.
+    let fd = match unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            Pipe(read_end),
+            tokio::io::Interest::READABLE,
+        )
+    } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("BARRIER=1: {e}");
+            return;
+        }
+    };
+    // A hang-up makes the pipe readable (EOF).
+    if tokio::time::timeout(BARRIER_TIMEOUT, fd.readable())
+        .await
+        .is_err()
+    {
+        tracing::warn!("systemd did not confirm BARRIER=1 within {BARRIER_TIMEOUT:?}");
+    }
+}
 
 /// The fd store name of a socket.
 pub fn fd_name(config: &str, listen: usize, index: u32) -> String {

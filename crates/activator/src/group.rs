@@ -331,6 +331,12 @@ impl Group {
         let store = store.clone();
         let task = tokio::task::spawn_local(async move {
             group.close_draining(&store, m, None).await;
+            // Our copies are closed, but systemd's fd store still holds the
+            // sockets until it has read FDSTOREREMOVE; until then they are
+            // in the reuseport group, and without the steering program the
+            // kernel would queue connections there, reset when systemd
+            // closes them. Wait for systemd to catch up first.
+            crate::fdstore::barrier().await;
             // Back to the mode's own program (for hash: the kernel's spread).
             group.apply_steering();
             tracing::info!("{}: shrink to {m} complete", group.name);

@@ -8,14 +8,12 @@
 //! main process as `$LISTEN_FDS`/`$LISTEN_FDNAMES` with the right
 //! `$LISTEN_PID`. Nothing runs in front of the unit's own `ExecStart=`.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 use systemd_distribute::handoff;
 
-/// How long systemd may take to process our notifications.
-const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+use systemd_distribute::fdstore::{self, BARRIER_TIMEOUT};
 
 fn main() -> ExitCode {
     match run() {
@@ -80,15 +78,9 @@ fn run() -> Result<String, String> {
 /// `BARRIER=1`: waits until systemd has processed every message we sent, so
 /// our exit (which ends the control process) cannot overtake the fds.
 fn barrier() -> Result<(), String> {
-    let (read_end, write_end): (OwnedFd, OwnedFd) =
-        nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    sd_notify::notify_with_fds(
-        false,
-        &[sd_notify::NotifyState::Custom("BARRIER=1")],
-        &[write_end.as_fd()],
-    )
-    .map_err(|e| format!("BARRIER=1: {e}"))?;
-    drop(write_end);
+    let read_end = fdstore::send_barrier()
+        .map_err(|e| format!("BARRIER=1: {e}"))?
+        .ok_or("$NOTIFY_SOCKET is not set")?;
     // systemd closes its copy of the write end once it got here: POLLHUP.
     wait_hangup(read_end.as_fd())
 }
