@@ -6,7 +6,9 @@ use crate::fdstore::FdStore;
 use crate::group::{resolve_n, socket_level_change, Group};
 use crate::handoff;
 use crate::supervisor::{Shared, SlotCommand};
-use crate::systemd::{major_version, JobProxy, ManagerProxy, UnitProxy, EXTRA_FDS_SINCE};
+use crate::systemd::{
+    major_version, JobProxy, ManagerProxy, SystemdOwner, UnitProxy, EXTRA_FDS_SINCE,
+};
 use crate::template::{self, Mode};
 use anyhow::{bail, Context, Result};
 use distribute_config::{ConfigError, Loader, SocketSpec, MAX_DISTRIBUTE};
@@ -200,6 +202,9 @@ impl Daemon {
     /// `org.distribute1`, and watch for the connection's end to reconnect.
     async fn listen_bus(self: &Rc<Self>, conn: &zbus::Connection) -> Result<()> {
         let manager = ManagerProxy::new(conn).await?;
+        let systemd = SystemdOwner::follow(conn)
+            .await
+            .context("following the owner of org.freedesktop.systemd1")?;
         let mut removed = manager.receive_unit_removed().await?;
         let mut changed =
             zbus::MessageStream::for_match_rule(unit_state_rule()?, conn, None).await?;
@@ -213,9 +218,14 @@ impl Daemon {
         start_api(conn, self.commands.clone(), events_rx).await;
         {
             let shared = self.shared.clone();
+            let systemd = systemd.clone();
             tokio::task::spawn_local(async move {
                 while let Some(msg) = changed.next().await {
                     let Ok(msg) = msg else { continue };
+                    if !systemd.sent(&msg) {
+                        ignore_forged(&msg);
+                        continue;
+                    }
                     if let Some(state) = new_active_state(&msg) {
                         if let Some(path) = msg.header().path() {
                             shared.unit_state_at(path.as_str(), &state);
@@ -228,6 +238,10 @@ impl Daemon {
             let daemon = self.clone();
             tokio::task::spawn_local(async move {
                 while let Some(signal) = removed.next().await {
+                    if !systemd.sent(signal.message()) {
+                        ignore_forged(signal.message());
+                        continue;
+                    }
                     match signal.args() {
                         Ok(args) => daemon.shared.unit_removed(args.id()),
                         Err(e) => tracing::warn!("malformed UnitRemoved signal: {e}"),
@@ -687,6 +701,17 @@ fn unit_state_rule() -> zbus::Result<zbus::MatchRule<'static>> {
         .path_namespace("/org/freedesktop/systemd1/unit")?
         .arg(0, "org.freedesktop.systemd1.Unit")?
         .build())
+}
+
+/// Logs a unit signal that did not come from systemd (see `SystemdOwner`).
+fn ignore_forged(msg: &zbus::Message) {
+    let h = msg.header();
+    tracing::warn!(
+        "ignoring {} on {} from {}: not sent by the owner of org.freedesktop.systemd1",
+        h.member().map(|m| m.to_string()).unwrap_or_default(),
+        h.path().map(|p| p.to_string()).unwrap_or_default(),
+        h.sender().map(|s| s.to_string()).unwrap_or_default()
+    );
 }
 
 /// The new `ActiveState` announced by a unit's `PropertiesChanged`, if any.

@@ -163,3 +163,67 @@ pub trait Job {
     #[zbus(property)]
     fn job_type(&self) -> zbus::Result<String>;
 }
+
+/// systemd's well-known bus name.
+pub const SYSTEMD_BUS_NAME: &str = "org.freedesktop.systemd1";
+/// The bus driver's name, which dbus-daemon puts in the sender field of its
+/// own messages (no client can).
+const BUS_DRIVER: &str = "org.freedesktop.DBus";
+
+/// Who may tell us about units: the unique name that currently owns
+/// `org.freedesktop.systemd1`.
+///
+/// Signals can be sent by anyone, also unicast to our unique name, and a
+/// match on a well-known sender cannot be checked by the receiver (zbus lets
+/// such messages through): without this, any local user could send us an
+/// `ActiveState=failed` for an instance and have it given up. The bus fills
+/// in the real sender of every message, so comparing it with the owner of
+/// the name is enough; the owner is followed through `NameOwnerChanged`
+/// (daemon-reexec, a systemd restart in a container).
+#[derive(Clone, Default)]
+pub struct SystemdOwner(std::rc::Rc<std::cell::RefCell<Option<String>>>);
+
+impl SystemdOwner {
+    /// Starts following the owner on `conn` (on the current `LocalSet`).
+    pub async fn follow(conn: &zbus::Connection) -> zbus::Result<SystemdOwner> {
+        use futures_util::StreamExt;
+        let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+        // Subscribe first, then ask: no change can slip in between.
+        let mut changes = dbus
+            .receive_name_owner_changed_with_args(&[(0, SYSTEMD_BUS_NAME)])
+            .await?;
+        let owner = SystemdOwner::default();
+        let name = zbus::names::BusName::try_from(SYSTEMD_BUS_NAME)?;
+        match dbus.get_name_owner(name).await {
+            Ok(unique) => owner.set(Some(unique.to_string())),
+            Err(e) => tracing::warn!("GetNameOwner({SYSTEMD_BUS_NAME}): {e}"),
+        }
+        let following = owner.clone();
+        tokio::task::spawn_local(async move {
+            while let Some(signal) = changes.next().await {
+                if signal.message().header().sender().map(|s| s.as_str()) != Some(BUS_DRIVER) {
+                    continue; // a forged NameOwnerChanged
+                }
+                if let Ok(args) = signal.args() {
+                    if args.name().as_str() == SYSTEMD_BUS_NAME {
+                        let new = args.new_owner().as_ref().map(|n| n.to_string());
+                        tracing::info!("{SYSTEMD_BUS_NAME} is now owned by {new:?}");
+                        following.set(new);
+                    }
+                }
+            }
+        });
+        Ok(owner)
+    }
+
+    fn set(&self, owner: Option<String>) {
+        *self.0.borrow_mut() = owner;
+    }
+
+    /// Whether the current owner of `org.freedesktop.systemd1` sent `msg`.
+    pub fn sent(&self, msg: &zbus::Message) -> bool {
+        let header = msg.header();
+        let owner = self.0.borrow();
+        matches!((header.sender(), owner.as_deref()), (Some(s), Some(o)) if s.as_str() == o)
+    }
+}

@@ -1,0 +1,104 @@
+//! Hardening (issue 14): what an unprivileged local user or bad timing must not
+//! be able to do to the activator. Ports: `port(100)` to `port(109)`.
+
+use distribute_tests::{addr, get_hello, hello_config, port, Activator, NOBODY, ROOT};
+use std::time::Duration;
+
+/// The activator's unique bus name.
+fn activator_unique_name(a: &Activator) -> String {
+    let r = a
+        .run_as(
+            ROOT,
+            "busctl",
+            &[
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "GetNameOwner",
+                "s",
+                "org.distribute1",
+            ],
+        )
+        .ok();
+    // `s ":1.5"`
+    r.stdout
+        .trim()
+        .trim_start_matches("s ")
+        .trim_matches('"')
+        .to_string()
+}
+
+#[test]
+fn forged_systemd_signals_from_an_unprivileged_user_are_ignored() {
+    let p = port(100);
+    let Some(a) = Activator::start("forged-signals", &[("web", &hello_config(p, 1, "60s"))]) else {
+        return;
+    };
+    let first = get_hello(addr(p), Duration::from_secs(10)).expect("served");
+    let dest = format!("--destination={}", activator_unique_name(&a));
+    let unit_path = "/org/freedesktop/systemd1/unit/web_400_2eservice";
+    // What the issue tried: "web@0.service failed", five times, between
+    // connections, sent by `nobody` straight to the activator.
+    for i in 0..5 {
+        a.run_as(
+            NOBODY,
+            "busctl",
+            &[
+                "emit",
+                &dest,
+                unit_path,
+                "org.freedesktop.DBus.Properties",
+                "PropertiesChanged",
+                "sa{sv}as",
+                "org.freedesktop.systemd1.Unit",
+                "1",
+                "ActiveState",
+                "s",
+                "failed",
+                "0",
+            ],
+        )
+        .ok();
+        let h = get_hello(addr(p), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("request after forged signal {i}: {e:#}\n{}", a.log()));
+        assert_eq!(h.pid, first.pid, "the instance was not touched");
+    }
+    // And "the unit is gone": must not make the activator watch (and start)
+    // again while the instance runs.
+    a.run_as(
+        NOBODY,
+        "busctl",
+        &[
+            "emit",
+            &dest,
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "UnitRemoved",
+            "so",
+            "web@0.service",
+            unit_path,
+        ],
+    )
+    .ok();
+    a.assert_logged(
+        "ignoring PropertiesChanged on /org/freedesktop/systemd1/unit/web_400_2eservice from",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..10 {
+        let h = get_hello(addr(p), Duration::from_secs(10)).expect("served");
+        assert_eq!(h.pid, first.pid);
+    }
+    let status = a.ctl(&["status", "web"]).ok().stdout;
+    let row = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("web@0.service"))
+        .unwrap_or_default()
+        .to_string();
+    println!("{row}");
+    assert!(row.contains("running"), "{status}");
+    // ACTIVATIONS 1, FAILURES 0.
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[4..6], ["1", "0"], "{status}");
+    assert_eq!(a.log().matches("web@0.service: started").count(), 1);
+}
