@@ -102,3 +102,22 @@ fn forged_systemd_signals_from_an_unprivileged_user_are_ignored() {
     assert_eq!(&cols[4..6], ["1", "0"], "{status}");
     assert_eq!(a.log().matches("web@0.service: started").count(), 1);
 }
+
+#[test]
+fn a_config_name_starting_with_a_digit_gets_its_instances_signals() {
+    // systemd escapes a leading digit in object paths (`_31crash_400_2eservice`);
+    // a path built without that escape never matched, so the failures of
+    // `1crash@0.service` went unseen and it was restarted forever.
+    let p = port(101);
+    let config = distribute_tests::script_config(p, "", "exit 3", "");
+    let Some(a) = Activator::start("digit-name", &[("1crash", &config)]) else {
+        return;
+    };
+    let _queued = std::net::TcpStream::connect(addr(p)).expect("connect");
+    a.assert_logged_within(
+        Duration::from_secs(30),
+        "1crash@0.service: failed: instance failed after",
+    );
+    let status = a.ctl(&["status", "1crash"]).ok().stdout;
+    assert!(status.contains("5 failures in a row"), "{status}");
+}

@@ -180,44 +180,7 @@ async fn act(commands: &CommandSender, request: Request) -> Result<(), ApiError>
     }
 }
 
-/// Escapes a config name into one object-path label like systemd's
-/// `bus_label_escape()`: ASCII letters are kept, digits too except in the first
-/// position, every other byte becomes `_xx` (lowercase hex); `""` becomes `_`.
-pub fn escape_label(s: &str) -> String {
-    if s.is_empty() {
-        return "_".into();
-    }
-    let mut out = String::with_capacity(s.len() * 3);
-    for (i, b) in s.bytes().enumerate() {
-        if b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("_{b:02x}"));
-        }
-    }
-    out
-}
-
-/// The inverse of [`escape_label`]; `None` for a label it cannot produce.
-pub fn unescape_label(label: &str) -> Option<String> {
-    if label == "_" {
-        return Some(String::new());
-    }
-    let bytes = label.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'_' {
-            let hex = label.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+pub use crate::systemd::{escape_label, unescape_label};
 
 /// Object path of the socket config `name`.
 pub fn socket_path(name: &str) -> OwnedObjectPath {

@@ -700,19 +700,7 @@ impl SlotTask {
     }
 }
 
-/// systemd's object path for a unit: `/org/freedesktop/systemd1/unit/` plus
-/// the name with every byte that is not `[A-Za-z0-9]` written as `_xx` (hex).
-pub fn unit_object_path(unit: &str) -> String {
-    let mut p = String::from("/org/freedesktop/systemd1/unit/");
-    for b in unit.bytes() {
-        if b.is_ascii_alphanumeric() {
-            p.push(b as char);
-        } else {
-            p.push_str(&format!("_{b:02x}"));
-        }
-    }
-    p
-}
+pub use crate::systemd::unit_object_path;
 
 /// CPUs (of this process's affinity set) whose connections `Steering=cpu`
 /// sends to socket `index` of `n`.
@@ -921,6 +909,11 @@ mod tests {
             (
                 "a-b.service",
                 "/org/freedesktop/systemd1/unit/a_2db_2eservice",
+            ),
+            // A leading digit is escaped too (systemd's bus_label_escape).
+            (
+                "1web@0.service",
+                "/org/freedesktop/systemd1/unit/_31web_400_2eservice",
             ),
         ] {
             assert_eq!(unit_object_path(unit), want);
