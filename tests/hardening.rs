@@ -121,3 +121,84 @@ fn a_config_name_starting_with_a_digit_gets_its_instances_signals() {
     let status = a.ctl(&["status", "1crash"]).ok().stdout;
     assert!(status.contains("5 failures in a row"), "{status}");
 }
+
+#[test]
+fn mutating_methods_check_the_caller_is_root_even_if_the_bus_lets_it_through() {
+    // A policy that lets everyone call everything, as a broken or edited
+    // policy file would: the daemon must still refuse non-root callers.
+    let loose = distribute_sandbox::target_dir().join("hardening-loose-policy.conf");
+    std::fs::write(
+        &loose,
+        "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n \
+         \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig>\n  \
+         <policy context=\"default\">\n    <allow send_destination=\"org.distribute1\"/>\n  \
+         </policy>\n</busconfig>\n",
+    )
+    .unwrap();
+    let p = port(102);
+    let Some(a) = Activator::start_with_policies(
+        "root-check",
+        &[("web", &hello_config(p, 2, "60s"))],
+        &[loose],
+    ) else {
+        return;
+    };
+    let socket = "/org/distribute1/socket/web";
+    for (iface, path, method, args) in [
+        (
+            "org.distribute1.Socket",
+            socket,
+            "SetDistribute",
+            vec!["u", "3"],
+        ),
+        (
+            "org.distribute1.Socket",
+            socket,
+            "StartInstance",
+            vec!["u", "0"],
+        ),
+        (
+            "org.distribute1.Socket",
+            socket,
+            "StopInstance",
+            vec!["u", "0"],
+        ),
+        (
+            "org.distribute1.Socket",
+            socket,
+            "RestartInstance",
+            vec!["u", "0"],
+        ),
+        (
+            "org.distribute1.Manager",
+            "/org/distribute1",
+            "Reload",
+            vec![],
+        ),
+    ] {
+        let r = a.bus_call(NOBODY, path, iface, method, &args);
+        assert_ne!(r.code, 0, "{method} as nobody: {r:?}");
+        // busctl shows any AccessDenied as "Access denied"; that it was the
+        // daemon's check, not the bus policy, is in the daemon's log.
+        assert!(r.stderr.contains("Access denied"), "{method}: {r:?}");
+        a.assert_logged_within(
+            Duration::from_secs(5),
+            &format!("refused a {method} call from"),
+        );
+    }
+    a.assert_logged("(uid 65534): only root may change anything");
+    // Nothing changed; root still may.
+    assert_eq!(
+        a.bus_property(NOBODY, socket, "org.distribute1.Socket", "Distribute"),
+        "u 2"
+    );
+    a.bus_call(
+        ROOT,
+        socket,
+        "org.distribute1.Socket",
+        "SetDistribute",
+        &["u", "3"],
+    )
+    .ok();
+    a.assert_logged("refused a SetDistribute call from");
+}

@@ -181,7 +181,20 @@ impl Activator {
     /// inner bin directory), and starts `systemd-distribute.service` from the
     /// shipped unit file. `None` when the test is skipped (not under CI).
     pub fn start(test: &str, configs: &[(&str, &str)]) -> Option<Activator> {
-        let sb = boot_for_test(test, &[workspace().join("units/org.distribute1.conf")])?;
+        Activator::start_with_policies(test, configs, &[])
+    }
+
+    /// [`Activator::start`], with `extra_policies` given to the sandbox's bus
+    /// after the project's own policy (they can loosen it, for tests of what
+    /// the daemon checks itself).
+    pub fn start_with_policies(
+        test: &str,
+        configs: &[(&str, &str)],
+        extra_policies: &[PathBuf],
+    ) -> Option<Activator> {
+        let mut policies = vec![workspace().join("units/org.distribute1.conf")];
+        policies.extend_from_slice(extra_policies);
+        let sb = boot_for_test(test, &policies)?;
         let mut bin = String::new();
         for b in BINARIES {
             let inner = sb.install_file(&binary(b)).expect("installing binary");

@@ -38,9 +38,11 @@
 //!
 //! Errors: [`ApiError`]: `org.distribute1.Error.NoSuchSocket`,
 //! `org.freedesktop.DBus.Error.InvalidArgs`, `org.freedesktop.DBus.Error.Failed`.
-//! `org.freedesktop.DBus.Error.AccessDenied` comes from dbus-daemon's policy
-//! (`units/org.distribute1.conf`): only root may call methods that change
-//! anything; anyone may read properties, list and introspect.
+//! `org.freedesktop.DBus.Error.AccessDenied`: only root may call methods that
+//! change anything; anyone may read properties, list and introspect. The bus
+//! policy (`units/org.distribute1.conf`) says so, and every mutating method
+//! checks the caller's UID again ([`require_root`]), so a missing or edited
+//! policy file does not open them up.
 //!
 //! The interface structs hold only a [`CommandSender`]: every read and action
 //! goes to the single-threaded daemon core through [`control::ask`].
@@ -73,6 +75,8 @@ pub const ERROR_NO_SUCH_SOCKET: &str = "org.distribute1.Error.NoSuchSocket";
 pub const ERROR_INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 /// Error name: the request was valid but could not be carried out (standard D-Bus name).
 pub const ERROR_FAILED: &str = "org.freedesktop.DBus.Error.Failed";
+/// Error name: the caller may not do this (standard D-Bus name).
+pub const ERROR_ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
 
 /// One entry of `ListSockets()`: `(name, path, listen, distribute, running, state)`, `(soasuus)`.
 pub type SocketEntry = (String, OwnedObjectPath, Vec<String>, u32, u32, String);
@@ -100,6 +104,9 @@ pub enum ApiError {
     /// `org.freedesktop.DBus.Error.Failed`
     #[error("{0}")]
     Failed(String),
+    /// `org.freedesktop.DBus.Error.AccessDenied`
+    #[error("{0}")]
+    AccessDenied(String),
 }
 
 impl zbus::DBusError for ApiError {
@@ -112,12 +119,16 @@ impl zbus::DBusError for ApiError {
             ApiError::NoSuchSocket(_) => ERROR_NO_SUCH_SOCKET,
             ApiError::InvalidArgs(_) => ERROR_INVALID_ARGS,
             ApiError::Failed(_) => ERROR_FAILED,
+            ApiError::AccessDenied(_) => ERROR_ACCESS_DENIED,
         })
     }
 
     fn description(&self) -> Option<&str> {
         match self {
-            ApiError::NoSuchSocket(s) | ApiError::InvalidArgs(s) | ApiError::Failed(s) => Some(s),
+            ApiError::NoSuchSocket(s)
+            | ApiError::InvalidArgs(s)
+            | ApiError::Failed(s)
+            | ApiError::AccessDenied(s) => Some(s),
         }
     }
 }
@@ -168,6 +179,31 @@ async fn describe(commands: &CommandSender, name: &str) -> Result<SocketInfo, Co
         Reply::Socket(s) => Ok(s),
         other => Err(unexpected(other)),
     }
+}
+
+/// Lets only root through: asks the bus for the caller's UID (the bus knows
+/// it from the connection's credentials; nothing the caller says counts).
+pub async fn require_root(conn: &zbus::Connection, call: &Header<'_>) -> Result<(), ApiError> {
+    let Some(sender) = call.sender() else {
+        return Err(ApiError::AccessDenied("a call without a sender".into()));
+    };
+    let dbus = fdo::DBusProxy::new(conn)
+        .await
+        .map_err(|e| ApiError::Failed(format!("asking the bus who called: {e}")))?;
+    let uid = dbus
+        .get_connection_unix_user(sender.clone().into())
+        .await
+        .map_err(|e| ApiError::Failed(format!("asking the bus who called: {e}")))?;
+    if uid != 0 {
+        tracing::warn!(
+            "refused a {} call from {sender} (uid {uid}): only root may change anything",
+            call.member().map(|m| m.as_str()).unwrap_or("?")
+        );
+        return Err(ApiError::AccessDenied(format!(
+            "only root may change systemd-distribute; the caller runs as uid {uid}"
+        )));
+    }
+    Ok(())
 }
 
 async fn act(commands: &CommandSender, request: Request) -> Result<(), ApiError> {
@@ -252,7 +288,12 @@ impl Manager {
     }
 
     /// Re-reads every config and reconciles, like SIGHUP.
-    async fn reload(&self) -> Result<(), ApiError> {
+    async fn reload(
+        &self,
+        #[zbus(header)] call: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        require_root(conn, &call).await?;
         act(&self.commands, Request::Reload).await
     }
 
@@ -312,7 +353,13 @@ impl Socket {
 impl Socket {
     /// Changes N until the next reload: instances are added, or the highest
     /// ones drain (finish what is queued) and go away. 1..=1024.
-    async fn set_distribute(&self, n: u32) -> Result<(), ApiError> {
+    async fn set_distribute(
+        &self,
+        n: u32,
+        #[zbus(header)] call: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        require_root(conn, &call).await?;
         if n == 0 {
             return Err(ApiError::InvalidArgs(
                 "Distribute must be at least 1".to_string(),
@@ -329,7 +376,13 @@ impl Socket {
     }
 
     /// Starts instance `index` now, even with nothing queued; clears a failed state.
-    async fn start_instance(&self, index: u32) -> Result<(), ApiError> {
+    async fn start_instance(
+        &self,
+        index: u32,
+        #[zbus(header)] call: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        require_root(conn, &call).await?;
         act(
             &self.commands,
             Request::StartInstance {
@@ -341,7 +394,13 @@ impl Socket {
     }
 
     /// Stops instance `index`; its socket stays watched, so the next connection starts it again.
-    async fn stop_instance(&self, index: u32) -> Result<(), ApiError> {
+    async fn stop_instance(
+        &self,
+        index: u32,
+        #[zbus(header)] call: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        require_root(conn, &call).await?;
         act(
             &self.commands,
             Request::StopInstance {
@@ -353,7 +412,13 @@ impl Socket {
     }
 
     /// Stops, then starts instance `index`.
-    async fn restart_instance(&self, index: u32) -> Result<(), ApiError> {
+    async fn restart_instance(
+        &self,
+        index: u32,
+        #[zbus(header)] call: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        require_root(conn, &call).await?;
         act(
             &self.commands,
             Request::RestartInstance {
