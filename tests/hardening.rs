@@ -202,3 +202,29 @@ fn mutating_methods_check_the_caller_is_root_even_if_the_bus_lets_it_through() {
     .ok();
     a.assert_logged("refused a SetDistribute call from");
 }
+
+#[test]
+fn one_bad_entry_in_the_config_directory_drops_nothing_else() {
+    use std::os::unix::ffi::OsStrExt;
+    let p = port(103);
+    let Some(a) = Activator::start("bad-entry", &[("web", &hello_config(p, 1, "60s"))]) else {
+        return;
+    };
+    let first = get_hello(addr(p), Duration::from_secs(10)).expect("served");
+    // A file whose name is not UTF-8 (an editor's backup, a botched copy).
+    let bad =
+        a.sb.dir()
+            .join("config")
+            .join(std::ffi::OsStr::from_bytes(b"\xff.socket"));
+    std::fs::write(&bad, "[Socket]\nListenStream=1\n").unwrap();
+    a.reload();
+    a.assert_logged("file name is not valid UTF-8");
+    assert!(
+        !a.log().contains("web: config removed"),
+        "web was dropped:\n{}",
+        a.log()
+    );
+    let again = get_hello(addr(p), Duration::from_secs(10)).expect("still served");
+    assert_eq!(again.pid, first.pid, "its instance was not drained either");
+    std::fs::remove_file(&bad).unwrap();
+}

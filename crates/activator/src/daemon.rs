@@ -15,7 +15,7 @@ use distribute_config::{ConfigError, Loader, SocketSpec, MAX_DISTRIBUTE};
 use futures_util::StreamExt;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -287,7 +287,8 @@ impl Daemon {
 
     /// Re-reads every config and reconciles (see the module docs of `group`).
     pub async fn reload(self: &Rc<Self>) -> String {
-        let (specs, errors) = self.loader.load_all();
+        let report = self.loader.load_report();
+        let (specs, errors) = (report.specs, report.errors);
         let mut summary = Vec::new();
         let mut seen = BTreeSet::new();
         let mut errors_by_name: BTreeMap<String, String> = BTreeMap::new();
@@ -315,6 +316,28 @@ impl Daemon {
                 }
             }
             self.changes.mark(name);
+        }
+        // A directory that could not be listed says nothing about its
+        // configs: keep serving the ones we had from it.
+        for (name, g) in self.groups.borrow().iter() {
+            let dir = g
+                .spec
+                .borrow()
+                .sources
+                .first()
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            if !seen.contains(name) && dir.is_some_and(|d| report.unreadable_dirs.contains(&d)) {
+                *g.error.borrow_mut() = format!(
+                    "{} cannot be read; still serving the last good config",
+                    g.spec.borrow().sources[0]
+                        .parent()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default()
+                );
+                seen.insert(name.clone());
+                summary.push(format!("{name}: its directory cannot be read, kept"));
+                self.changes.mark(name);
+            }
         }
         let gone: Vec<String> = self
             .groups

@@ -61,6 +61,10 @@ pub struct LoadReport {
     pub errors: Vec<ConfigError>,
     /// Masked configs, sorted by name; worth a log line, nothing more.
     pub masked: Vec<Masked>,
+    /// Config directories that exist but could not be listed (permissions, I/O):
+    /// what they held is unknown, so a daemon keeps serving the configs it had
+    /// from them rather than dropping them (each also has an entry in `errors`).
+    pub unreadable_dirs: Vec<PathBuf>,
 }
 
 impl Loader {
@@ -115,14 +119,21 @@ impl Loader {
         let mut mains: BTreeMap<String, PathBuf> = BTreeMap::new();
         for dir in self.search_paths() {
             match list_dir(&dir, ".socket") {
-                Ok(entries) => {
+                Ok((entries, bad)) => {
                     for (stem, path) in entries {
                         mains.entry(stem).or_insert(path);
                     }
+                    // One bad entry costs only itself, not its directory.
+                    report.errors.extend(bad);
                 }
-                Err(e) => report.errors.push(e),
+                Err(e) => {
+                    report.errors.push(e);
+                    report.unreadable_dirs.push(dir);
+                }
             }
         }
+        // Template prefix → the config that claimed it first (by name).
+        let mut claimed: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
         for (name, path) in mains {
             let load = self.load_main(&name, &path);
             if load.masked {
@@ -130,7 +141,24 @@ impl Loader {
                 continue;
             }
             match load.result {
-                Ok(spec) => report.specs.push(spec),
+                Ok(spec) => match claimed.get(&spec.service) {
+                    // Both would start (and own) the same SERVICE@….service
+                    // units, or write the same template drop-in.
+                    Some((other, other_path)) => report.errors.push(ConfigError::file(
+                        &path,
+                        format!(
+                            "{}@.service is already the template of config \"{other}\" ({}); \
+                             two configs cannot share instances: give this one another \
+                             Service=",
+                            spec.service,
+                            other_path.display()
+                        ),
+                    )),
+                    None => {
+                        claimed.insert(spec.service.clone(), (name, path));
+                        report.specs.push(spec);
+                    }
+                },
                 Err(e) => report.errors.push(e),
             }
         }
@@ -282,7 +310,13 @@ fn dropin_dir(main: &Path) -> PathBuf {
 fn dropins(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
     let mut by_file: BTreeMap<OsString, PathBuf> = BTreeMap::new();
     for dir in dirs {
-        for (_, path) in list_dir(dir, ".conf")? {
+        let (entries, mut bad) = list_dir(dir, ".conf")?;
+        if !bad.is_empty() {
+            // A drop-in that cannot be named cannot be applied: the config
+            // is not what its files say, so it is an error, not a skip.
+            return Err(bad.remove(0));
+        }
+        for (_, path) in entries {
             let file_name = path.file_name().unwrap_or_default().to_owned();
             by_file.entry(file_name).or_insert(path);
         }
@@ -298,10 +332,17 @@ fn dropins(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// Entries of `dir` named `STEM{suffix}` with a non-empty stem, as `(stem, path)`, not
 /// hidden. A missing directory is empty.
-fn list_dir(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+/// The entries of `dir` ending in `suffix`, as (stem, path), and an error for
+/// each entry that cannot be used; `Err` only if the directory itself cannot
+/// be read (a missing one is empty).
+#[allow(clippy::type_complexity)]
+fn list_dir(
+    dir: &Path,
+    suffix: &str,
+) -> Result<(Vec<(String, PathBuf)>, Vec<ConfigError>), ConfigError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => {
             return Err(ConfigError::file(
                 dir,
@@ -310,9 +351,18 @@ fn list_dir(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf)>, ConfigEr
         }
     };
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for entry in entries {
-        let entry =
-            entry.map_err(|e| ConfigError::file(dir, format!("cannot read directory: {e}")))?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                bad.push(ConfigError::file(
+                    dir,
+                    format!("cannot read directory: {e}"),
+                ));
+                continue;
+            }
+        };
         let file_name = entry.file_name();
         let path = entry.path();
         let bytes = file_name.as_bytes();
@@ -320,14 +370,15 @@ fn list_dir(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf)>, ConfigEr
             continue;
         }
         let Some(name) = file_name.to_str() else {
-            return Err(ConfigError::file(&path, "file name is not valid UTF-8"));
+            bad.push(ConfigError::file(&path, "file name is not valid UTF-8"));
+            continue;
         };
         let stem = &name[..name.len() - suffix.len()];
         if !stem.is_empty() {
             out.push((stem.to_string(), path));
         }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// True for an empty file, a character device such as `/dev/null`, or a symlink to
@@ -517,6 +568,45 @@ mod tests {
         let dropin = t.write(Path::new("bytes.socket.d").join(name), "[Socket]\n");
         let load = load_file(&t.0.join("bytes.socket"));
         assert_error(load, &dropin, ": file name is not valid UTF-8");
+    }
+
+    #[test]
+    fn one_bad_entry_costs_only_itself() {
+        // A config whose file name is not UTF-8 next to good ones: the good
+        // ones still load (a daemon would otherwise drop them all on reload).
+        let t = TempDir::new("bad-entry");
+        t.write("etc/a.socket", GOOD);
+        t.write("etc/b.socket", GOOD);
+        let bad = t.write(
+            Path::new("etc").join(OsStr::from_bytes(b"\xff.socket")),
+            GOOD,
+        );
+        let report = Loader::with_dirs(&t.0, ["/etc"]).load_report();
+        let names: Vec<&str> = report.specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        assert_eq!(
+            report.errors[0].to_string(),
+            format!("{}: file name is not valid UTF-8", bad.display())
+        );
+        assert!(report.unreadable_dirs.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_directory_is_reported_as_such() {
+        // Permissions do not stop root (the tests' usual user): a file where
+        // the directory should be cannot be listed by anyone.
+        let t = TempDir::new("unreadable");
+        t.write("run/a.socket", GOOD);
+        t.write("etc", "not a directory");
+        let report = Loader::with_dirs(&t.0, ["/etc", "/run"]).load_report();
+        assert_eq!(report.unreadable_dirs, [t.0.join("etc")]);
+        assert!(
+            report.errors[0]
+                .to_string()
+                .contains("cannot read directory"),
+            "{report:?}"
+        );
     }
 
     #[test]

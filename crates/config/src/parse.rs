@@ -198,6 +198,14 @@ pub fn check_config_name(name: &str) -> Result<(), String> {
              NAME@INDEX)"
         ));
     }
+    if name.contains(':') {
+        // The activator names its sockets in systemd's fd store after the
+        // config, and fd names cannot contain ":".
+        return Err(format!(
+            "invalid config name \"{name}\": it must not contain \":\" (the sockets are kept \
+             in systemd's fd store under names that cannot contain it)"
+        ));
+    }
     check_unit_prefix(name).map_err(|e| format!("invalid config name \"{name}\": {e}"))
 }
 
