@@ -228,3 +228,44 @@ fn one_bad_entry_in_the_config_directory_drops_nothing_else() {
     assert_eq!(again.pid, first.pid, "its instance was not drained either");
     std::fs::remove_file(&bad).unwrap();
 }
+
+#[test]
+fn world_writable_configs_and_root_instances_are_warned_about_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = port(104);
+    let root_config = distribute_tests::socket_config(
+        p + 1,
+        1,
+        "",
+        "@BIN@/distribute-hello --idle-timeout 60s",
+        "",
+    );
+    let Some(a) = Activator::start(
+        "warnings",
+        &[("web", &hello_config(p, 1, "60s")), ("rooty", &root_config)],
+    ) else {
+        return;
+    };
+    let web = a.sb.dir().join("config/web.socket");
+    std::fs::set_permissions(&web, std::fs::Permissions::from_mode(0o666)).unwrap();
+    a.reload();
+    a.reload();
+    let log = a.log();
+    let writable = format!(
+        "{}: is world-writable (mode 0666)",
+        a.sb.inside("config/web.socket")
+    );
+    assert_eq!(log.matches(&writable).count(), 1, "{log}");
+    assert_eq!(
+        log.matches("rooty: its instances run as root").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.contains("web: its instances run as root"),
+        "DynamicUser=yes"
+    );
+    // Served all the same.
+    get_hello(addr(p), Duration::from_secs(10)).expect("web served");
+    get_hello(addr(p + 1), Duration::from_secs(10)).expect("rooty served");
+}

@@ -69,6 +69,9 @@ pub struct Daemon {
     helper: Result<String, String>,
     /// Template mode: the hand-off socket the helper connects to.
     handoff_socket: PathBuf,
+    /// Warnings already given (a file's permissions, root instances), so a
+    /// reload does not repeat them.
+    warned: RefCell<BTreeSet<String>>,
 }
 
 /// Runs until SIGTERM/SIGINT. Must be called inside a `LocalSet`.
@@ -128,6 +131,7 @@ pub async fn run(opts: Options) -> Result<()> {
     tokio::task::spawn_local(handoff::serve(handoff_listener, shared.clone()));
     let helper = resolve_helper(&opts);
     let daemon = Rc::new(Daemon {
+        warned: RefCell::new(BTreeSet::new()),
         helper,
         handoff_socket,
         shared,
@@ -298,6 +302,7 @@ impl Daemon {
             errors_by_name.insert(name, e.to_string());
         }
         for spec in specs {
+            self.warn_once_about(&spec);
             seen.insert(spec.name.clone());
             summary.push(self.apply(spec).await);
         }
@@ -478,6 +483,43 @@ impl Daemon {
                 format!("{name}: serving with {n} instances")
             }
             Err(e) => self.not_served(&name, e.to_string()),
+        }
+    }
+
+    /// What systemd warns about for unit files, and a root instance: logged
+    /// once (per file and mode, per config), the config is served anyway.
+    fn warn_once_about(&self, spec: &SocketSpec) {
+        use std::os::unix::fs::MetadataExt;
+        let mut warned = self.warned.borrow_mut();
+        for file in &spec.sources {
+            let Ok(meta) = std::fs::metadata(file) else {
+                continue;
+            };
+            let (mode, uid) = (meta.mode() & 0o7777, meta.uid());
+            let key = format!("{}:{mode:o}:{uid}", file.display());
+            if (mode & 0o002 != 0 || uid != 0) && warned.insert(key) {
+                let what = if mode & 0o002 != 0 {
+                    format!("is world-writable (mode {mode:04o})")
+                } else {
+                    format!("is owned by uid {uid}, not root")
+                };
+                tracing::warn!(
+                    "{}: {what}: whoever can change it decides what runs, as which user; make \
+                     it root's, 0644 (proceeding anyway, as systemd does)",
+                    file.display()
+                );
+            }
+        }
+        let exec = &spec.exec;
+        let runs_as_root = spec.service_section.is_some()
+            && exec.user.is_none()
+            && exec.dynamic_user != Some(true);
+        if runs_as_root && warned.insert(format!("root:{}", spec.name)) {
+            tracing::warn!(
+                "{}: its instances run as root (no User= or DynamicUser=yes in [Service]); \
+                 consider DynamicUser=yes",
+                spec.name
+            );
         }
     }
 
