@@ -78,9 +78,7 @@ pub struct Daemon {
 pub async fn run(opts: Options) -> Result<()> {
     raise_nofile_limit();
     let store = Rc::new(FdStore::from_env());
-    let conn = zbus::Connection::system()
-        .await
-        .context("connecting to the system bus")?;
+    let conn = system_bus().await.context("connecting to the system bus")?;
     let manager = ManagerProxy::new(&conn).await?;
     let version = manager
         .version()
@@ -266,7 +264,7 @@ impl Daemon {
         let mut delay = Duration::from_millis(100);
         loop {
             tokio::time::sleep(delay).await;
-            match zbus::Connection::system().await {
+            match system_bus().await {
                 Ok(conn) => match self.listen_bus(&conn).await {
                     Ok(()) => break,
                     Err(e) => tracing::warn!("bus reconnect: {e:#}; retrying in {delay:?}"),
@@ -809,6 +807,20 @@ fn resolve_helper(opts: &Options) -> Result<String, String> {
         ));
     }
     Ok(path.display().to_string())
+}
+
+/// How long a D-Bus call (to systemd, to the bus) may take: systemd's own
+/// default. Without it a hung call would freeze the slot that made it, and
+/// with it every command for that slot.
+pub const BUS_CALL_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// A system bus connection whose method calls time out after
+/// [`BUS_CALL_TIMEOUT`] (`ErrorKind::TimedOut`).
+async fn system_bus() -> zbus::Result<zbus::Connection> {
+    zbus::connection::Builder::system()?
+        .method_timeout(BUS_CALL_TIMEOUT)
+        .build()
+        .await
 }
 
 fn resolve_shim(opts: &Options) -> Result<String> {

@@ -725,6 +725,21 @@ enum StartError {
     Other(String),
 }
 
+impl StartError {
+    /// A call that timed out is systemd's answer being late, not the
+    /// connection gone: count it as a failed start (backoff, then again)
+    /// rather than waiting for a reconnect that never comes. Anything else
+    /// is the connection, not the instance.
+    fn from_bus(e: zbus::Error) -> StartError {
+        match &e {
+            zbus::Error::InputOutput(io) if io.kind() == io::ErrorKind::TimedOut => {
+                StartError::Other(format!("systemd did not answer: {e}"))
+            }
+            _ => StartError::Bus(e.to_string()),
+        }
+    }
+}
+
 async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Result<(), StartError> {
     let template = matches!(*slot.link.mode.borrow(), Mode::Template { .. });
     if template {
@@ -769,8 +784,7 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
             Err(StartError::Exists)
         }
         Err(e @ zbus::Error::MethodError(..)) => Err(StartError::Other(e.to_string())),
-        // Anything else is the connection, not the instance.
-        Err(e) => Err(StartError::Bus(e.to_string())),
+        Err(e) => Err(StartError::from_bus(e)),
     }
 }
 
@@ -780,7 +794,7 @@ async fn start_template_instance(shared: &Shared, unit: &str) -> Result<(), Star
     match shared.manager().start_unit(unit, "replace").await {
         Ok(_job) => Ok(()),
         Err(e @ zbus::Error::MethodError(..)) => Err(StartError::Other(e.to_string())),
-        Err(e) => Err(StartError::Bus(e.to_string())),
+        Err(e) => Err(StartError::from_bus(e)),
     }
 }
 
@@ -918,6 +932,22 @@ mod tests {
         ] {
             assert_eq!(unit_object_path(unit), want);
         }
+    }
+
+    #[test]
+    fn a_timed_out_call_is_a_failed_start_not_a_lost_bus() {
+        let timeout = zbus::Error::InputOutput(std::sync::Arc::new(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "method call timed out",
+        )));
+        assert!(
+            matches!(StartError::from_bus(timeout), StartError::Other(m) if m.starts_with("systemd did not answer"))
+        );
+        let gone = zbus::Error::InputOutput(std::sync::Arc::new(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "broken pipe",
+        )));
+        assert!(matches!(StartError::from_bus(gone), StartError::Bus(_)));
     }
 
     #[test]

@@ -409,8 +409,25 @@ fn cannot_read(path: &Path, e: &io::Error) -> ConfigError {
 }
 
 /// Reads a file as UTF-8, naming the line of the first invalid byte.
+/// Largest config file or drop-in read (a unit-style file is a few KiB): a
+/// bigger one is a mistake, and reading it whole would stall the daemon.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let bytes = fs::read(path).map_err(|e| cannot_read(path, &e))?;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes))
+        .map_err(|e| cannot_read(path, &e))?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "larger than {} KiB: not a config file",
+                MAX_FILE_SIZE / 1024
+            ),
+        ));
+    }
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -568,6 +585,19 @@ mod tests {
         let dropin = t.write(Path::new("bytes.socket.d").join(name), "[Socket]\n");
         let load = load_file(&t.0.join("bytes.socket"));
         assert_error(load, &dropin, ": file name is not valid UTF-8");
+    }
+
+    #[test]
+    fn huge_files_are_refused_without_reading_them_whole() {
+        let t = TempDir::new("huge");
+        let mut text = GOOD.to_string();
+        text.push_str(&"#".repeat(MAX_FILE_SIZE as usize));
+        let main = t.write("web.socket", text);
+        assert_error(
+            load_file(&main),
+            &main,
+            ": larger than 1024 KiB: not a config file",
+        );
     }
 
     #[test]
