@@ -269,3 +269,96 @@ fn world_writable_configs_and_root_instances_are_warned_about_once() {
     get_hello(addr(p), Duration::from_secs(10)).expect("web served");
     get_hello(addr(p + 1), Duration::from_secs(10)).expect("rooty served");
 }
+
+/// A keep-alive HTTP connection that has had one answer: (stream, instance).
+fn keep_alive_client(target: std::net::SocketAddr) -> (std::net::TcpStream, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(target).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("response head");
+        if let Some(v) = line.strip_prefix("Content-Length: ") {
+            len = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).expect("body");
+    let body = String::from_utf8(body).unwrap();
+    let instance = body
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("instance="))
+        .unwrap()
+        .to_string();
+    (s, instance)
+}
+
+#[test]
+fn a_drain_with_idle_keep_alive_clients_ends_and_never_blocks_a_rescale() {
+    use std::io::Read;
+    let p = port(105);
+    let config = distribute_tests::socket_config(
+        p,
+        2,
+        "DrainTimeoutSec=2s\n",
+        "@BIN@/distribute-hello --idle-timeout 60s",
+        "DynamicUser=yes\n",
+    );
+    let Some(a) = Activator::start("drain-deadline", &[("web", &config)]) else {
+        return;
+    };
+    // What the issue tried: 8 idle keep-alive clients over both instances.
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(keep_alive_client(addr(p)));
+        if clients.len() >= 8 && clients.iter().any(|(_, i)| i == "1") {
+            break;
+        }
+    }
+    assert!(
+        clients.iter().any(|(_, i)| i == "1"),
+        "no client on instance 1"
+    );
+    a.ctl(&["scale", "web", "1"]).ok();
+    // The second scale must not wait for the first one's drain.
+    let asked = std::time::Instant::now();
+    let r = a.ctl(&["scale", "web", "2"]).ok();
+    let took = asked.elapsed();
+    println!("scale 2 while 1 drains answered in {took:?}: {}", r.stdout);
+    assert!(
+        took < Duration::from_secs(5),
+        "scale waited for the drain ({took:?})"
+    );
+    // The drain times out: instance 1 is stopped, its idle keep-alive
+    // clients are closed cleanly (EOF, not a reset).
+    a.assert_logged_within(
+        Duration::from_secs(15),
+        "web@1.service: still running when its drain timed out (DrainTimeoutSec=); stopping it",
+    );
+    for (mut s, instance) in clients.into_iter().filter(|(_, i)| i == "1") {
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            other => panic!("keep-alive client of instance {instance}: {other:?}"),
+        }
+    }
+    // Then the queued scale applies: 2 instances, nothing draining.
+    assert!(
+        distribute_tests::wait_until(Duration::from_secs(15), || {
+            let st = a.ctl(&["status", "web"]).stdout;
+            st.contains("Distribute: 2 (") && !st.contains("draining")
+        }),
+        "{}\n{}",
+        a.ctl(&["status", "web"]).stdout,
+        a.log()
+    );
+    for _ in 0..20 {
+        get_hello(addr(p), Duration::from_secs(10)).expect("served after the drain");
+    }
+}

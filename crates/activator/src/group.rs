@@ -65,6 +65,9 @@ pub struct Group {
     pub warm: Cell<u32>,
     rescale_lock: tokio::sync::Mutex<()>,
     drain: RefCell<Option<JoinHandle<()>>>,
+    /// N asked for while a shrink was draining: applied when it ends (a
+    /// rescale never waits for a drain).
+    queued: Cell<Option<u32>>,
 }
 
 /// N for a spec.
@@ -85,6 +88,7 @@ pub fn socket_level_change(a: &SocketSpec, b: &SocketSpec) -> bool {
         o.trigger_limit_interval_usec = None;
         o.file_descriptor_name = None;
         o.warm_queue_depth = None;
+        o.drain_timeout_usec = None;
         o
     };
     a.listen != b.listen || a.service != b.service || a.instance != b.instance || norm(a) != norm(b)
@@ -165,6 +169,7 @@ impl Group {
             warm: Cell::new(1),
             rescale_lock: tokio::sync::Mutex::new(()),
             drain: RefCell::new(None),
+            queued: Cell::new(None),
         });
         group.link.size.set(bound.len() as u32);
         for (i, sockets) in (0u32..).zip(bound) {
@@ -296,11 +301,25 @@ impl Group {
         m: u32,
     ) -> Result<String, ControlError> {
         let _serial = self.rescale_lock.lock().await;
-        let pending = self.drain.borrow_mut().take();
-        if let Some(drain) = pending {
-            tracing::info!("{}: waiting for the previous shrink to drain", self.name);
-            let _ = drain.await;
+        let draining = self
+            .drain
+            .borrow()
+            .as_ref()
+            .is_some_and(|d| !d.is_finished());
+        if draining {
+            // The drain ends by itself, bounded by DrainTimeoutSec=; whoever
+            // asks (D-Bus, a reload) gets an answer now.
+            self.queued.set(Some(m));
+            tracing::info!(
+                "{}: a shrink is still draining; {m} instances once it is done",
+                self.name
+            );
+            return Ok(format!(
+                "{}: {m} instances once the shrink in progress has drained (DrainTimeoutSec=)",
+                self.name
+            ));
         }
+        self.queued.set(None);
         let n = self.active();
         if m == n {
             return Ok(format!("{}: already {n} instances", self.name));
@@ -329,6 +348,7 @@ impl Group {
         }
         let group = self.clone();
         let store = store.clone();
+        let shared = shared.clone();
         let task = tokio::task::spawn_local(async move {
             group.close_draining(&store, m, None).await;
             // Our copies are closed, but systemd's fd store still holds the
@@ -340,6 +360,21 @@ impl Group {
             // Back to the mode's own program (for hash: the kernel's spread).
             group.apply_steering();
             tracing::info!("{}: shrink to {m} complete", group.name);
+            if let Some(next) = group.queued.take() {
+                // Boxed: this task is part of `rescale`'s own future.
+                let again: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
+                    Box::pin(async move {
+                        // The drain handle is this task: let it be finished.
+                        tokio::task::yield_now().await;
+                        group.rescale(&shared, &store, next).await
+                    });
+                tokio::task::spawn_local(async move {
+                    match again.await {
+                        Ok(summary) => tracing::info!("{summary}"),
+                        Err(e) => tracing::warn!("{e}"),
+                    }
+                });
+            }
         });
         *self.drain.borrow_mut() = Some(task);
         tracing::info!(

@@ -120,6 +120,17 @@ pub struct SlotStatus {
     pub main_pid: u32,
 }
 
+/// `DrainTimeoutSec=` default: how long a draining instance may keep running.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// First backoff delay after a failure; doubles per consecutive failure, so a
 /// crash loop cannot spin the activator or systemd.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -309,6 +320,7 @@ pub fn spawn_slot(
         commands: cmd_rx,
         consecutive_failures: 0,
         starts: VecDeque::new(),
+        drain_deadline: None,
     };
     (cmd_tx, tokio::task::spawn_local(task.run(begin)))
 }
@@ -321,6 +333,8 @@ struct SlotTask {
     commands: mpsc::UnboundedReceiver<SlotCommand>,
     consecutive_failures: u32,
     starts: VecDeque<Instant>,
+    /// Draining: when a running instance is stopped (`DrainTimeoutSec=`).
+    drain_deadline: Option<tokio::time::Instant>,
 }
 
 /// What to do after a phase.
@@ -349,8 +363,19 @@ impl SlotTask {
         self.slot.status.borrow().draining
     }
 
-    fn mark_draining(&self) {
+    fn mark_draining(&mut self) {
         self.slot.status.borrow_mut().draining = true;
+        if self.drain_deadline.is_none() {
+            let timeout = self
+                .spec
+                .borrow()
+                .options
+                .drain_timeout_usec
+                .map(Duration::from_micros)
+                .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+            // `infinity` (u64::MAX µs) never stops it.
+            self.drain_deadline = tokio::time::Instant::now().checked_add(timeout);
+        }
         (self.shared.on_change)(&self.slot.name);
     }
 
@@ -513,9 +538,21 @@ impl SlotTask {
         let mut failed = false;
         let mut restart = false;
         let template = self.template_mode();
+        let mut drain_stopped = false;
         loop {
             let mut state_changed = false;
+            let drain_deadline = self.drain_deadline.filter(|_| !drain_stopped);
             tokio::select! {
+                // A drained instance that never goes idle (keep-alive
+                // clients) is stopped: SIGTERM, then TimeoutStopSec=.
+                _ = sleep_until_some(drain_deadline) => {
+                    tracing::info!(
+                        "{}: still running when its drain timed out (DrainTimeoutSec=); stopping it",
+                        self.slot.unit
+                    );
+                    drain_stopped = true;
+                    self.stop_unit().await;
+                }
                 ev = self.events.recv() => match ev {
                     None => return Next::End,
                     Some(UnitEvent::Failed) => {

@@ -39,6 +39,7 @@ pub const SOCKET_KEYS: &[&str] = &[
     "Activation",
     "Steering",
     "WarmQueueDepth",
+    "DrainTimeoutSec",
 ];
 
 /// `[Service]` booleans passed through 1:1 as D-Bus `b` properties of the same name.
@@ -285,6 +286,9 @@ impl Builder<'_> {
             }
             "WarmQueueDepth" => {
                 o.warm_queue_depth = opt(value, values::parse_u32)?;
+            }
+            "DrainTimeoutSec" => {
+                o.drain_timeout_usec = opt(value, values::parse_time_span)?;
             }
             "ReusePort" => {
                 // SO_REUSEPORT is always on (it is how the sockets are

@@ -58,6 +58,10 @@ pub fn render_spec(spec: &SocketSpec) -> String {
         &opt(&o.trigger_limit_interval_usec),
     );
     line("trigger_limit_burst", &opt(&o.trigger_limit_burst));
+    // Only when set, so the golden files of other configs stay as they are.
+    if let Some(d) = o.drain_timeout_usec {
+        line("drain_timeout_usec", &d);
+    }
     let e = &spec.exec;
     line("exec_start", &quoted(&e.exec_start));
     line("user", &opt_str(&e.user));

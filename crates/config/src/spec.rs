@@ -189,6 +189,10 @@ pub struct SocketOptions {
     /// `WarmQueueDepth=`: with `Steering=warm`, another instance is warmed up
     /// when every warm instance has more than this many connections queued.
     pub warm_queue_depth: Option<u32>,
+    /// `DrainTimeoutSec=` in microseconds (`u64::MAX` = `infinity`): how long
+    /// an instance being drained (shrink, config removed) may keep running
+    /// before it is stopped. `None`: the default.
+    pub drain_timeout_usec: Option<u64>,
 }
 
 /// `Activation=`: when the activator starts instances.
