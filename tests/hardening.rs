@@ -362,3 +362,63 @@ fn a_drain_with_idle_keep_alive_clients_ends_and_never_blocks_a_rescale() {
         get_hello(addr(p), Duration::from_secs(10)).expect("served after the drain");
     }
 }
+
+#[test]
+fn reloads_during_a_socket_replacement_leave_one_group() {
+    let p = port(106);
+    let config = |backlog: u32| {
+        distribute_tests::socket_config(
+            p,
+            2,
+            &format!("Backlog={backlog}\nDrainTimeoutSec=2s\n"),
+            "@BIN@/distribute-hello --idle-timeout 60s",
+            "DynamicUser=yes\n",
+        )
+    };
+    let Some(a) = Activator::start("reload-during-replace", &[("web", &config(100))]) else {
+        return;
+    };
+    // A keep-alive client keeps the old instance busy, so the replacement's
+    // drain lasts until DrainTimeoutSec=.
+    let (_client, _) = keep_alive_client(addr(p));
+    // Backlog= lives on the socket: new sockets. Then, while the old ones
+    // drain, two more reloads with yet other values.
+    a.write_config("web", &config(200));
+    a.reload();
+    a.write_config("web", &config(300));
+    a.reload();
+    a.write_config("web", &config(400));
+    a.reload();
+    // Served once at start, once more when the old sockets are gone.
+    assert!(
+        a.wait_log(Duration::from_secs(20), |l| l
+            .matches("web: serving with 2 instances")
+            .count()
+            >= 2),
+        "{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // Exactly one group: N listening sockets on the port, with the last backlog.
+    let ss =
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{p}")])
+            .expect("ss");
+    println!("{ss}");
+    let lines: Vec<&str> = ss.lines().collect();
+    assert_eq!(lines.len(), 2, "one group of 2 sockets:\n{ss}\n{}", a.log());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.split_whitespace().nth(2) == Some("400")),
+        "{ss}"
+    );
+    assert_eq!(
+        a.log().matches("web: serving with 2 instances").count(),
+        2,
+        "{}",
+        a.log()
+    );
+    for _ in 0..10 {
+        get_hello(addr(p), Duration::from_secs(10)).expect("served");
+    }
+}

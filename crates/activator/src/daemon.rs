@@ -72,6 +72,13 @@ pub struct Daemon {
     /// Warnings already given (a file's permissions, root instances), so a
     /// reload does not repeat them.
     warned: RefCell<BTreeSet<String>>,
+    /// One reload at a time (SIGHUP, D-Bus `Reload()`, `distributectl`):
+    /// interleaved at their awaits, two could serve one config twice.
+    reload_lock: tokio::sync::Mutex<()>,
+    /// Configs whose sockets are being replaced (old group draining), with
+    /// the spec to serve once that is done: the newest, if reloads come
+    /// meanwhile; gone if the config was removed meanwhile.
+    replacing: RefCell<BTreeMap<String, SocketSpec>>,
 }
 
 /// Runs until SIGTERM/SIGINT. Must be called inside a `LocalSet`.
@@ -130,6 +137,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let helper = resolve_helper(&opts);
     let daemon = Rc::new(Daemon {
         warned: RefCell::new(BTreeSet::new()),
+        reload_lock: tokio::sync::Mutex::new(()),
+        replacing: RefCell::new(BTreeMap::new()),
         helper,
         handoff_socket,
         shared,
@@ -289,6 +298,7 @@ impl Daemon {
 
     /// Re-reads every config and reconciles (see the module docs of `group`).
     pub async fn reload(self: &Rc<Self>) -> String {
+        let _one_at_a_time = self.reload_lock.lock().await;
         let report = self.loader.load_report();
         let (specs, errors) = (report.specs, report.errors);
         let mut summary = Vec::new();
@@ -358,6 +368,9 @@ impl Daemon {
             }
         }
         self.failed.borrow_mut().retain(|n, _| seen.contains(n));
+        // A config removed while its sockets were being replaced: nothing
+        // to serve once the old ones are closed.
+        self.replacing.borrow_mut().retain(|n, _| seen.contains(n));
         self.remove_unused_dropins().await;
         if self.groups.borrow().is_empty() && self.failed.borrow().is_empty() {
             tracing::warn!(
@@ -384,6 +397,11 @@ impl Daemon {
     /// Serves a new config or reconciles an existing one with `spec`.
     async fn apply(self: &Rc<Self>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
+        if let Some(pending) = self.replacing.borrow_mut().get_mut(&name) {
+            // Its old sockets are still draining: serve this version then.
+            *pending = spec;
+            return format!("{name}: sockets being replaced; the new version follows");
+        }
         let existing = self.groups.borrow().get(&name).cloned();
         let Some(group) = existing else {
             return self.serve_new(spec).await;
@@ -398,11 +416,18 @@ impl Daemon {
                 "{name}: listen addresses or socket options changed; replacing its sockets"
             );
             self.groups.borrow_mut().remove(&name);
+            self.replacing.borrow_mut().insert(name.clone(), spec);
             let daemon = self.clone();
+            let replaced = name.clone();
             tokio::task::spawn_local(async move {
                 group.remove(daemon.store.clone()).await;
-                let summary = daemon.serve_new(spec).await;
-                tracing::info!("{summary}");
+                // Whatever the reloads since said: the newest spec, or none.
+                let latest = daemon.replacing.borrow_mut().remove(&replaced);
+                if let Some(spec) = latest {
+                    let _one_at_a_time = daemon.reload_lock.lock().await;
+                    let summary = daemon.serve_new(spec).await;
+                    tracing::info!("{summary}");
+                }
             });
             return format!("{name}: sockets replaced");
         }
