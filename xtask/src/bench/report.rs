@@ -481,30 +481,34 @@ fn shim_vs_native(w: &mut String, acts: &Acts, meta: Option<&Meta>) -> Result<()
         xs - xn,
         ci(ci_ms, " ms"),
     )?;
-    if spans_zero(ci_ratio) || spans_zero(ci_ms) {
-        write!(
+    match (spans_zero(ci_ratio), spans_zero(ci_ms)) {
+        (true, true) => write!(
             w,
-            "In this run that is within the sampling noise: the shim's one extra execve does not show \
-             in a cold start that costs milliseconds of systemd and D-Bus work either way. "
-        )?;
-    } else if d > 0.0 && xs > xn {
-        write!(
+            "In this run both are within the sampling noise: the shim's one extra execve does not \
+             show in a cold start that costs milliseconds of systemd and D-Bus work either way. "
+        )?,
+        (false, false) if d > 0.0 && xs > xn => write!(
             w,
             "In this run the shim path is the slower one, by about {:.1} ms per cold start. ",
             xs - xn
-        )?;
-    } else if d < 0.0 && xs < xn {
-        write!(
+        )?,
+        (false, false) if d < 0.0 && xs < xn => write!(
             w,
             "In this run the native path is the slower one: whatever the shim costs is smaller than \
              what else differs. "
-        )?;
-    } else {
-        write!(
+        )?,
+        (false, false) => write!(
             w,
             "The ratio and the milliseconds disagree in this run, so neither hand-off is shown to be \
              cheaper. "
-        )?;
+        )?,
+        (r, _) => write!(
+            w,
+            "A hint, not established by this run: the {} interval excludes zero, the {} one does not; \
+             the difference is at most a few milliseconds per cold start. ",
+            if r { "milliseconds'" } else { "ratio's" },
+            if r { "ratio's" } else { "milliseconds'" },
+        )?,
     }
     // Why the milliseconds: a cost every started process pays on one systemd
     // and not on the other is in both terms of the difference, and cancels;
