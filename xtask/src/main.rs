@@ -60,6 +60,12 @@ enum Task {
             value_parser = clap::builder::PossibleValuesParser::new(bench::SCENARIOS.iter().copied())
         )]
         only: Vec<String>,
+        /// Which systemd the activation scenario boots: the host's (252,
+        /// hand-off through the exec shim), a Debian 13 root's (257, native
+        /// ExtraFileDescriptors=), or both one after the other. The other
+        /// scenarios always run on the host's systemd.
+        #[arg(long, value_enum, default_value = "both")]
+        systemd: bench::Which,
         /// Only regenerate docs/benchmarks.md from bench/results/*.json.
         #[arg(long)]
         render: bool,
@@ -136,9 +142,15 @@ fn main() -> Result<()> {
         Task::Test { systemd, args } => test::run(systemd, &args),
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
-        Task::Bench { full, only, render } => bench::run(bench::Options {
+        Task::Bench {
             full,
             only,
+            systemd,
+            render,
+        } => bench::run(bench::Options {
+            full,
+            only,
+            systemd,
             render_only: render,
         }),
         Task::Man { check } => man::run(check),

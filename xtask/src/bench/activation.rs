@@ -36,6 +36,41 @@ pub struct Activation {
     pub rows: Vec<ColdRow>,
     pub activator_rss_before_kb: u64,
     pub activator_rss_after_kb: u64,
+    /// The first line of `systemd --version` of the systemd measured. Empty
+    /// in results from before the bench ran on more than one systemd: those
+    /// were measured on the host's (`meta.json`'s `systemd`).
+    #[serde(default)]
+    pub systemd: String,
+    /// Its major version (0: not recorded, see `systemd`).
+    #[serde(default)]
+    pub systemd_major: u32,
+    /// How the transient variant's instances got their socket, as the
+    /// activator logged it at start: [`HANDOFF_SHIM`] or [`HANDOFF_NATIVE`];
+    /// empty when not recorded (the host's 252: the shim).
+    #[serde(default)]
+    pub handoff: String,
+}
+
+/// systemd < 257: `StandardInputFileDescriptor=` and the exec shim.
+pub const HANDOFF_SHIM: &str = "shim";
+/// systemd >= 257: `ExtraFileDescriptors=`.
+pub const HANDOFF_NATIVE: &str = "native";
+
+impl Activation {
+    /// The row of a variant.
+    pub fn row(&self, variant: &str) -> Option<&ColdRow> {
+        self.rows.iter().find(|r| r.variant == variant)
+    }
+
+    /// The hand-off of the transient variant; results from before it was
+    /// recorded came from the host's systemd 252, which needs the shim.
+    pub fn handoff(&self) -> &str {
+        if self.handoff.is_empty() {
+            HANDOFF_SHIM
+        } else {
+            &self.handoff
+        }
+    }
 }
 
 /// The native systemd variants' unit names: `Accept=no` and `Accept=yes`.
@@ -143,6 +178,23 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
     }
     let act_pid = bed.main_pid(ACTIVATOR)?;
     let act_before = bed.rss_kb(act_pid)?;
+    let systemd = bed
+        .sb
+        .run("/lib/systemd/systemd", &["--version"])
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let how = handoff(bed)?;
+    pr.say(format!(
+        "   {systemd}: transient instances get their socket {}",
+        if how == HANDOFF_NATIVE {
+            "natively (ExtraFileDescriptors=)"
+        } else {
+            "through the exec shim (StandardInputFileDescriptor=, systemd-distribute-exec)"
+        }
+    ));
     let variants: [ColdVariant<'_>; 4] = [
         (
             V_TRANSIENT,
@@ -294,7 +346,42 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
         rows,
         activator_rss_before_kb: act_before,
         activator_rss_after_kb: act_after,
+        systemd,
+        systemd_major: bed.sb.systemd_version(),
+        handoff: how.to_string(),
     })
+}
+
+/// The hand-off the activator chose at its start (its log line), checked
+/// against the version of the systemd it runs on.
+fn handoff(bed: &Bed) -> Result<&'static str> {
+    // journald may not have written the line yet right after a boot.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        let journal = bed.sb.journal(Some(ACTIVATOR));
+        if journal.contains("passing sockets with ExtraFileDescriptors=") {
+            break HANDOFF_NATIVE;
+        }
+        if journal.contains("passing sockets through StandardInputFileDescriptor=") {
+            break HANDOFF_SHIM;
+        }
+        if Instant::now() > deadline {
+            bail!("the activator's journal does not say how it passes sockets:\n{journal}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let want = if bed.sb.systemd_version() >= 257 {
+        HANDOFF_NATIVE
+    } else {
+        HANDOFF_SHIM
+    };
+    if found != want {
+        bail!(
+            "systemd {}: the activator passes sockets the {found} way, expected {want}",
+            bed.sb.systemd_version()
+        );
+    }
+    Ok(found)
 }
 
 /// Template-mode p50 minus transient p50, ms: what the `ExecStartPre=` helper's

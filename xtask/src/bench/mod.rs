@@ -3,6 +3,14 @@
 //! writes `bench/results/*.json` and regenerates
 //! `docs/benchmarks.md` (tables, SVG charts) from them.
 //!
+//! Systemds: the cold-activation scenario ([`PER_SYSTEMD`]) runs on the
+//! host's systemd (252: sockets handed to transient instances through the exec
+//! shim) and on a Debian 13 root's (257: natively, `ExtraFileDescriptors=`),
+//! one sandbox after the other (`--systemd` picks; both by default), and
+//! writes `activation.json` and `activation-debian13.json`. The other
+//! scenarios measure the data path and the activator, not systemd, and run on
+//! the host's only.
+//!
 //! CPU budget on this 2-core machine: the load generator (and this
 //! orchestrator, which also is the client of the activation scenario) is pinned
 //! to CPU 0, every server process to CPU 1 (`sched_setaffinity` for processes
@@ -26,6 +34,7 @@ mod steering;
 mod testbed;
 
 use anyhow::{bail, Context, Result};
+use distribute_sandbox::Systemd;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -179,12 +188,112 @@ pub struct RunInfo {
 pub struct Options {
     pub full: bool,
     pub only: Vec<String>,
+    pub systemd: Which,
     pub render_only: bool,
+}
+
+/// Which systemd(s) `cargo xtask bench` measures the scenarios of
+/// [`PER_SYSTEMD`] on; every other scenario runs on the host's only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    /// The host's systemd (Debian 12: 252, sockets handed over by the exec shim).
+    Host,
+    /// The systemd of the cached Debian 13 root (257, native ExtraFileDescriptors=).
+    Debian13,
+    /// Both, the host's first.
+    Both,
+}
+
+impl Which {
+    fn systemds(self) -> &'static [Systemd] {
+        match self {
+            Which::Host => &[Systemd::Host],
+            Which::Debian13 => &[Systemd::Debian13],
+            Which::Both => &Systemd::ALL,
+        }
+    }
 }
 
 /// The scenarios, in the order they run and appear in the report; the names
 /// `--only` accepts and `bench/results/NAME.json` is named after.
 pub const SCENARIOS: &[&str] = &["datapath", "models", "activation", "footprint", "steering"];
+
+/// The scenarios measured on every systemd `--systemd` picks (what they
+/// compare is what systemd does); the others measure the data path and the
+/// activator, the same on any systemd, and run on the host's only.
+pub const PER_SYSTEMD: &[&str] = &["activation"];
+
+/// The results file (without `.json`) of `scenario` measured on `systemd`:
+/// `NAME` on the host's (as before there were others), `NAME-debian13`.
+pub fn result_name(scenario: &str, systemd: Systemd) -> String {
+    match systemd {
+        Systemd::Host => scenario.to_string(),
+        other => format!("{scenario}-{}", other.as_str()),
+    }
+}
+
+/// Every results file a scenario can have, host's first.
+pub(super) fn result_names(scenario: &str) -> Vec<(Systemd, String)> {
+    Systemd::ALL
+        .into_iter()
+        .filter(|&sd| sd == Systemd::Host || PER_SYSTEMD.contains(&scenario))
+        .map(|sd| (sd, result_name(scenario, sd)))
+        .collect()
+}
+
+/// Which scenarios run on which systemd, in the order they run.
+fn plan(opts: &Options) -> Result<Vec<(Systemd, Vec<&'static str>)>> {
+    let want = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
+    let systemds = opts.systemd.systemds();
+    let mut plan = Vec::new();
+    for &sd in &Systemd::ALL {
+        let mut scenarios = Vec::new();
+        for &s in SCENARIOS {
+            if !want(s) {
+                continue;
+            }
+            let runs_here = if PER_SYSTEMD.contains(&s) {
+                systemds.contains(&sd)
+            } else {
+                sd == Systemd::Host
+            };
+            if !runs_here {
+                continue;
+            }
+            if sd == Systemd::Host && !systemds.contains(&Systemd::Host) {
+                // A host-only scenario with --systemd debian13.
+                if !opts.only.is_empty() {
+                    bail!(
+                        "scenario {s} runs on the host's systemd only (--systemd host or both); \
+                         measured on every systemd: {}",
+                        PER_SYSTEMD.join(", ")
+                    );
+                }
+                println!(
+                    "--systemd {}: skipping {s}, which runs on the host's systemd only",
+                    sd_list(systemds)
+                );
+                continue;
+            }
+            scenarios.push(s);
+        }
+        if !scenarios.is_empty() {
+            plan.push((sd, scenarios));
+        }
+    }
+    if plan.is_empty() {
+        bail!("nothing to measure");
+    }
+    Ok(plan)
+}
+
+fn sd_list(systemds: &[Systemd]) -> String {
+    systemds
+        .iter()
+        .map(Systemd::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 pub fn run(opts: Options) -> Result<()> {
     for s in &opts.only {
@@ -200,8 +309,10 @@ pub fn run(opts: Options) -> Result<()> {
     } else {
         Profile::quick()
     };
-    let want = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
-    ensure_tools()?;
+    let plan = plan(&opts)?;
+    for (sd, _) in &plan {
+        ensure_tools(*sd)?;
+    }
     crate::cargo(&[
         "build",
         "--release",
@@ -230,37 +341,38 @@ pub fn run(opts: Options) -> Result<()> {
         profile.name, profile.warmup_s, profile.duration_s, profile.work_us
     ));
     std::fs::create_dir_all(results_dir())?;
-
-    p.say("booting a private systemd and starting systemd-distribute (release build)");
-    let bed = Bed::boot(&profile)?;
-    // The sandbox is booted unpinned; from here on this process (the client of
-    // the activation scenario, the parent of the load generator) stays on CPU 0.
-    distribute_bench::pin_to(&[0]).context("pinning the orchestrator to CPU 0")?;
-    let systemd = bed
-        .sb
-        .run("/lib/systemd/systemd", &["--version"])
-        .unwrap_or_default();
-    let mut scenarios = Vec::new();
-    let mut run_scenario = |name: &str| -> Result<()> {
-        if !want(name) {
-            return Ok(());
+    // Every sandbox is booted with this process's own affinity (its systemd
+    // and activator are not pinned); while a scenario runs, this process is
+    // the client and stays on CPU 0.
+    let unpinned = Affinity::current()?;
+    let mut measured = Vec::new();
+    for (sd, scenarios) in &plan {
+        let sd = *sd;
+        unpinned.restore()?;
+        p.say(format!(
+            "booting a private systemd ({}) and starting systemd-distribute (release build); \
+             scenarios: {}",
+            describe(sd),
+            scenarios.join(", ")
+        ));
+        let bed = Bed::boot(&profile, sd)?;
+        distribute_bench::pin_to(&[0]).context("pinning the orchestrator to CPU 0")?;
+        for &name in scenarios {
+            let (bed, profile, p) = (&bed, &profile, &p);
+            let file = result_name(name, sd);
+            match name {
+                "datapath" => write_json(&file, &datapath::measure(bed, profile, p)?)?,
+                "models" => write_json(&file, &models::measure(bed, profile, p)?)?,
+                "activation" => write_json(&file, &activation::measure(bed, profile, p)?)?,
+                "footprint" => write_json(&file, &footprint::measure(bed, profile, p)?)?,
+                "steering" => write_json(&file, &steering::measure(bed, profile, p)?)?,
+                _ => unreachable!("every name in SCENARIOS has a scenario"),
+            }
+            measured.push(file);
         }
-        let (bed, profile, p) = (&bed, &profile, &p);
-        match name {
-            "datapath" => write_json(name, &datapath::measure(bed, profile, p)?)?,
-            "models" => write_json(name, &models::measure(bed, profile, p)?)?,
-            "activation" => write_json(name, &activation::measure(bed, profile, p)?)?,
-            "footprint" => write_json(name, &footprint::measure(bed, profile, p)?)?,
-            "steering" => write_json(name, &steering::measure(bed, profile, p)?)?,
-            _ => unreachable!("every name in SCENARIOS has a scenario"),
-        }
-        scenarios.push(name.to_string());
-        Ok(())
-    };
-    for name in SCENARIOS {
-        run_scenario(name)?;
+        drop(bed);
     }
-    drop(bed);
+    unpinned.restore()?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut meta = Meta {
         profile: profile.clone(),
@@ -275,14 +387,21 @@ pub fn run(opts: Options) -> Result<()> {
                     .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
             })
             .unwrap_or_default(),
-        // Not available_parallelism(): this process is pinned to one CPU by now.
+        // Not available_parallelism(): this process may be pinned.
         cores: cpuinfo
             .lines()
             .filter(|l| l.starts_with("processor"))
             .count(),
-        systemd: systemd.lines().next().unwrap_or_default().to_string(),
+        // The host's systemd, the one every sandbox of the host boots (results
+        // measured on another carry their own version).
+        systemd: output("/lib/systemd/systemd", &["--version"])
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         pinning: PINNING.into(),
-        scenarios,
+        scenarios: measured,
         loadavg_before,
         loadavg_after: loadavg(),
         runs: BTreeMap::new(),
@@ -309,6 +428,41 @@ pub fn run(opts: Options) -> Result<()> {
     report::render()
 }
 
+/// How progress lines name a systemd.
+fn describe(sd: Systemd) -> &'static str {
+    match sd {
+        Systemd::Host => "the host's",
+        Systemd::Debian13 => "Debian 13's, chrooted",
+    }
+}
+
+/// A thread's CPU affinity, to boot each sandbox with the one this process
+/// started with.
+struct Affinity(libc::cpu_set_t);
+
+impl Affinity {
+    fn current() -> Result<Affinity> {
+        // SAFETY: cpu_set_t is plain data, written by the kernel.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
+            }
+            Ok(Affinity(set))
+        }
+    }
+
+    fn restore(&self) -> Result<()> {
+        // SAFETY: a cpu_set_t from sched_getaffinity.
+        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) }
+            != 0
+        {
+            return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+        }
+        Ok(())
+    }
+}
+
 fn run_info(m: &Meta) -> RunInfo {
     RunInfo {
         profile: m.profile.name.clone(),
@@ -320,8 +474,8 @@ fn run_info(m: &Meta) -> RunInfo {
     }
 }
 
-fn ensure_tools() -> Result<()> {
-    if let Some(reason) = distribute_sandbox::unavailable_reason() {
+fn ensure_tools(systemd: Systemd) -> Result<()> {
+    if let Some(reason) = distribute_sandbox::unavailable_reason_on(systemd) {
         if reason.contains("missing") {
             eprintln!("{reason}: installing systemd, dbus and util-linux from Debian");
             let ok = Command::new("apt-get")
@@ -332,8 +486,8 @@ fn ensure_tools() -> Result<()> {
             }
         }
     }
-    if let Some(reason) = distribute_sandbox::unavailable_reason() {
-        bail!("the benchmark boots a private systemd: {reason}");
+    if let Some(reason) = distribute_sandbox::unavailable_reason_on(systemd) {
+        bail!("the benchmark boots a private systemd ({systemd}): {reason}");
     }
     Ok(())
 }

@@ -1,15 +1,19 @@
 //! `docs/benchmarks.md` from `bench/results/*.json`: the page, one section
 //! per scenario (tables and prose around this run's figures) and its charts.
 
-use super::activation::{template_extra_ms, Activation, V_TEMPLATE, V_TRANSIENT};
+use super::activation::{
+    template_extra_ms, Activation, ColdRow, HANDOFF_NATIVE, HANDOFF_SHIM, V_NO, V_TEMPLATE,
+    V_TRANSIENT,
+};
 use super::chart::{bar_chart, per_workload, series};
 use super::datapath::{DataPath, DataPathRow};
 use super::footprint::Footprint;
 use super::measure::{min_max, ratio_or_infinity, select, us, Run};
 use super::models::{ModelRow, Models, MODELS};
 use super::steering::{variant_id, Budget, SteerRow, SteeringResult, STEER};
-use super::{read_json, results_dir, Meta, SCENARIOS, WORKLOADS};
+use super::{read_json, result_names, results_dir, Meta, SCENARIOS, WORKLOADS};
 use anyhow::Result;
+use distribute_sandbox::Systemd;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -17,7 +21,10 @@ pub(super) fn render() -> Result<()> {
     let meta: Option<Meta> = read_json("meta");
     let dp: Option<DataPath> = read_json("datapath");
     let models: Option<Models> = read_json("models");
-    let act: Option<Activation> = read_json("activation");
+    let acts: Vec<(Systemd, Activation)> = result_names("activation")
+        .into_iter()
+        .filter_map(|(sd, name)| Some((sd, read_json(&name)?)))
+        .collect();
     let fp: Option<Footprint> = read_json("footprint");
     let st: Option<SteeringResult> = read_json("steering");
     let docs = crate::root().join("docs");
@@ -25,18 +32,16 @@ pub(super) fn render() -> Result<()> {
     std::fs::create_dir_all(&img)?;
     let mut md = String::new();
     let w = &mut md;
-    header(w, meta.as_ref())?;
+    header(w, meta.as_ref(), &acts)?;
     if let Some(dp) = &dp {
         datapath_section(w, dp, &img)?;
     }
     if let Some(m) = &models {
         models_section(w, m, &img)?;
     }
-    if let Some(a) = &act {
-        activation_section(w, a, &img)?;
-    }
+    activation_section(w, &acts, meta.as_ref(), &img)?;
     if let Some(f) = &fp {
-        footprint_section(w, f, act.as_ref(), &img)?;
+        footprint_section(w, f, &acts, meta.as_ref(), &img)?;
     }
     if let Some(st) = &st {
         steering_section(w, st, &img)?;
@@ -48,7 +53,7 @@ pub(super) fn render() -> Result<()> {
 }
 
 /// The title, the machine and the invocations, the method and the noise.
-fn header(w: &mut String, meta: Option<&Meta>) -> Result<()> {
+fn header(w: &mut String, meta: Option<&Meta>, acts: &Acts) -> Result<()> {
     writeln!(w, "# Benchmarks\n")?;
     writeln!(
         w,
@@ -73,10 +78,22 @@ fn header(w: &mut String, meta: Option<&Meta>) -> Result<()> {
             "| machine | {} × {}, Linux {} |",
             m.cores, m.cpu, m.kernel
         )?;
+        let others: Vec<String> = acts
+            .iter()
+            .filter(|(sd, _)| *sd != Systemd::Host)
+            .map(|(sd, a)| {
+                format!(
+                    "; the activation scenario also on {} ({})",
+                    a.systemd,
+                    systemd_origin(*sd)
+                )
+            })
+            .collect();
         writeln!(
             w,
-            "| systemd | {} (private instance in namespaces, see `crates/sandbox`) |",
-            m.systemd
+            "| systemd | {} (the host's; a private instance in namespaces, see `crates/sandbox`){} |",
+            m.systemd,
+            others.concat()
         )?;
         writeln!(w, "| CPU budget | {} |", m.pinning)?;
         writeln!(w)?;
@@ -90,19 +107,23 @@ fn header(w: &mut String, meta: Option<&Meta>) -> Result<()> {
             "| section | commit | profile | invocation wall time | /proc/loadavg before → after |"
         )?;
         writeln!(w, "|---|---|---|---:|---|")?;
-        for s in SCENARIOS {
-            if !results_dir().join(format!("{s}.json")).exists() {
+        for (sd, name) in SCENARIOS.iter().flat_map(|s| result_names(s)) {
+            if !results_dir().join(format!("{name}.json")).exists() {
                 continue;
             }
-            match m.runs.get(*s) {
+            let label = match sd {
+                Systemd::Host => name.clone(),
+                other => format!("{} ({other})", name.trim_end_matches(&format!("-{other}"))),
+            };
+            match m.runs.get(&name) {
                 Some(r) => writeln!(
                     w,
-                    "| {s} | `{}` | `{}` | {:.0} s | {} → {} |",
+                    "| {label} | `{}` | `{}` | {:.0} s | {} → {} |",
                     r.git_rev, r.profile, r.wall_s, r.loadavg_before, r.loadavg_after
                 )?,
                 None => writeln!(
                     w,
-                    "| {s} | an earlier run, not recorded (see `git log bench/results/{s}.json`) | | | |"
+                    "| {label} | an earlier run, not recorded (see `git log bench/results/{name}.json`) | | | |"
                 )?,
             }
         }
@@ -263,40 +284,330 @@ fn models_section(w: &mut String, m: &Models, img: &Path) -> Result<()> {
     Ok(())
 }
 
-fn activation_section(w: &mut String, a: &Activation, img: &Path) -> Result<()> {
+/// Activation results, one per systemd measured, host's first.
+type Acts = [(Systemd, Activation)];
+
+/// "systemd 252" (or the whole `--version` line's start for an unknown one).
+fn systemd_label(a: &Activation, meta: Option<&Meta>) -> String {
+    let line = if a.systemd.is_empty() {
+        meta.map_or("", |m| m.systemd.as_str())
+    } else {
+        a.systemd.as_str()
+    };
+    let major = if a.systemd_major > 0 {
+        Some(a.systemd_major)
+    } else {
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok())
+    };
+    major.map_or_else(|| "systemd ?".to_string(), |m| format!("systemd {m}"))
+}
+
+/// "exec shim" or "native `ExtraFileDescriptors=`".
+fn handoff_label(a: &Activation) -> &'static str {
+    if a.handoff() == HANDOFF_NATIVE {
+        "native `ExtraFileDescriptors=`"
+    } else {
+        "exec shim"
+    }
+}
+
+/// Where a systemd came from, for the report.
+fn systemd_origin(sd: Systemd) -> &'static str {
+    match sd {
+        Systemd::Host => "the host's, Debian 12",
+        Systemd::Debian13 => "a Debian 13 root's, chrooted",
+    }
+}
+
+fn activation_section(w: &mut String, acts: &Acts, meta: Option<&Meta>, img: &Path) -> Result<()> {
+    let Some((_, first)) = acts.first() else {
+        return Ok(());
+    };
     writeln!(w, "## 3. Cold activation latency\n")?;
-    let has_template = a.rows.iter().any(|r| r.variant == V_TEMPLATE);
+    let has_template = acts.iter().any(|(_, a)| a.row(V_TEMPLATE).is_some());
+    let on: Vec<String> = acts
+        .iter()
+        .map(|(sd, a)| format!("{} ({})", systemd_label(a, meta), systemd_origin(*sd)))
+        .collect();
     writeln!(
         w,
         "Connect → first byte of the answer on an idle socket (no instance running), {} activations \
          per variant, one at a time, each once the previous instance is gone and 50 ms have passed; the \
          variants take turns in blocks of 20 so that drift hits all alike (PID 1's RSS growth over a block \
-         is charged to its variant; the runs before and after: {} → {} KiB). Same binary everywhere: \
+         is charged to its variant). Same binary everywhere: \
          `distribute-bench-server --model listen-fds` (exits after its one connection; under `Accept=yes` \
-         it gets the accepted connection as fd 3). Baseline: systemd's own `Accept=no`. Target: \
-         distribute p50 ≤ 1.5 × `Accept=no`. The absolute times are dominated by waking idle vCPUs \
+         it gets the accepted connection as fd 3). Baseline: systemd's own `Accept=no` **on the same \
+         systemd, in the same run**. Target: distribute p50 ≤ 1.5 × `Accept=no`. Measured on {}. The \
+         absolute times are dominated by waking idle vCPUs \
          of this VM along the chain (client, systemd or activator, dbus, fork/exec): while writing this \
          benchmark, activations right after a busy moment took 3–4 ms in every variant, after 50 ms of \
          quiet 15 ms; the ratio stayed the same.\n",
-        a.rows.first().map_or(0, |r| r.activations + r.failures),
-        a.rows.first().map_or(0, |r| r.pid1_rss_before_kb),
-        a.rows.first().map_or(0, |r| r.pid1_rss_after_kb),
+        first.rows.first().map_or(0, |r| r.activations + r.failures),
+        on.join(" and "),
     )?;
     if has_template {
         writeln!(
             w,
             "The two systemd-distribute variants differ only in how the instance comes to be. \
              *Transient* (`cold.socket` with a `[Service]` section): `StartTransientUnit` with the \
-             socket attached; on systemd < 257, as here, `ExecStart=` runs behind the exec shim \
-             `systemd-distribute-exec`, which puts the socket on fd 3 and execs in place (no extra \
-             fork). *Template mode* (`coldtpl.socket`, no `[Service]`, \
-             `Service=coldtpl@.service`): the template unit file `coldtpl@.service` (`Type=simple` like \
+             socket attached. How it is attached depends on the systemd: on systemd < 257 as \
+             `StandardInputFileDescriptor=`, with `ExecStart=` behind the exec shim \
+             `systemd-distribute-exec`, which moves the socket to fd 3, sets `$LISTEN_FDS` and execs in \
+             place (one more execve, no extra fork); on systemd ≥ 257 natively as \
+             `ExtraFileDescriptors=`, with `ExecStart=` the server itself. *Template mode* \
+             (`coldtpl.socket`, no `[Service]`, `Service=coldtpl@.service`), the same on every systemd: \
+             the template unit file `coldtpl@.service` (`Type=simple` like \
              the transient units, `StartLimitIntervalSec=0` like the native ones, the same `ExecStart=` \
              with nothing in front) is started with `StartUnit`, and the activator's runtime drop-in \
              adds `ExecStartPre=+systemd-distribute-handoff`: one more fork+exec per start, a helper \
              that asks the activator for the instance's socket over its hand-off socket and pushes it \
              into the unit's fd store (`FDSTORE=1`), from which systemd passes it to the main process \
              as `$LISTEN_FDS`.\n"
+        )?;
+    }
+    if acts.len() > 1 {
+        shim_vs_native(w, acts, meta)?;
+    }
+    for (sd, a) in acts {
+        activation_table(w, *sd, a, meta, acts.len() > 1)?;
+    }
+    let cats: Vec<String> = first
+        .rows
+        .iter()
+        .map(|r| {
+            r.variant
+                .replace("systemd-distribute", "distribute")
+                .replace(" (Distribute=1)", "")
+        })
+        .collect();
+    let mut chart_series = Vec::new();
+    for (_, a) in acts {
+        let label = if acts.len() > 1 {
+            format!("{} ", systemd_label(a, meta).trim_start_matches("systemd "))
+        } else {
+            String::new()
+        };
+        let ratio = |f: fn(&ColdRow) -> f64| -> Vec<f64> {
+            first
+                .rows
+                .iter()
+                .map(|r| a.row(&r.variant).map_or(f64::NAN, f))
+                .collect()
+        };
+        chart_series.push((format!("{label}p50 ratio"), ratio(|r| r.p50_ratio)));
+        chart_series.push((format!("{label}p99 ratio"), ratio(|r| r.p99_ratio)));
+    }
+    bar_chart(
+        &img.join("activation.svg"),
+        "Cold activation relative to Accept=no of the same systemd (lower is better)",
+        "ratio",
+        &cats,
+        &chart_series,
+        Some((1.5, "target p50 1.5")),
+    )?;
+    writeln!(w, "![activation ratios](benchmarks/activation.svg)\n")?;
+    Ok(())
+}
+
+/// The systemds side by side, and what the shim costs against the native
+/// hand-off.
+fn shim_vs_native(w: &mut String, acts: &Acts, meta: Option<&Meta>) -> Result<()> {
+    writeln!(w, "### Exec shim vs native hand-off, side by side\n")?;
+    let mut head = String::from("| variant |");
+    let mut rule = String::from("|---|");
+    for (_, a) in acts {
+        let l = format!("{}, {}", systemd_label(a, meta), handoff_label(a));
+        write!(head, " {l}: p50 | p99 | p50 ratio | p99 ratio |")?;
+        rule.push_str("---:|---:|---:|---:|");
+    }
+    writeln!(w, "{head}\n{rule}")?;
+    let (_, first) = &acts[0];
+    for r0 in &first.rows {
+        let mut line = format!("| {} |", r0.variant);
+        for (_, a) in acts {
+            match a.row(&r0.variant) {
+                Some(r) => write!(
+                    line,
+                    " {} | {} | **{:.2}** | {:.2} |",
+                    us(r.p50_us),
+                    us(r.p99_us),
+                    r.p50_ratio,
+                    r.p99_ratio
+                )?,
+                None => line.push_str(" – | – | – | – |"),
+            }
+        }
+        writeln!(w, "{line}")?;
+    }
+    writeln!(w)?;
+    let shim = acts.iter().find(|(_, a)| a.handoff() == HANDOFF_SHIM);
+    let native = acts.iter().find(|(_, a)| a.handoff() == HANDOFF_NATIVE);
+    let (Some((_, s)), Some((_, n))) = (shim, native) else {
+        return Ok(());
+    };
+    let (Some(ts), Some(tn), Some(bs)) = (s.row(V_TRANSIENT), n.row(V_TRANSIENT), s.row(V_NO))
+    else {
+        return Ok(());
+    };
+    let Some(bn) = n.row(V_NO) else {
+        return Ok(());
+    };
+    let (ls, ln) = (systemd_label(s, meta), systemd_label(n, meta));
+    let ms = |us: u64| us as f64 / 1000.0;
+    let d = ts.p50_ratio - tn.p50_ratio;
+    let (xs, xn) = (ms(ts.p50_us) - ms(bs.p50_us), ms(tn.p50_us) - ms(bn.p50_us));
+    // The sampling noise of the medians, by resampling the activations;
+    // p[result][variant] with the variants below.
+    let pair = [V_TRANSIENT, V_NO];
+    let ci_ratio = bootstrap(&[s, n], &pair, |p| p[0][0] / p[0][1] - p[1][0] / p[1][1]);
+    let ci_ms = bootstrap(&[s, n], &pair, |p| {
+        ((p[0][0] - p[0][1]) - (p[1][0] - p[1][1])) / 1000.0
+    });
+    let ci = |c: Option<(f64, f64)>, unit: &str| {
+        c.map_or(String::new(), |(lo, hi)| {
+            format!(" (95% bootstrap interval {lo:+.2}{unit} … {hi:+.2}{unit})")
+        })
+    };
+    let spans_zero = |c: Option<(f64, f64)>| c.is_none_or(|(lo, hi)| lo <= 0.0 && hi >= 0.0);
+    write!(
+        w,
+        "**Shim vs native.** The transient variant's p50 is **{:.2}** × `Accept=no` on {ls} (exec shim) \
+         and **{:.2}** × on {ln} (native `ExtraFileDescriptors=`), a difference of **{d:+.2}**{}. \
+         In milliseconds over the same systemd's `Accept=no` p50: {xs:+.1} ms with the shim, {xn:+.1} ms \
+         native, a difference of **{:+.1} ms**{}. ",
+        ts.p50_ratio,
+        tn.p50_ratio,
+        ci(ci_ratio, ""),
+        xs - xn,
+        ci(ci_ms, " ms"),
+    )?;
+    match (spans_zero(ci_ratio), spans_zero(ci_ms)) {
+        (true, true) => write!(
+            w,
+            "In this run both are within the sampling noise: the shim's one extra execve does not \
+             show in a cold start that costs milliseconds of systemd and D-Bus work either way. "
+        )?,
+        (false, false) if d > 0.0 && xs > xn => write!(
+            w,
+            "In this run the shim path is the slower one, by about {:.1} ms per cold start. ",
+            xs - xn
+        )?,
+        (false, false) if d < 0.0 && xs < xn => write!(
+            w,
+            "In this run the native path is the slower one: whatever the shim costs is smaller than \
+             what else differs. "
+        )?,
+        (false, false) => write!(
+            w,
+            "The ratio and the milliseconds disagree in this run, so neither hand-off is shown to be \
+             cheaper. "
+        )?,
+        (r, _) => write!(
+            w,
+            "A hint, not established by this run: the {} interval excludes zero, the {} one does not; \
+             the difference is at most a few milliseconds per cold start. ",
+            if r { "milliseconds'" } else { "ratio's" },
+            if r { "ratio's" } else { "milliseconds'" },
+        )?,
+    }
+    // Why the milliseconds: a cost every started process pays on one systemd
+    // and not on the other is in both terms of the difference, and cancels;
+    // in a ratio it does not.
+    write!(
+        w,
+        "Both are worth reading because the two systemds differ in more than the hand-off: `Accept=no` \
+         alone takes {} on {ls} and {} on {ln}. The likely reason (not measured separately): systemd \
+         ≥ 255 runs every process it starts through `systemd-executor`, one more exec of a large binary \
+         per process, where 252 execs the service directly in its forked child. A cost each \
+         started process pays cancels in the milliseconds over `Accept=no` (both start one process per \
+         activation) but pulls the ratio towards 1. Template mode is no control for the hand-off: it \
+         starts two processes per activation (the `ExecStartPre=` helper and the server), pays such a \
+         cost twice, and its p50 over the transient variant's is {} on {ls} and {} on {ln}. ",
+        us(bs.p50_us),
+        us(bn.p50_us),
+        template_extra_ms(&s.rows).map_or("–".into(), |x| format!("{x:+.1} ms")),
+        template_extra_ms(&n.rows).map_or("–".into(), |x| format!("{x:+.1} ms")),
+    )?;
+    writeln!(
+        w,
+        "The systemds are measured one after the other, not interleaved, so only figures relative to \
+         the same systemd's `Accept=no` (interleaved with it) compare; the bootstrap intervals cover the \
+         sampling noise of one run, not the drift between runs on this shared VM, which has moved the \
+         transient ratio on systemd 252 between 1.08 and 1.27 in earlier quick-profile runs.\n"
+    )?;
+    Ok(())
+}
+
+/// A 95% percentile-bootstrap interval of `f` over the p50s of `variants` in
+/// each result (`f` gets `p50[result][variant]`), resampling every variant's
+/// activations with replacement; deterministic (fixed seed), so rendering
+/// twice gives the same page. `None` when a variant has no samples.
+fn bootstrap(
+    results: &[&Activation],
+    variants: &[&str],
+    f: impl Fn(&[Vec<f64>]) -> f64,
+) -> Option<(f64, f64)> {
+    let samples: Vec<Vec<&[u64]>> = results
+        .iter()
+        .map(|a| {
+            variants
+                .iter()
+                .map(|v| a.row(v).map(|r| r.samples_us.as_slice()))
+                .collect::<Option<Vec<_>>>()
+        })
+        .collect::<Option<_>>()?;
+    if samples.iter().flatten().any(|s| s.is_empty()) {
+        return None;
+    }
+    // xorshift64*: enough for resampling indices.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    };
+    const ROUNDS: usize = 2000;
+    let mut stats = Vec::with_capacity(ROUNDS);
+    let mut buf = Vec::new();
+    for _ in 0..ROUNDS {
+        let p50s: Vec<Vec<f64>> = samples
+            .iter()
+            .map(|per_variant| {
+                per_variant
+                    .iter()
+                    .map(|s| {
+                        buf.clear();
+                        buf.extend((0..s.len()).map(|_| s[next(s.len())]));
+                        buf.sort_unstable();
+                        // The same percentile as the tables' p50.
+                        buf[((buf.len() as f64 * 0.5).ceil() as usize).saturating_sub(1)] as f64
+                    })
+                    .collect()
+            })
+            .collect();
+        stats.push(f(&p50s));
+    }
+    stats.sort_by(f64::total_cmp);
+    Some((stats[ROUNDS * 25 / 1000], stats[ROUNDS * 975 / 1000 - 1]))
+}
+
+/// One systemd's full table, the template mode's extra cost and the
+/// activator's memory.
+fn activation_table(
+    w: &mut String,
+    sd: Systemd,
+    a: &Activation,
+    meta: Option<&Meta>,
+    headed: bool,
+) -> Result<()> {
+    if headed {
+        writeln!(
+            w,
+            "### {} ({}), {}\n",
+            systemd_label(a, meta),
+            systemd_origin(sd),
+            handoff_label(a)
         )?;
     }
     writeln!(w, "| variant | p50 | p90 | p99 | max | p50 ratio | p99 ratio | failed | PID 1 RSS growth per 1,000 activations |")?;
@@ -321,11 +632,10 @@ fn activation_section(w: &mut String, a: &Activation, img: &Path) -> Result<()> 
             r.pid1_growth_per_1000_kb,
         )?;
     }
-    let row = |v: &str| a.rows.iter().find(|r| r.variant == v);
     if let (Some(extra), Some(t), Some(tpl)) = (
         template_extra_ms(&a.rows),
-        row(V_TRANSIENT),
-        row(V_TEMPLATE),
+        a.row(V_TRANSIENT),
+        a.row(V_TEMPLATE),
     ) {
         writeln!(
             w,
@@ -343,39 +653,22 @@ fn activation_section(w: &mut String, a: &Activation, img: &Path) -> Result<()> 
     }
     writeln!(
         w,
-        "\nActivator RSS before / after these {} activation cycles: {} / {} KiB.\n",
+        "\nPID 1 RSS before / after the runs: {} / {} KiB. Activator RSS before / after these {} \
+         activation cycles: {} / {} KiB.\n",
+        a.rows.first().map_or(0, |r| r.pid1_rss_before_kb),
+        a.rows.first().map_or(0, |r| r.pid1_rss_after_kb),
         a.rows.first().map_or(0, |r| r.activations),
         a.activator_rss_before_kb,
         a.activator_rss_after_kb
     )?;
-    let cats: Vec<String> = a
-        .rows
-        .iter()
-        .map(|r| {
-            r.variant
-                .replace("systemd-distribute", "distribute")
-                .replace(" (Distribute=1)", "")
-        })
-        .collect();
-    bar_chart(
-        &img.join("activation.svg"),
-        "Cold activation relative to systemd Accept=no (lower is better)",
-        "ratio",
-        &cats,
-        &[
-            series("p50 ratio", &a.rows, |r| r.p50_ratio),
-            series("p99 ratio", &a.rows, |r| r.p99_ratio),
-        ],
-        Some((1.5, "target p50 1.5")),
-    )?;
-    writeln!(w, "![activation ratios](benchmarks/activation.svg)\n")?;
     Ok(())
 }
 
 fn footprint_section(
     w: &mut String,
     f: &Footprint,
-    act: Option<&Activation>,
+    acts: &Acts,
+    meta: Option<&Meta>,
     img: &Path,
 ) -> Result<()> {
     writeln!(w, "## 4. Scale and footprint\n")?;
@@ -412,14 +705,21 @@ fn footprint_section(
             verdict(r.idle_wakeups_per_s < 0.5)
         )?;
     }
-    if let Some(a) = act {
+    for (_, a) in acts {
         writeln!(
             w,
-            "\nPID 1 (`systemd`) RSS growth per 1,000 activation cycles, from scenario 3:\n"
+            "\nPID 1 (`systemd`) RSS growth per 1,000 activation cycles, from scenario 3{}:\n",
+            if acts.len() > 1 {
+                format!(" on {}", systemd_label(a, meta))
+            } else {
+                String::new()
+            }
         )?;
         for r in &a.rows {
             writeln!(w, "- {}: {:.0} KiB", r.variant, r.pid1_growth_per_1000_kb)?;
         }
+    }
+    if !acts.is_empty() {
         writeln!(w)?;
     }
     let cats: Vec<String> = f.rows.iter().map(|r| r.case.replace(", N=1", "")).collect();

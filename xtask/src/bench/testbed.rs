@@ -4,7 +4,7 @@
 
 use super::{activation, datapath, models, release_bin, steering, Profile, SERVER_CPU};
 use anyhow::{bail, Context, Result};
-use distribute_sandbox::Sandbox;
+use distribute_sandbox::{Sandbox, Systemd};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,8 +19,15 @@ pub(super) struct Bed {
 pub(super) const ACTIVATOR: &str = "systemd-distribute.service";
 
 impl Bed {
-    pub(super) fn boot(profile: &Profile) -> Result<Bed> {
-        let sb = Sandbox::boot("bench", &[crate::root().join("units/org.distribute1.conf")])?;
+    /// Boots `systemd` with the activator and the configs of every scenario
+    /// (also on a systemd that runs only some of them: the same set of
+    /// sockets everywhere).
+    pub(super) fn boot(profile: &Profile, systemd: Systemd) -> Result<Bed> {
+        let sb = Sandbox::boot_on(
+            &format!("bench-{systemd}"),
+            &[crate::root().join("units/org.distribute1.conf")],
+            systemd,
+        )?;
         let mut bin = String::new();
         for b in [
             "systemd-distribute",
