@@ -416,3 +416,57 @@ fn reloads_during_a_socket_replacement_leave_one_group() {
         get_hello(addr(p), Duration::from_secs(10)).expect("served");
     }
 }
+
+#[test]
+fn a_config_edited_across_a_restart_leaves_no_stale_sockets_and_gets_its_options() {
+    let p = port(107);
+    let config = |port: u16, backlog: u32| {
+        distribute_tests::socket_config(
+            port,
+            2,
+            &format!("Backlog={backlog}\n"),
+            "@BIN@/distribute-hello --idle-timeout 60s",
+            "DynamicUser=yes\n",
+        )
+    };
+    let Some(a) = Activator::start("restart-edit", &[("web", &config(p, 100))]) else {
+        return;
+    };
+    let listeners = |port: u16| -> Vec<String> {
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{port}")])
+            .expect("ss")
+            .lines()
+            .map(|l| l.split_whitespace().nth(2).unwrap_or_default().to_string())
+            .collect()
+    };
+    let restart = || {
+        a.sb.systemctl(&["restart", "systemd-distribute.service"])
+            .expect("restart");
+        a.assert_active();
+    };
+    assert_eq!(listeners(p), ["100", "100"]);
+    // Backlog= changed while the sockets sit in the fd store: applied to them.
+    a.write_config("web", &config(p, 300));
+    restart();
+    assert_eq!(listeners(p), ["300", "300"], "{}", a.log());
+    get_hello(addr(p), Duration::from_secs(10)).expect("served");
+    // Another port: the stored sockets of the old one are closed in systemd's
+    // fd store too, not left bound; and twice, so no name is stored twice.
+    let q = p + 100;
+    a.write_config("web", &config(q, 300));
+    restart();
+    restart();
+    // Instances that were running keep serving their old sockets until they
+    // exit (here: stopped); after that nothing may hold the old port.
+    let _ = a.sb.systemctl(&["stop", "web@0.service", "web@1.service"]);
+    assert!(
+        distribute_tests::wait_until(Duration::from_secs(5), || listeners(p).is_empty()),
+        "old port still bound: {:?}\n{}",
+        listeners(p),
+        a.log()
+    );
+    assert_eq!(listeners(q), ["300", "300"]);
+    let stored = a.unit_property("systemd-distribute.service", "NFileDescriptorStore");
+    assert_eq!(stored, "2", "one stored socket per instance");
+    get_hello(addr(q), Duration::from_secs(10)).expect("served on the new port");
+}

@@ -102,9 +102,22 @@ fn bind_slot_sockets(
     let mut out = Vec::with_capacity(spec.listen.len());
     for (l, listen) in spec.listen.iter().enumerate() {
         let name = fd_name(&spec.name, l, index);
-        let reused = store
-            .take(&name)
-            .and_then(|fd| sockets::reuse_stored(listen, fd));
+        let stored = store.take(&name);
+        let had_stored = stored.is_some();
+        let reused = stored.and_then(|fd| sockets::reuse_stored(listen, fd));
+        if let Some(s) = &reused {
+            if let Err(e) = sockets::refresh_stored(s, listen, &spec.options) {
+                tracing::warn!(
+                    "{name}: applying the config's socket options to the stored socket: {e}"
+                );
+            }
+        } else if had_stored {
+            // Another address or type now: our copy is closed; systemd's
+            // must go too, or it stays bound (and, in a reuseport group,
+            // gets connections nobody accepts) under a name we reuse.
+            tracing::info!("{name}: the stored socket no longer matches the config; replacing it");
+            store.remove(&name);
+        }
         let socket = match reused {
             Some(s) => s,
             None => {

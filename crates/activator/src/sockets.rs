@@ -190,6 +190,32 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
     Ok(socket)
 }
 
+/// Applies the options of `opts` that a bound, listening socket still takes
+/// to a socket taken back from the fd store, so a config edited while the
+/// activator was down (or restarted) gets them without losing its queue:
+/// buffer sizes, `NoDelay=`, `KeepAlive=`, `DeferAcceptSec=`, and `Backlog=`
+/// (a second `listen()` changes it). Address-level options (`BindIPv6Only=`,
+/// `FreeBind=`, `Transparent=`, `BindToDevice=`) only apply to new sockets.
+pub fn refresh_stored(socket: &Socket, listen: &Listen, opts: &SocketOptions) -> io::Result<()> {
+    if let Some(size) = opts.receive_buffer {
+        socket.set_recv_buffer_size(usize::try_from(size).unwrap_or(usize::MAX))?;
+    }
+    if let Some(size) = opts.send_buffer {
+        socket.set_send_buffer_size(usize::try_from(size).unwrap_or(usize::MAX))?;
+    }
+    if listen.kind == ListenKind::Stream {
+        socket.set_nodelay(opts.no_delay)?;
+        socket.set_keepalive(opts.keep_alive)?;
+        let secs = opts.defer_accept_usec.map_or(0, |usec| {
+            Duration::from_micros(usec).as_secs_f64().ceil() as libc::c_int
+        });
+        set_int_opt(socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)?;
+        let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG).min(i32::MAX as u32) as i32;
+        socket.listen(backlog)?;
+    }
+    Ok(())
+}
+
 fn set_int_opt(
     socket: &Socket,
     level: libc::c_int,
