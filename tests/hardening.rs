@@ -470,3 +470,55 @@ fn a_config_edited_across_a_restart_leaves_no_stale_sockets_and_gets_its_options
     assert_eq!(stored, "2", "one stored socket per instance");
     get_hello(addr(q), Duration::from_secs(10)).expect("served on the new port");
 }
+
+#[test]
+fn a_failed_configs_object_goes_with_its_file() {
+    let p = port(108);
+    let Some(a) = Activator::start("failed-object", &[("web", &hello_config(p, 1, "60s"))]) else {
+        return;
+    };
+    a.write_config("bad", "[Socket]\nListenStream=127.0.0.1:1\nDistribute=0\n");
+    a.reload();
+    let path = "/org/distribute1/socket/bad";
+    let state = || {
+        a.run_as(
+            ROOT,
+            "busctl",
+            &[
+                "get-property",
+                "org.distribute1",
+                path,
+                "org.distribute1.Socket",
+                "State",
+            ],
+        )
+    };
+    // Objects are published shortly after a change.
+    assert!(
+        distribute_tests::wait_until(Duration::from_secs(5), || state().stdout.trim()
+            == "s \"failed\""),
+        "the failed config has no object"
+    );
+    std::fs::remove_file(a.sb.dir().join("config/bad.socket")).unwrap();
+    a.reload();
+    assert!(
+        distribute_tests::wait_until(Duration::from_secs(5), || {
+            a.run_as(
+                ROOT,
+                "busctl",
+                &[
+                    "get-property",
+                    "org.distribute1",
+                    path,
+                    "org.distribute1.Socket",
+                    "State",
+                ],
+            )
+            .code
+                != 0
+        }),
+        "the object of the deleted config is still served"
+    );
+    let list = a.ctl(&["list"]).ok().stdout;
+    assert!(!list.contains("bad"), "{list}");
+}

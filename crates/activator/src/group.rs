@@ -453,6 +453,9 @@ impl Group {
         self.close_draining(&store, 0, Some(REMOVE_DRAIN_TIMEOUT))
             .await;
         tracing::info!("{}: removed; all its sockets are closed", self.name);
+        // Wakes the warm-steering monitor, which ends on it.
+        self.link.closed.set(true);
+        self.link.activity.notify_one();
     }
 
     /// The control plane's view, with live queue depths and main PIDs.
@@ -557,6 +560,9 @@ async fn warm_monitor(group: std::rc::Weak<Group>) {
     let mut calm_ticks = 0u32;
     loop {
         let Some(g) = group.upgrade() else { return };
+        if g.link.closed.get() {
+            return;
+        }
         let any_running = g
             .slots
             .borrow()

@@ -230,6 +230,8 @@ pub struct GroupLink {
     pub activity: tokio::sync::Notify,
     /// Current N (for `Steering=cpu` pinning).
     pub size: std::cell::Cell<u32>,
+    /// Set when the config is removed or replaced: its monitor tasks end.
+    pub closed: std::cell::Cell<bool>,
 }
 
 /// One instance slot: its sockets and its status. Shared (`Rc`) between the
@@ -299,6 +301,11 @@ pub fn spawn_slot(
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let registration = Registration {
+        shared: shared.clone(),
+        slot: slot.clone(),
+        route: tx.clone(),
+    };
     shared.routes.borrow_mut().insert(slot.unit.clone(), tx);
     shared
         .paths
@@ -321,8 +328,43 @@ pub fn spawn_slot(
         consecutive_failures: 0,
         starts: VecDeque::new(),
         drain_deadline: None,
+        _registration: registration,
     };
     (cmd_tx, tokio::task::spawn_local(task.run(begin)))
+}
+
+/// A slot's entries in the routing tables, removed when its task ends, also
+/// when the task is aborted (a drain cut short): otherwise they would stay
+/// forever, and route a later instance's signals nowhere. Only entries that
+/// are still this slot's are removed (a new slot may own the name by then).
+struct Registration {
+    shared: Rc<Shared>,
+    slot: Rc<Slot>,
+    route: mpsc::UnboundedSender<UnitEvent>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let unit = &self.slot.unit;
+        let mut routes = self.shared.routes.borrow_mut();
+        if routes
+            .get(unit)
+            .is_some_and(|tx| tx.same_channel(&self.route))
+        {
+            routes.remove(unit);
+            self.shared
+                .paths
+                .borrow_mut()
+                .remove(&unit_object_path(unit));
+        }
+        let mut instances = self.shared.instances.borrow_mut();
+        if instances
+            .get(unit)
+            .is_some_and(|r| std::ptr::eq(r.slot.as_ptr(), Rc::as_ptr(&self.slot)))
+        {
+            instances.remove(unit);
+        }
+    }
 }
 
 struct SlotTask {
@@ -335,6 +377,7 @@ struct SlotTask {
     starts: VecDeque<Instant>,
     /// Draining: when a running instance is stopped (`DrainTimeoutSec=`).
     drain_deadline: Option<tokio::time::Instant>,
+    _registration: Registration,
 }
 
 /// What to do after a phase.
@@ -383,9 +426,16 @@ impl SlotTask {
         let mut next = match begin {
             Begin::OnDemand => Next::Watch,
             Begin::Eager => Next::StartNow,
-            Begin::Adopt => {
+            // Asked again now that the routes are in place: an instance
+            // that exited between the caller's check and the registration
+            // would otherwise leave the slot "running", its socket unwatched.
+            Begin::Adopt if instance_is_up(&self.shared, &self.slot.unit).await => {
                 tracing::info!("{}: adopting the running instance", self.slot.unit);
                 Next::Running
+            }
+            Begin::Adopt => {
+                tracing::info!("{}: exited before it could be adopted", self.slot.unit);
+                Next::Watch
             }
         };
         loop {
@@ -396,12 +446,7 @@ impl SlotTask {
                 Next::End => break,
             };
         }
-        self.shared.routes.borrow_mut().remove(&self.slot.unit);
-        self.shared
-            .paths
-            .borrow_mut()
-            .remove(&unit_object_path(&self.slot.unit));
-        self.shared.instances.borrow_mut().remove(&self.slot.unit);
+        // The routes go with `_registration`.
         tracing::debug!("{}: slot ended", self.slot.unit);
     }
 
