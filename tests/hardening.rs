@@ -366,11 +366,16 @@ fn a_drain_with_idle_keep_alive_clients_ends_and_never_blocks_a_rescale() {
 #[test]
 fn reloads_during_a_socket_replacement_leave_one_group() {
     let p = port(106);
+    // FreeBind= is fixed at bind time: each change needs new sockets.
+    // Backlog= only tells the versions apart.
     let config = |backlog: u32| {
         distribute_tests::socket_config(
             p,
             2,
-            &format!("Backlog={backlog}\nDrainTimeoutSec=2s\n"),
+            &format!(
+                "Backlog={backlog}\nFreeBind={}\nDrainTimeoutSec=2s\n",
+                (backlog / 100).is_multiple_of(2)
+            ),
             "@BIN@/distribute-hello --idle-timeout 60s",
             "DynamicUser=yes\n",
         )
@@ -381,8 +386,8 @@ fn reloads_during_a_socket_replacement_leave_one_group() {
     // A keep-alive client keeps the old instance busy, so the replacement's
     // drain lasts until DrainTimeoutSec=.
     let (_client, _) = keep_alive_client(addr(p));
-    // Backlog= lives on the socket: new sockets. Then, while the old ones
-    // drain, two more reloads with yet other values.
+    // New sockets; then, while the old ones drain, two more reloads with yet
+    // other values.
     a.write_config("web", &config(200));
     a.reload();
     a.write_config("web", &config(300));
@@ -521,4 +526,56 @@ fn a_failed_configs_object_goes_with_its_file() {
     );
     let list = a.ctl(&["list"]).ok().stdout;
     assert!(!list.contains("bad"), "{list}");
+}
+
+#[test]
+fn socket_options_that_a_listener_takes_are_changed_in_place() {
+    let p = port(109);
+    let config = |backlog: u32| {
+        distribute_tests::socket_config(
+            p,
+            2,
+            &format!("Backlog={backlog}\n"),
+            "@BIN@/distribute-hello --idle-timeout 60s",
+            "DynamicUser=yes\n",
+        )
+    };
+    let Some(a) = Activator::start("options-in-place", &[("web", &config(100))]) else {
+        return;
+    };
+    get_hello(addr(p), Duration::from_secs(10)).expect("served");
+    let pids = || ["web@0.service", "web@1.service"].map(|u| a.unit_property(u, "MainPID"));
+    a.ctl(&["start", "web"]).ok();
+    assert!(distribute_tests::wait_until(
+        Duration::from_secs(10),
+        || pids().iter().all(|p| p != "0")
+    ));
+    let before = pids();
+    // Connections waiting in the queues while the options change.
+    let queued = distribute_tests::queue_connections(p, 4);
+    a.write_config("web", &config(250));
+    a.reload();
+    a.assert_logged("web: socket options applied in place");
+    let ss =
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{p}")])
+            .expect("ss");
+    let backlogs: Vec<&str> = ss
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(backlogs, ["250", "250"], "{ss}");
+    // Same sockets, same instances: nothing drained or replaced.
+    assert!(!a.log().contains("replacing its sockets"), "{}", a.log());
+    assert_eq!(pids(), before, "the instances were not replaced");
+    // And what waited in the queues is served.
+    for mut c in queued {
+        use std::io::{Read, Write};
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp)
+            .expect("queued connection answered");
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::control::{Command, CommandSender, ControlError, Event, Reply, Request, SocketInfo};
 use crate::fdstore::FdStore;
-use crate::group::{resolve_n, socket_level_change, Group};
+use crate::group::{refreshable_change, resolve_n, socket_level_change, Group};
 use crate::handoff;
 use crate::supervisor::{Shared, SlotCommand};
 use crate::systemd::{
@@ -430,6 +430,12 @@ impl Daemon {
                 }
             });
             return format!("{name}: sockets replaced");
+        }
+        if refreshable_change(&old, &spec) {
+            // Backlog=, buffers, NoDelay=, KeepAlive=, DeferAcceptSec=: set
+            // on the sockets as they are, queues untouched.
+            group.refresh_sockets(&spec);
+            tracing::info!("{name}: socket options applied in place");
         }
         // The template's unit file may have appeared or gone (daemon-reload):
         // the mode is decided again; an error keeps the last good setup.

@@ -78,11 +78,12 @@ pub fn resolve_n(d: Distribute) -> u32 {
     }
 }
 
-/// Whether two specs differ in anything that lives on the socket itself
-/// (addresses, socket options, instance names), i.e. needs new sockets.
+/// Whether two specs differ in anything that needs new sockets: addresses,
+/// options fixed at bind time, instance names. Options a listening socket
+/// takes any time ([`refreshable_change`]) do not count.
 pub fn socket_level_change(a: &SocketSpec, b: &SocketSpec) -> bool {
     let norm = |s: &SocketSpec| {
-        let mut o = s.options.clone();
+        let mut o = without_refreshable(s);
         o.activation = Default::default();
         o.trigger_limit_burst = None;
         o.trigger_limit_interval_usec = None;
@@ -92,6 +93,35 @@ pub fn socket_level_change(a: &SocketSpec, b: &SocketSpec) -> bool {
         o
     };
     a.listen != b.listen || a.service != b.service || a.instance != b.instance || norm(a) != norm(b)
+}
+
+/// Whether the options that [`sockets::refresh_stored`] applies to bound,
+/// listening sockets differ: `Backlog=`, buffers, `NoDelay=`, `KeepAlive=`,
+/// `DeferAcceptSec=`. Applied in place, so no queue is touched.
+pub fn refreshable_change(a: &SocketSpec, b: &SocketSpec) -> bool {
+    let pick = |s: &SocketSpec| {
+        let o = &s.options;
+        (
+            o.backlog,
+            o.receive_buffer,
+            o.send_buffer,
+            o.no_delay,
+            o.keep_alive,
+            o.defer_accept_usec,
+        )
+    };
+    pick(a) != pick(b)
+}
+
+fn without_refreshable(s: &SocketSpec) -> distribute_config::SocketOptions {
+    let mut o = s.options.clone();
+    o.backlog = None;
+    o.receive_buffer = None;
+    o.send_buffer = None;
+    o.no_delay = false;
+    o.keep_alive = false;
+    o.defer_accept_usec = None;
+    o
 }
 
 fn bind_slot_sockets(
@@ -254,6 +284,23 @@ impl Group {
             commands,
             task: Some(task),
         });
+    }
+
+    /// Applies `spec`'s refreshable socket options ([`refreshable_change`]) to
+    /// every socket of the group, draining ones included.
+    pub fn refresh_sockets(&self, spec: &SocketSpec) {
+        for h in self.slots.borrow().iter() {
+            for bs in &h.slot.sockets {
+                if let Err(e) = sockets::refresh_stored(&bs.socket, &bs.listen, &spec.options) {
+                    tracing::warn!(
+                        "{}: applying socket options to {} of {}: {e}",
+                        self.name,
+                        bs.listen.original,
+                        h.slot.unit
+                    );
+                }
+            }
+        }
     }
 
     /// Slots that are not draining.
