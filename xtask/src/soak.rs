@@ -6,7 +6,17 @@
 //! * `distributectl scale web N` (the D-Bus `SetDistribute` call),
 //! * `systemctl restart systemd-distribute` (sockets kept in the fd store);
 //!   `--no-restarts` leaves these out, so that one activator process lives
-//!   through the whole run and its RSS and fd counts compare directly.
+//!   through the whole run and its RSS and fd counts compare directly,
+//! * a config edit that replaces `web`'s sockets (`FreeBind=` flipped: fixed
+//!   at bind time),
+//! * two reloads at once (`systemctl reload` and `distributectl reload`),
+//! * forged "instance failed" signals sent by `nobody` to the activator.
+//!
+//! Besides the short-connection clients, one client keeps an HTTP keep-alive
+//! connection to `web` across everything (shrinks stop drained instances
+//! after `DrainTimeoutSec=`); like any HTTP client it sends again on a fresh
+//! connection when the server closed the idle one, and counts a failure only
+//! for a request that got no answer.
 //!
 //! Prints connections attempted and failed, the failures split into those an
 //! instance had already accepted when it was SIGKILLed (a reset or EOF on a
@@ -41,10 +51,20 @@ const WEB_SIZES: &[u32] = &[2, 3, 4, 6, 8];
 /// `web` and `api` at start (and again at the end, before the last sample).
 const WEB_N: u32 = 4;
 const API_N: u32 = 2;
+/// Drains end this soon (a shrink with the keep-alive client on a drained
+/// instance stops it then).
+const DRAIN: &str = "2s";
+/// After a socket replacement starts, refusals on that port for this long
+/// are the replacement's (the old sockets drain before new ones are bound).
+const REPLACE_WINDOW: Duration = Duration::from_secs(5);
 
 fn config(port: u16, n: u32) -> String {
+    config_with(port, n, false)
+}
+
+fn config_with(port: u16, n: u32, free_bind: bool) -> String {
     format!(
-        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\n\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout {IDLE}\nDynamicUser=yes\n"
+        "[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\nDrainTimeoutSec={DRAIN}\nFreeBind={free_bind}\n\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout {IDLE}\nDynamicUser=yes\n"
     )
 }
 
@@ -57,6 +77,8 @@ struct Failure {
     end: Instant,
     /// Reset or EOF (what a killed instance leaves its accepted connections with).
     reset_or_eof: bool,
+    /// Connection refused.
+    refused: bool,
     what: String,
 }
 
@@ -71,6 +93,9 @@ struct Kill {
 struct Tally {
     attempted: u64,
     failures: Vec<Failure>,
+    /// Keep-alive requests sent again on a fresh connection because the
+    /// server had closed the idle one (HTTP's usual retry; not a failure).
+    keep_alive_reconnects: u64,
 }
 
 /// Footprint of the activator and PID 1 at one moment.
@@ -149,10 +174,24 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
         }));
     }
 
+    {
+        let (stop, tally) = (stop.clone(), tally.clone());
+        let target = addr(web_port);
+        threads.push(std::thread::spawn(move || {
+            let local = keep_alive_client(target, &stop, hard_stop);
+            let mut t = tally.lock().unwrap();
+            t.attempted += local.attempted;
+            t.failures.extend(local.failures);
+            t.keep_alive_reconnects += local.keep_alive_reconnects;
+        }));
+    }
+
     let mut rng = Rng::new(seed);
     let mut kills: Vec<Kill> = Vec::new();
+    let mut replacements: Vec<Instant> = Vec::new();
+    let mut free_bind = false;
     let mut last_kill: std::collections::HashMap<String, Instant> = Default::default();
-    let mut counts = [0u32; 4];
+    let mut counts = [0u32; 7];
     let mut web_n = WEB_N;
     // N in the config file: what a restart of the activator comes back with
     // (a `distributectl scale` lasts until the next reload or restart).
@@ -162,8 +201,8 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
     let ctl = format!("{}/distributectl", a.bin);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(1000 + rng.below(3000)));
-        let mut action = rng.below(10);
-        if action >= 8 && !restarts {
+        let mut action = rng.below(13);
+        if (8..=9).contains(&action) && !restarts {
             action = 0;
         }
         let at = t0.elapsed();
@@ -202,7 +241,7 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
             }
             4 | 5 => {
                 let n = WEB_SIZES[rng.below(WEB_SIZES.len() as u64) as usize];
-                a.write_config("web", &config(web_port, n));
+                a.write_config("web", &config_with(web_port, n, free_bind));
                 if let Err(e) = a.try_reload() {
                     stop.store(true, Ordering::Relaxed);
                     let path = save_journal(&a)?;
@@ -225,6 +264,79 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
                 counts[2] += 1;
                 println!(
                     "{at:>8.1?} [{at_mono:.3}]  distributectl scale web {n}{}",
+                    err_note(&r)
+                );
+            }
+            10 => {
+                // FreeBind= is fixed at bind time: web gets new sockets.
+                free_bind = !free_bind;
+                a.write_config("web", &config_with(web_port, file_n, free_bind));
+                replacements.push(Instant::now());
+                if let Err(e) = a.try_reload() {
+                    stop.store(true, Ordering::Relaxed);
+                    let path = save_journal(&a)?;
+                    bail!(
+                        "{at:.1?}: reload replacing web's sockets failed: {e:#}\nthe sandbox's whole journal: {}",
+                        path.display()
+                    );
+                }
+                web_n = file_n;
+                counts[4] += 1;
+                println!(
+                    "{at:>8.1?} [{at_mono:.3}]  reload with web FreeBind={free_bind} (new sockets)"
+                );
+            }
+            11 => {
+                // Two reloads at once: SIGHUP and the D-Bus method.
+                let sb_reload = {
+                    let ctl = ctl.clone();
+                    let mut c = a.sb.command(&ctl);
+                    c.arg("reload");
+                    std::thread::spawn(move || c.output())
+                };
+                let r = a.sb.systemctl(&["reload", "systemd-distribute.service"]);
+                let other = sb_reload
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("reload thread panicked"))??;
+                counts[5] += 1;
+                web_n = file_n;
+                println!(
+                    "{at:>8.1?} [{at_mono:.3}]  systemctl reload + distributectl reload at once{}{}",
+                    err_note(&r),
+                    if other.status.success() { String::new() } else {
+                        format!(" (distributectl reload failed: {})", String::from_utf8_lossy(&other.stderr))
+                    }
+                );
+            }
+            12 => {
+                // Forged "web@I failed" from an unprivileged user.
+                let unique = activator_unique_name(&a);
+                let i = rng.below(u64::from(web_n.max(1)));
+                let path = format!("/org/freedesktop/systemd1/unit/web_40{i}_2eservice");
+                let r = a.sb.run(
+                    "setpriv",
+                    &[
+                        "--reuid=65534",
+                        "--regid=65534",
+                        "--clear-groups",
+                        "busctl",
+                        "emit",
+                        &format!("--destination={unique}"),
+                        &path,
+                        "org.freedesktop.DBus.Properties",
+                        "PropertiesChanged",
+                        "sa{sv}as",
+                        "org.freedesktop.systemd1.Unit",
+                        "1",
+                        "ActiveState",
+                        "s",
+                        "failed",
+                        "0",
+                    ],
+                );
+                counts[6] += 1;
+                println!(
+                    "{at:>8.1?} [{at_mono:.3}]  forged 'web@{i} failed' from nobody{}",
                     err_note(&r)
                 );
             }
@@ -255,7 +367,7 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
 
     // Back to the starting config, let every instance exit on idle, and take
     // the final footprint in the same state as the baseline.
-    a.write_config("web", &config(web_port, WEB_N));
+    a.write_config("web", &config_with(web_port, WEB_N, free_bind));
     a.reload();
     if !a.wait_no_instances("*@*.service", Duration::from_secs(30)) {
         println!(
@@ -275,17 +387,26 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
         .unwrap();
     let in_kill = |f: &Failure| {
         f.reset_or_eof
-            && kills
-                .iter()
-                .any(|k| k.config == f.config && f.start <= k.to && f.end >= k.from)
+            && kills.iter().any(|k| {
+                f.config.starts_with(k.config.as_str()) && f.start <= k.to && f.end >= k.from
+            })
     };
-    let (killed, other): (Vec<&Failure>, Vec<&Failure>) =
+    let in_replacement = |f: &Failure| {
+        f.refused
+            && f.config.starts_with("web")
+            && replacements
+                .iter()
+                .any(|&t| f.start >= t && f.start <= t + REPLACE_WINDOW)
+    };
+    let (killed, rest): (Vec<&Failure>, Vec<&Failure>) =
         tally.failures.iter().partition(|f| in_kill(f));
+    let (replaced, other): (Vec<&Failure>, Vec<&Failure>) =
+        rest.into_iter().partition(|f| in_replacement(f));
 
     println!("\n== soak summary ({minutes} min of load, seed {seed})");
     println!(
-        "disruptions: {} SIGKILLs, {} reloads with a new Distribute=, {} distributectl scale, {} activator restarts",
-        counts[0], counts[1], counts[2], counts[3]
+        "disruptions: {} SIGKILLs, {} reloads with a new Distribute=, {} distributectl scale, {} activator restarts, {} socket replacements, {} overlapping reloads, {} forged signals",
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6]
     );
     println!(
         "activator log: {} instance starts, {} 'failed' slots, {} errors",
@@ -296,12 +417,21 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
             .count()
     );
     println!(
-        "connections: {} attempted, {} failed: {} in flight in a SIGKILLed instance, {} other",
+        "connections: {} attempted, {} failed: {} in flight in a SIGKILLed instance, {} refused while web's sockets were replaced (old ones drain before new ones are bound), {} other",
         tally.attempted,
         tally.failures.len(),
         killed.len(),
+        replaced.len(),
         other.len()
     );
+    println!(
+        "keep-alive client: {} requests sent again on a fresh connection after the server closed an idle one",
+        tally.keep_alive_reconnects
+    );
+    let forged_ignored = log
+        .matches("not sent by the owner of org.freedesktop.systemd1")
+        .count();
+    println!("forged signals ignored by the activator: {forged_ignored}");
     for f in other.iter().take(10) {
         println!(
             "  other failure: {} at {:.1?} [{:.6}] after {:?}: {}",
@@ -383,8 +513,114 @@ fn classify(config: &'static str, start: Instant, e: &anyhow::Error) -> Failure 
         start,
         end: Instant::now(),
         reset_or_eof,
+        refused: io.is_some_and(|e| e.kind() == ErrorKind::ConnectionRefused),
         what: format!("{e:#}"),
     }
+}
+
+/// The activator's unique bus name (it changes with every restart).
+fn activator_unique_name(a: &Activator) -> String {
+    a.sb.run(
+        "busctl",
+        &[
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "GetNameOwner",
+            "s",
+            "org.distribute1",
+        ],
+    )
+    .unwrap_or_default()
+    .trim()
+    .trim_start_matches("s ")
+    .trim_matches('"')
+    .to_string()
+}
+
+/// A keep-alive connection: the stream (to write) and a reader over it.
+type KeepAlive = (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>);
+
+fn connect_keep_alive(target: SocketAddr) -> std::io::Result<KeepAlive> {
+    let s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let r = std::io::BufReader::new(s.try_clone()?);
+    Ok((s, r))
+}
+
+/// One `GET /` on `c`: `Some(ok)` once answered (200 or not), `None` if the
+/// server closed the connection before any byte of an answer.
+fn ask_keep_alive(c: &mut KeepAlive) -> std::io::Result<Option<bool>> {
+    use std::io::{BufRead, Read, Write};
+    c.0.write_all(b"GET / HTTP/1.1\r\nHost: soak\r\n\r\n")?;
+    let mut status = String::new();
+    if c.1.read_line(&mut status)? == 0 {
+        return Ok(None);
+    }
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if c.1.read_line(&mut line)? == 0 {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(v) = line.strip_prefix("Content-Length: ") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    c.1.read_exact(&mut body)?;
+    Ok(Some(status.starts_with("HTTP/1.1 200")))
+}
+
+/// One HTTP keep-alive connection to `target`, a request every 20 ms, until
+/// `stop`. A request that finds the connection closed by the server before
+/// any byte of the answer (an idle connection closed as its instance drained
+/// or exited) is sent again once on a fresh connection, as HTTP clients do;
+/// only a request that then gets no answer is a failure.
+fn keep_alive_client(target: SocketAddr, stop: &AtomicBool, hard_stop: Instant) -> Tally {
+    let mut t = Tally::default();
+    let mut conn: Option<KeepAlive> = None;
+    let fresh = |conn: &mut Option<KeepAlive>| -> std::io::Result<Option<bool>> {
+        *conn = Some(connect_keep_alive(target)?);
+        ask_keep_alive(conn.as_mut().expect("just connected"))
+    };
+    while !stop.load(Ordering::Relaxed) && Instant::now() < hard_stop {
+        let start = Instant::now();
+        t.attempted += 1;
+        let (mut result, reused) = match conn.as_mut() {
+            Some(c) => (ask_keep_alive(c), true),
+            None => (fresh(&mut conn), false),
+        };
+        let closed_idle = reused
+            && match &result {
+                Ok(None) => true,
+                Err(e) => matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+                Ok(Some(_)) => false,
+            };
+        if closed_idle {
+            t.keep_alive_reconnects += 1;
+            result = fresh(&mut conn);
+        }
+        let failure = match result {
+            Ok(Some(true)) => None,
+            Ok(Some(false)) => Some(anyhow::anyhow!("answered, but not 200 OK")),
+            Ok(None) => Some(anyhow::Error::new(std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "closed before answering",
+            ))),
+            Err(e) => Some(anyhow::Error::new(e)),
+        };
+        if let Some(e) = failure {
+            conn = None;
+            t.failures.push(classify("web-keepalive", start, &e));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t
 }
 
 /// The activator's and PID 1's footprint now.
