@@ -391,8 +391,10 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
                 f.config.starts_with(k.config.as_str()) && f.start <= k.to && f.end >= k.from
             })
     };
+    // Replacing sockets drains the old ones, closes them (resetting what
+    // still queued there) and binds new ones (refusing until then).
     let in_replacement = |f: &Failure| {
-        f.refused
+        (f.refused || f.reset_or_eof)
             && f.config.starts_with("web")
             && replacements
                 .iter()
@@ -417,7 +419,7 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
             .count()
     );
     println!(
-        "connections: {} attempted, {} failed: {} in flight in a SIGKILLed instance, {} refused while web's sockets were replaced (old ones drain before new ones are bound), {} other",
+        "connections: {} attempted, {} failed: {} in flight in a SIGKILLed instance, {} refused or reset while web's sockets were replaced (old ones drain and close before new ones are bound), {} other",
         tally.attempted,
         tally.failures.len(),
         killed.len(),

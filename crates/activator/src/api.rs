@@ -18,7 +18,7 @@
 //!   Listen      as   "ListenStream=127.0.0.1:8080"-style lines, config order
 //!   Distribute  u    current N
 //!   Service     s    template prefix: instances are SERVICE@I.service
-//!   State       s    serving | draining | failed
+//!   State       s    serving | draining | replacing | failed
 //!   Error       s    why failed/degraded, "" if fine
 //!   Sources     as   files the effective config came from, in the order applied
 //!   Instances   a(ussuttus)
@@ -453,7 +453,7 @@ impl Socket {
         Ok(self.info().await?.service)
     }
 
-    /// `serving`, `draining` or `failed`.
+    /// `serving`, `draining`, `replacing` or `failed`.
     #[zbus(property)]
     async fn state(&self) -> fdo::Result<String> {
         Ok(self.info().await?.state)

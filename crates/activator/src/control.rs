@@ -120,7 +120,8 @@ pub struct SocketInfo {
     pub distribute: u32,
     /// Template prefix: instances are `SERVICE@I.service`.
     pub service: String,
-    /// `serving`, `draining`, or `failed`.
+    /// `serving`, `draining`, `replacing` (old sockets draining, new ones not
+    /// bound yet) or `failed`.
     pub state: String,
     /// Why the config is failed or degraded ("" if fine), e.g. the last reload error.
     pub error: String,

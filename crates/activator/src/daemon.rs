@@ -628,7 +628,10 @@ impl Daemon {
                 Ok(g) => Ok(Reply::Socket(g.info(&self.shared).await)),
                 Err(e) => match self.failed.borrow().get(&name) {
                     Some(err) => Ok(Reply::Socket(failed_info(&name, err))),
-                    None => Err(e),
+                    None => match self.replacing.borrow().get(&name) {
+                        Some(spec) => Ok(Reply::Socket(replacing_info(spec))),
+                        None => Err(e),
+                    },
                 },
             },
             Request::Reload => Ok(Reply::Done(self.reload_notified().await)),
@@ -666,6 +669,9 @@ impl Daemon {
         }
         for (name, err) in self.failed.borrow().iter() {
             out.push(failed_info(name, err));
+        }
+        for spec in self.replacing.borrow().values() {
+            out.push(replacing_info(spec));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -771,6 +777,21 @@ fn failed_info(name: &str, err: &str) -> SocketInfo {
         mode: String::new(),
         unit_file: String::new(),
         instances: Vec::new(),
+    }
+}
+
+/// A config whose old sockets drain before its new ones are bound.
+fn replacing_info(spec: &SocketSpec) -> SocketInfo {
+    SocketInfo {
+        state: "replacing".into(),
+        error: String::new(),
+        service: spec.service.clone(),
+        sources: spec
+            .sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        ..failed_info(&spec.name, "")
     }
 }
 

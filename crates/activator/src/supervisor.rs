@@ -584,9 +584,16 @@ impl SlotTask {
         let mut restart = false;
         let template = self.template_mode();
         let mut drain_stopped = false;
+        // Only an instance that was already running when its drain began is
+        // stopped at the deadline: one started after it (to serve what was
+        // still queued) runs until it is idle, or it would be started and
+        // stopped again and again while connections keep arriving.
+        let up_since = tokio::time::Instant::now();
         loop {
             let mut state_changed = false;
-            let drain_deadline = self.drain_deadline.filter(|_| !drain_stopped);
+            let drain_deadline = self
+                .drain_deadline
+                .filter(|d| !drain_stopped && up_since < *d);
             tokio::select! {
                 // A drained instance that never goes idle (keep-alive
                 // clients) is stopped: SIGTERM, then TimeoutStopSec=.

@@ -54,7 +54,7 @@ pub trait Socket {
     /// Template prefix.
     #[zbus(property)]
     fn service(&self) -> zbus::Result<String>;
-    /// serving | draining | failed.
+    /// serving | draining | replacing | failed.
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
     /// Why failed/degraded.
