@@ -2,10 +2,11 @@
 //! boots.
 //!
 //! The harness builds it itself with `mmdebstrap` from the machine's own apt
-//! mirror and caches it outside the repository, under [`CACHE_DIR`], keyed by
-//! everything that shapes its content (variant, suite, package list, and
-//! [`RECIPE`]). A sandbox never writes to it: each boot mounts an overlay with
-//! the cached root as its read-only lower layer.
+//! mirror and caches it outside the repository, under [`CACHE_DIR`] (or
+//! `$`[`CACHE_ENV`]), keyed by everything that shapes its content (variant,
+//! suite, package list, and a recipe version). A sandbox never writes to it:
+//! each boot mounts an overlay with the cached root as its read-only lower
+//! layer.
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -37,6 +38,10 @@ pub const DEBIAN13_SUITE: &str = "trixie";
 /// Where built roots are cached: outside the repository, so every checkout
 /// and worktree on the machine shares one copy, and `cargo clean` keeps it.
 pub const CACHE_DIR: &str = "/var/cache/distribute-sandbox";
+
+/// Environment variable naming another cache directory than [`CACHE_DIR`]
+/// (another disk, or a fresh directory to check a build from scratch).
+pub const CACHE_ENV: &str = "DISTRIBUTE_SANDBOX_CACHE";
 
 /// Bumped when the way the root is built changes, so an old cache is not reused.
 const RECIPE: &str = "mmdebstrap-minbase-1";
@@ -81,7 +86,10 @@ pub fn cache_key() -> String {
 }
 
 fn prepare_root() -> Result<PathBuf> {
-    let cache = Path::new(CACHE_DIR);
+    let cache = std::env::var_os(CACHE_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(CACHE_DIR), PathBuf::from);
+    let cache = cache.as_path();
     let key = cache_key();
     let dest = cache.join(&key);
     if dest.join("usr/lib/systemd/systemd").exists() {
