@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 ///
 /// systemd and dbus are what the sandbox boots; python3, curl, man-db,
 /// ca-certificates and procps are what an admin following the README (and
-/// the package test) uses.
+/// the package test) uses; iproute2 has `ss`, which tests run inside.
 pub const DEBIAN13_PACKAGES: &[&str] = &[
     "systemd",
     "dbus",
@@ -30,6 +30,7 @@ pub const DEBIAN13_PACKAGES: &[&str] = &[
     "man-db",
     "ca-certificates",
     "procps",
+    "iproute2",
 ];
 
 /// The Debian suite of [`DEBIAN13_PACKAGES`].
