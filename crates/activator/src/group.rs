@@ -461,12 +461,16 @@ impl Group {
                 }
                 slots.last_mut().and_then(|h| h.task.take())
             };
+            // Whether the slot drained (its instance is gone), rather than
+            // being cut off by the timeout.
+            let mut drained = true;
             if let Some(mut task) = last {
                 match deadline {
                     Some(d) => {
                         if tokio::time::timeout_at(d, &mut task).await.is_err() {
                             task.abort();
                             let _ = task.await;
+                            drained = false;
                         }
                     }
                     None => {
@@ -477,6 +481,18 @@ impl Group {
             let closed = self.slots.borrow_mut().pop();
             if let Some(h) = closed {
                 let spec = self.spec.borrow().clone();
+                for bs in h.slot.sockets.iter().filter(|_| drained) {
+                    // Dropping our fd does not take a socket out of the
+                    // reuseport group while systemd still holds its fd store
+                    // copy (until it gets to our FDSTOREREMOVE: 50-100 ms
+                    // later seen on 257). Once steering is detached the
+                    // kernel hashes new connections onto it too, and they
+                    // are reset when systemd closes it. shutdown() on a
+                    // drained listener leaves the group now, in our order.
+                    if bs.listen.kind == ListenKind::Stream {
+                        let _ = bs.socket.shutdown(std::net::Shutdown::Both);
+                    }
+                }
                 for l in 0..h.slot.sockets.len() {
                     store.remove(&fd_name(&spec.name, l, h.slot.index));
                 }

@@ -2,10 +2,11 @@
 //! boots.
 //!
 //! The harness builds it itself with `mmdebstrap` from the machine's own apt
-//! mirror and caches it outside the repository, under [`CACHE_DIR`], keyed by
-//! everything that shapes its content (variant, suite, package list, and
-//! [`RECIPE`]). A sandbox never writes to it: each boot mounts an overlay with
-//! the cached root as its read-only lower layer.
+//! mirror and caches it outside the repository, under [`CACHE_DIR`] (or
+//! `$`[`CACHE_ENV`]), keyed by everything that shapes its content (variant,
+//! suite, package list, and a recipe version). A sandbox never writes to it:
+//! each boot mounts an overlay with the cached root as its read-only lower
+//! layer.
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 ///
 /// systemd and dbus are what the sandbox boots; python3, curl, man-db,
 /// ca-certificates and procps are what an admin following the README (and
-/// the package test) uses.
+/// the package test) uses; iproute2 has `ss`, which tests run inside.
 pub const DEBIAN13_PACKAGES: &[&str] = &[
     "systemd",
     "dbus",
@@ -29,6 +30,7 @@ pub const DEBIAN13_PACKAGES: &[&str] = &[
     "man-db",
     "ca-certificates",
     "procps",
+    "iproute2",
 ];
 
 /// The Debian suite of [`DEBIAN13_PACKAGES`].
@@ -37,6 +39,10 @@ pub const DEBIAN13_SUITE: &str = "trixie";
 /// Where built roots are cached: outside the repository, so every checkout
 /// and worktree on the machine shares one copy, and `cargo clean` keeps it.
 pub const CACHE_DIR: &str = "/var/cache/distribute-sandbox";
+
+/// Environment variable naming another cache directory than [`CACHE_DIR`]
+/// (another disk, or a fresh directory to check a build from scratch).
+pub const CACHE_ENV: &str = "DISTRIBUTE_SANDBOX_CACHE";
 
 /// Bumped when the way the root is built changes, so an old cache is not reused.
 const RECIPE: &str = "mmdebstrap-minbase-1";
@@ -81,7 +87,10 @@ pub fn cache_key() -> String {
 }
 
 fn prepare_root() -> Result<PathBuf> {
-    let cache = Path::new(CACHE_DIR);
+    let cache = std::env::var_os(CACHE_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(CACHE_DIR), PathBuf::from);
+    let cache = cache.as_path();
     let key = cache_key();
     let dest = cache.join(&key);
     if dest.join("usr/lib/systemd/systemd").exists() {

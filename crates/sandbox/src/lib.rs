@@ -8,7 +8,7 @@
 //! namespace is shared, so tests reach instances on 127.0.0.1 from outside.
 //!
 //! The systemd booted is the host's ([`Systemd::Host`], Debian 12: 252) or
-//! that of a cached Debian 13 root ([`Systemd::Debian13`]: 257), chrooted in
+//! that of a cached Debian 13 root ([`Systemd::Debian13`]: 257), as the root of
 //! the same namespaces on a per-sandbox overlay (see [`debian`]); the
 //! environment variable [`SYSTEMD_ENV`] picks one for the tests.
 //!
@@ -49,7 +49,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub enum Systemd {
     /// The host's own `/lib/systemd/systemd` (252 on Debian 12).
     Host,
-    /// The systemd of a cached Debian 13 root (257), chrooted on an overlay.
+    /// The systemd of a cached Debian 13 root (257), booted on an overlay of it
+    /// made the root of the sandbox's mount namespace.
     Debian13,
 }
 
@@ -128,7 +129,11 @@ pub fn unavailable_reason_on(systemd: Systemd) -> Option<String> {
             "/usr/bin/nsenter",
         ],
         // systemd and dbus-daemon come from the root.
-        Systemd::Debian13 => &["/usr/bin/unshare", "/usr/bin/nsenter", "/usr/sbin/chroot"],
+        Systemd::Debian13 => &[
+            "/usr/bin/unshare",
+            "/usr/bin/nsenter",
+            "/usr/sbin/pivot_root",
+        ],
     };
     for tool in tools {
         if !Path::new(tool).exists() {
@@ -217,7 +222,8 @@ exec /lib/systemd/systemd --system --unit=harness.target
 "#;
 
 /// PID 1 of the new namespaces for [`Systemd::Debian13`]: the design's chroot
-/// recipe, on an overlay so the cached root stays pristine.
+/// recipe, on an overlay so the cached root stays pristine, and with
+/// pivot_root instead of chroot (see the end of the script).
 ///
 /// Unlike the host's systemd, /var/lib and /var/cache stay the root's own
 /// (apt and dpkg need them): the overlay already keeps every write, instances'
@@ -247,7 +253,16 @@ printf '%s' "$SANDBOX_JOURNALD_CONF" > "$R/run/systemd/journald.conf.d/50-sandbo
 umount -l "$R/sys/fs/cgroup"
 mount -t cgroup2 none "$R/sys/fs/cgroup"
 unset SANDBOX_ROOT SANDBOX_LOWER SANDBOX_UPPER SANDBOX_WORK SANDBOX_HARNESS_DIR SANDBOX_JOURNALD_CONF
-exec /usr/sbin/chroot "$R" /lib/systemd/systemd --system --unit=harness.target
+# pivot_root rather than chroot: the kernel refuses new user namespaces to a
+# chrooted process, so PrivateUsers= (e.g. the example hardening drop-in) would
+# fail with "Failed to set up user namespacing: Operation not permitted".
+# `pivot_root . .` stacks the old root on the new one; the lazy unmount drops it
+# (in this mount namespace only), so nothing of the host's tree stays visible.
+cd "$R"
+/usr/sbin/pivot_root . .
+umount -l .
+cd /
+exec /lib/systemd/systemd --system --unit=harness.target
 "#;
 
 impl Sandbox {
@@ -521,9 +536,9 @@ impl Sandbox {
         self.root_host_path(inner)
     }
 
-    /// A path inside the sandbox's root (for [`Systemd::Debian13`] the chroot,
-    /// e.g. its `/usr/share/doc`), reachable from the host: through PID 1's
-    /// root directory, which is the chroot when there is one.
+    /// A path inside the sandbox's root (for [`Systemd::Debian13`] the Debian
+    /// root's overlay, e.g. its `/usr/share/doc`), reachable from the host:
+    /// through PID 1's root directory.
     pub fn root_host_path(&self, inner: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{}", self.pid1, inner))
     }
@@ -540,7 +555,7 @@ impl Sandbox {
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("/usr/bin/nsenter");
         // -r -w: PID 1's root and working directory, so under Debian13 the
-        // program (systemctl, busctl, apt-get, …) is the chroot's own.
+        // program (systemctl, busctl, apt-get, …) is the Debian root's own.
         c.arg("-t")
             .arg(self.pid1.to_string())
             .args(["-a", "-r", "-w"])

@@ -101,7 +101,13 @@ Type=notify
 Sockets=systemd-journald.socket
 ExecStart=/lib/systemd/systemd-journald
 Restart=always
+# As upstream's unit: journald (257 at least) keeps its stream connections in
+# its fd store, and complains on every one without it.
+FileDescriptorStoreMax=4224
 ";
 
 /// Drop-in written to the sandbox's /run/systemd/journald.conf.d/.
-pub const JOURNALD_CONF: &str = "[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n";
+/// `ReadKMsg=no`: /dev/kmsg is the host's (257 reads it, and every other
+/// sandbox's journald writes there), so the sandbox's journal would fill up
+/// with the host's kernel log.
+pub const JOURNALD_CONF: &str = "[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\nReadKMsg=no\n";
