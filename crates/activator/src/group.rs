@@ -414,7 +414,8 @@ impl Group {
             // Our copies are closed, but systemd's fd store still holds the
             // sockets until it has read FDSTOREREMOVE; until then they are
             // in the reuseport group, and without the steering program the
-            // kernel would queue connections there, reset when systemd
+            // kernel would queue connections (TCP listeners already left
+            // with shutdown() above) or datagrams there, lost when systemd
             // closes them. Wait for systemd to catch up first.
             crate::fdstore::barrier().await;
             // Back to the mode's own program (for hash: the kernel's spread).

@@ -224,7 +224,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "[Socket]\nListenStream=80\nFrobnicate=yes\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: Frobnicate=yes: unknown key \"Frobnicate\" in [Socket]; valid keys: ListenStream, ListenDatagram, Distribute, Service, Backlog, BindIPv6Only, FreeBind, Transparent, NoDelay, KeepAlive, ReceiveBuffer, SendBuffer, DeferAcceptSec, BindToDevice, FileDescriptorName, TriggerLimitIntervalSec, TriggerLimitBurst, Activation, Steering, WarmQueueDepth",
+        "/etc/systemd/distribute/web.socket:3: Frobnicate=yes: unknown key \"Frobnicate\" in [Socket]; valid keys: ListenStream, ListenDatagram, Distribute, Service, Backlog, BindIPv6Only, FreeBind, Transparent, NoDelay, KeepAlive, ReceiveBuffer, SendBuffer, DeferAcceptSec, BindToDevice, FileDescriptorName, TriggerLimitIntervalSec, TriggerLimitBurst, Activation, Steering, WarmQueueDepth, DrainTimeoutSec",
     ),
     (
         "[Socket]\nListenStream=80\nUser=web\n[Service]\nExecStart=/usr/bin/web\n",
