@@ -10,7 +10,22 @@ fn four_instances_serve_400_connections() {
     let Some(a) = Activator::start("four-instances", &[("web", &hello_config(p, 4, "30s"))]) else {
         return;
     };
+    // The hand-off the activator picked for this systemd: the exec shim on
+    // 252, systemd's own ExtraFileDescriptors= from 257 on.
+    let version = a.sb.systemd_version();
+    let (want, shim) = if version >= 257 {
+        ("passing sockets with ExtraFileDescriptors=", false)
+    } else {
+        ("passing sockets through StandardInputFileDescriptor=", true)
+    };
+    a.assert_logged(want);
     let (hellos, failures) = fire(addr(p), 8, 50, Duration::ZERO);
+    let exec = a.unit_property("web@0.service", "ExecStart");
+    assert_eq!(
+        exec.contains("systemd-distribute-exec"),
+        shim,
+        "systemd {version}: ExecStart={exec}"
+    );
     let t = tally(&hellos);
     println!(
         "400 connections: {} answered, failures {failures:?}",
