@@ -8,7 +8,7 @@
 //! through the exec shim.
 
 use anyhow::{bail, Result};
-use distribute_sandbox::{Systemd, SYSTEMD_ENV};
+use distribute_sandbox::{skip_log, Systemd, SYSTEMD_ENV};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ pub fn run(which: Which, extra: &[String]) -> Result<()> {
         Which::Debian13 => &[Systemd::Debian13],
         Which::Both => &Systemd::ALL,
     };
-    let mut parts: Vec<(Systemd, Duration, bool)> = Vec::new();
+    let mut parts: Vec<(Systemd, Duration, bool, Vec<String>)> = Vec::new();
     for &systemd in systemds {
         let mut args = vec!["test"];
         match systemd {
@@ -54,26 +54,42 @@ pub fn run(which: Which, extra: &[String]) -> Result<()> {
             systemd.as_str()
         );
         let t = Instant::now();
+        let _ = std::fs::remove_file(skip_log());
         // Both parts run even if the first fails: a failure on one systemd
         // only is worth knowing as such.
         let ok = cargo_on(systemd, &args)?;
         let took = t.elapsed();
+        // A skipped sandbox test passes, and the harness hides what it
+        // printed: say it here, where nobody can miss it.
+        let skipped: Vec<String> = std::fs::read_to_string(skip_log())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
         eprintln!(
             "\n======== {}: {} in {:.0?} ========\n",
             describe(systemd),
             if ok { "passed" } else { "FAILED" },
             took
         );
-        parts.push((systemd, took, ok));
+        parts.push((systemd, took, ok, skipped));
     }
     eprintln!("cargo xtask test: build {build:.0?}");
-    for (systemd, took, ok) in &parts {
+    for (systemd, took, ok, skipped) in &parts {
         eprintln!(
-            "cargo xtask test: {:<40} {:>6.0?}  {}",
+            "cargo xtask test: {:<40} {:>6.0?}  {}{}",
             describe(*systemd),
             took,
-            if *ok { "passed" } else { "FAILED" }
+            if *ok { "passed" } else { "FAILED" },
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", {} sandbox tests SKIPPED", skipped.len())
+            }
         );
+        for line in skipped {
+            eprintln!("cargo xtask test:   *** {line} ***");
+        }
     }
     let failed: Vec<&str> = parts
         .iter()
