@@ -1,5 +1,6 @@
 //! Hardening (issue 14): what an unprivileged local user or bad timing must not
-//! be able to do to the activator. Ports: `port(100)` to `port(109)`.
+//! be able to do to the activator. Ports: `port(100)` to `port(109)`, `port(130)`
+//! and `port(131)`, and 100 above some of those.
 
 use distribute_tests::{addr, get_hello, hello_config, port, Activator, NOBODY, ROOT};
 use std::time::Duration;
@@ -578,4 +579,39 @@ fn socket_options_that_a_listener_takes_are_changed_in_place() {
             .expect("queued connection answered");
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     }
+}
+
+#[test]
+fn sockets_beyond_the_fd_store_are_refused_with_what_to_raise() {
+    let p = port(130);
+    let Some(a) = Activator::start("fd-store-room", &[("web", &hello_config(p, 2, "60s"))]) else {
+        return;
+    };
+    // A small store: the two sockets of web fit, two more do not.
+    let dropin = a.sb.unit_dir().join("systemd-distribute.service.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::write(
+        dropin.join("50-small.conf"),
+        "[Service]\nFileDescriptorStoreMax=3\n",
+    )
+    .unwrap();
+    a.sb.systemctl(&["daemon-reload"]).unwrap();
+    a.sb.systemctl(&["restart", "systemd-distribute.service"])
+        .unwrap();
+    a.write_config("api", &hello_config(p + 1, 2, "60s"));
+    a.reload();
+    let want = "2 more sockets do not fit in systemd's fd store: 2 are stored and \
+                FileDescriptorStoreMax=3 of systemd-distribute.service; raise it";
+    let status = a.ctl(&["status", "api"]).output();
+    assert!(status.contains(want), "{status}");
+    let r = a.ctl(&["scale", "web", "4"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.output()
+            .contains("growing to 4: 2 more sockets do not fit"),
+        "{r:?}"
+    );
+    // What fits still works.
+    a.ctl(&["scale", "web", "3"]).ok();
+    get_hello(addr(p), Duration::from_secs(10)).expect("web served");
 }

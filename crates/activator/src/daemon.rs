@@ -159,6 +159,9 @@ pub async fn run(opts: Options) -> Result<()> {
     // Subscribe to unit signals before any instance can start, so no removal
     // is missed; serve the API so it sees every config being added.
     daemon.listen_bus(&conn).await?;
+    if let Some(max) = daemon.own_fd_store_max().await {
+        daemon.store.set_capacity(max as usize);
+    }
     daemon.reload().await;
     // Sockets in the fd store that no config claimed (config removed while we
     // were down) would otherwise stay open forever.
@@ -492,6 +495,11 @@ impl Daemon {
             Err(e) => return self.not_served(&name, e),
         };
         let want = resolve_n(spec.distribute);
+        // Sockets taken back after a restart are stored already.
+        let more = (want as usize * spec.listen.len()).saturating_sub(self.store.stored_for(&name));
+        if let Err(e) = self.store.room_for(more) {
+            return self.not_served(&name, e);
+        }
         match Group::serve(&self.shared, &self.store, spec, mode).await {
             Ok(group) => {
                 if group.active() > want {
@@ -739,6 +747,19 @@ impl Daemon {
                 );
             }
         }
+    }
+
+    /// Our unit's `FileDescriptorStoreMax=`, if we run as a unit.
+    async fn own_fd_store_max(&self) -> Option<u32> {
+        let manager = self.shared.manager();
+        let path = manager.get_unit_by_pid(std::process::id()).await.ok()?;
+        let service = crate::systemd::ServiceProxy::builder(manager.inner().connection())
+            .path(path)
+            .ok()?
+            .build()
+            .await
+            .ok()?;
+        service.file_descriptor_store_max().await.ok()
     }
 
     async fn own_job_type(&self) -> Option<String> {

@@ -95,6 +95,10 @@ pub fn parse_fd_name(name: &str) -> Option<(String, usize, u32)> {
 pub struct FdStore {
     enabled: bool,
     received: RefCell<HashMap<String, OwnedFd>>,
+    /// Names of the sockets systemd holds for us now.
+    stored: RefCell<std::collections::BTreeSet<String>>,
+    /// Our unit's `FileDescriptorStoreMax=`, once known.
+    capacity: std::cell::Cell<Option<usize>>,
 }
 
 impl FdStore {
@@ -117,10 +121,39 @@ impl FdStore {
         if !received.is_empty() {
             tracing::info!("got {} sockets back from the fd store", received.len());
         }
+        let stored = received.keys().cloned().collect();
         FdStore {
             enabled,
             received: RefCell::new(received),
+            stored: RefCell::new(stored),
+            capacity: std::cell::Cell::new(None),
         }
+    }
+
+    /// Sets our unit's `FileDescriptorStoreMax=` (read from systemd).
+    pub fn set_capacity(&self, max: usize) {
+        self.capacity.set(Some(max));
+    }
+
+    /// Whether `more` sockets still fit in systemd's fd store; the error
+    /// says how many are stored, what is allowed, and what to raise. systemd
+    /// would silently close what does not fit, and the sockets would not
+    /// survive the next restart.
+    pub fn room_for(&self, more: usize) -> Result<(), String> {
+        let Some(max) = self.capacity.get().filter(|_| self.enabled) else {
+            return Ok(());
+        };
+        let now = self.stored.borrow().len();
+        if now + more > max {
+            return Err(format!(
+                "{more} more sockets do not fit in systemd's fd store: {now} are stored and \
+                 FileDescriptorStoreMax={max} of systemd-distribute.service; raise it \
+                 (`systemctl edit systemd-distribute`, [Service] FileDescriptorStoreMax={}) \
+                 and restart the service",
+                (now + more).next_power_of_two().max(max * 2)
+            ));
+        }
+        Ok(())
     }
 
     /// A store that neither receives nor stores (tests, runs outside systemd).
@@ -128,6 +161,8 @@ impl FdStore {
         FdStore {
             enabled: false,
             received: RefCell::new(HashMap::new()),
+            stored: RefCell::new(Default::default()),
+            capacity: std::cell::Cell::new(None),
         }
     }
 
@@ -145,8 +180,11 @@ impl FdStore {
             sd_notify::NotifyState::FdStore,
             sd_notify::NotifyState::FdName(name),
         ];
-        if let Err(e) = sd_notify::notify_with_fds(false, &states, &[fd]) {
-            tracing::warn!("FDSTORE=1 for {name}: {e}");
+        match sd_notify::notify_with_fds(false, &states, &[fd]) {
+            Ok(()) => {
+                self.stored.borrow_mut().insert(name.to_string());
+            }
+            Err(e) => tracing::warn!("FDSTORE=1 for {name}: {e}"),
         }
     }
 
@@ -159,9 +197,19 @@ impl FdStore {
             sd_notify::NotifyState::FdStoreRemove,
             sd_notify::NotifyState::FdName(name),
         ];
+        self.stored.borrow_mut().remove(name);
         if let Err(e) = sd_notify::notify(false, &states) {
             tracing::warn!("FDSTOREREMOVE=1 for {name}: {e}");
         }
+    }
+
+    /// How many sockets of config `name` systemd holds for us.
+    pub fn stored_for(&self, config: &str) -> usize {
+        self.stored
+            .borrow()
+            .iter()
+            .filter(|n| parse_fd_name(n).is_some_and(|(c, _, _)| c == config))
+            .count()
     }
 
     /// How many slots of `config` the received sockets cover: the highest

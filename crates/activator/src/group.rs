@@ -386,6 +386,9 @@ impl Group {
         }
         if m > n {
             let spec = self.spec.borrow().clone();
+            store
+                .room_for((m - n) as usize * spec.listen.len())
+                .map_err(|e| ControlError::Failed(format!("{}: growing to {m}: {e}", self.name)))?;
             for i in n..m {
                 let sockets = bind_slot_sockets(&spec, i, store).map_err(|e| {
                     ControlError::Failed(format!("{}: growing to {m}: {e}", self.name))

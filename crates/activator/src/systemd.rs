@@ -196,6 +196,10 @@ pub trait Service {
     /// PID of the instance's main process, 0 if none.
     #[zbus(property, name = "MainPID")]
     fn main_pid(&self) -> zbus::Result<u32>;
+
+    /// `FileDescriptorStoreMax=` (of our own unit: how many sockets we may store).
+    #[zbus(property)]
+    fn file_descriptor_store_max(&self) -> zbus::Result<u32>;
 }
 
 /// `org.freedesktop.systemd1.Job`, to tell a stop from a restart of ourselves.
