@@ -25,18 +25,24 @@ const WS: &[char] = &[' ', '\t', '\r'];
 /// The sections this crate understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Section {
+    /// `[Unit]`: `Description=`, `Documentation=`; ordering and dependencies are ignored.
+    Unit,
     /// `[Socket]`.
     Socket,
     /// `[Service]`.
     Service,
+    /// `[Install]`: ignored (the daemon's own unit is what gets enabled).
+    Install,
 }
 
 impl Section {
     /// The section as written in a file, e.g. `[Socket]`.
     pub(crate) fn header(self) -> &'static str {
         match self {
+            Section::Unit => "[Unit]",
             Section::Socket => "[Socket]",
             Section::Service => "[Service]",
+            Section::Install => "[Install]",
         }
     }
 }
@@ -135,7 +141,7 @@ fn line(
             return Err(ConfigError::line(
                 file,
                 lineno,
-                format!("invalid section header \"{text}\": expected [Socket] or [Service]"),
+                format!("invalid section header \"{text}\": expected [Socket], [Service], [Unit] or [Install]"),
             ));
         };
         *state = section(file, lineno, name)?;
@@ -183,24 +189,30 @@ fn line(
 /// Maps a section name (between the brackets) to the lexer state it starts.
 fn section(file: &Path, lineno: usize, name: &str) -> Result<State, ConfigError> {
     match name {
+        "Unit" => return Ok(State::In(Section::Unit)),
         "Socket" => return Ok(State::In(Section::Socket)),
         "Service" => return Ok(State::In(Section::Service)),
+        "Install" => return Ok(State::In(Section::Install)),
         _ if name.starts_with("X-") => return Ok(State::Ignored),
         _ => {}
     }
     let hint = match name {
-        // People start from a real .socket file; say why these are not wanted.
-        "Unit" | "Install" => format!(
-            "section [{name}] is not used: systemd-distribute is not a unit and starts its \
-             configs itself; valid sections are [Socket] and [Service]"
-        ),
         _ if name.eq_ignore_ascii_case("Socket") => {
             format!("unknown section [{name}]: did you mean [Socket]? (names are case-sensitive)")
         }
         _ if name.eq_ignore_ascii_case("Service") => {
             format!("unknown section [{name}]: did you mean [Service]? (names are case-sensitive)")
         }
-        _ => format!("unknown section [{name}]: valid sections are [Socket] and [Service]"),
+        _ if name.eq_ignore_ascii_case("Unit") => {
+            format!("unknown section [{name}]: did you mean [Unit]? (names are case-sensitive)")
+        }
+        _ if name.eq_ignore_ascii_case("Install") => {
+            format!("unknown section [{name}]: did you mean [Install]? (names are case-sensitive)")
+        }
+        _ => format!(
+            "unknown section [{name}]: valid sections are [Unit], [Socket], [Service] and \
+             [Install]"
+        ),
     };
     Err(ConfigError::line(file, lineno, hint))
 }
@@ -302,10 +314,10 @@ mod tests {
             ("A=b\n", "t.socket:1: A=b: assignment outside of a section: put it under [Socket] or [Service]"),
             ("[Socket]\nfoo\n", "t.socket:2: missing \"=\" in \"foo\": expected Key=Value"),
             ("[Socket]\n=foo\n", "t.socket:2: missing key before \"=\" in \"=foo\""),
-            ("[Socket\n", "t.socket:1: invalid section header \"[Socket\": expected [Socket] or [Service]"),
-            ("[Sockets]\n", "t.socket:1: unknown section [Sockets]: valid sections are [Socket] and [Service]"),
+            ("[Socket\n", "t.socket:1: invalid section header \"[Socket\": expected [Socket], [Service], [Unit] or [Install]"),
+            ("[Sockets]\n", "t.socket:1: unknown section [Sockets]: valid sections are [Unit], [Socket], [Service] and [Install]"),
             ("[socket]\n", "t.socket:1: unknown section [socket]: did you mean [Socket]? (names are case-sensitive)"),
-            ("[Unit]\n", "t.socket:1: section [Unit] is not used: systemd-distribute is not a unit and starts its configs itself; valid sections are [Socket] and [Service]"),
+            ("[unit]\n", "t.socket:1: unknown section [unit]: did you mean [Unit]? (names are case-sensitive)"),
             ("[Socket]\nA=\u{7}\n", "t.socket:2: line contains the control character U+0007"),
             ("[Socket]\nA=b\rc\n", "t.socket:2: line contains the control character U+000D"),
             // the error is reported on the line the assignment starts on

@@ -43,10 +43,15 @@ mod words;
 
 pub use error::ConfigError;
 pub use load::{load_file, FileLoad, LoadReport, Loader, Masked, SYSTEM_DIRS};
-pub use parse::{check_config_name, parse_files, parse_str, service_keys, SOCKET_KEYS};
+pub use parse::{
+    check_config_name, parse_files, parse_files_all, parse_str, service_keys,
+    unsupported_socket_key, IGNORED_UNIT_KEYS, INSTALL_KEYS, SOCKET_KEYS, UNIT_KEYS,
+    UNSUPPORTED_SOCKET_KEYS,
+};
 pub use render::{render, render_report, render_spec};
 pub use spec::{
-    Activation, BindIpv6Only, Distribute, Listen, ListenKind, Origin, PassthroughValue,
-    ServiceSpec, SocketOptions, SocketSpec, Steering, MAX_DISTRIBUTE,
+    Activation, BindIpv6Only, Companion, CompanionKind, Distribute, FdRef, Listen, ListenKind,
+    Notice, Origin, PassthroughValue, ServiceSpec, SocketOptions, SocketProtocol, SocketSpec,
+    Steering, Timestamping, DEFAULT_DIRECTORY_MODE, DEFAULT_SOCKET_MODE, MAX_DISTRIBUTE,
 };
 pub use specifier::expand_specifiers;

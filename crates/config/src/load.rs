@@ -24,7 +24,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::ConfigError;
-use crate::parse::{check_config_name, parse_files};
+use crate::parse::{check_config_name, parse_files_all};
 use crate::spec::SocketSpec;
 
 /// The system's config directories, highest priority first.
@@ -216,6 +216,9 @@ pub struct FileLoad {
     /// The config, or the first problem found, naming its file and, where it has one,
     /// its line.
     pub result: Result<SocketSpec, ConfigError>,
+    /// Every problem found (the first is `result`'s error): each refused assignment,
+    /// not only the first, so that a copied unit's problems show at once.
+    pub errors: Vec<ConfigError>,
 }
 
 /// Loads one config file given by path, with its drop-ins `PATH.d/*.conf`, by the rules
@@ -245,15 +248,19 @@ pub fn load_file(path: &Path) -> FileLoad {
         .filter(|n| !n.is_empty());
     match name {
         Some(name) => load_config(name, path, &[dropin_dir(path)]),
-        None => FileLoad {
-            path: path.to_path_buf(),
-            dropins: Vec::new(),
-            masked: false,
-            result: Err(ConfigError::file(
+        None => {
+            let e = ConfigError::file(
                 path,
                 "not a NAME.socket file (configs are named NAME.socket)",
-            )),
-        },
+            );
+            FileLoad {
+                path: path.to_path_buf(),
+                dropins: Vec::new(),
+                masked: false,
+                result: Err(e.clone()),
+                errors: vec![e],
+            }
+        }
     }
 }
 
@@ -262,6 +269,7 @@ pub fn load_file(path: &Path) -> FileLoad {
 fn load_config(name: &str, path: &Path, dropin_dirs: &[PathBuf]) -> FileLoad {
     let mut masked = false;
     let mut dropins = Vec::new();
+    let mut all_errors = Vec::new();
     let result = match is_masked(path) {
         Ok(true) => {
             masked = true;
@@ -277,14 +285,23 @@ fn load_config(name: &str, path: &Path, dropin_dirs: &[PathBuf]) -> FileLoad {
                 .iter()
                 .map(|(p, t)| (p.as_path(), t.as_str()))
                 .collect();
-            parse_files(name, &borrowed)
+            parse_files_all(name, &borrowed).map_err(|errors| {
+                all_errors = errors;
+                all_errors[0].clone()
+            })
         }),
     };
+    if all_errors.is_empty() && !masked {
+        if let Err(e) = &result {
+            all_errors.push(e.clone());
+        }
+    }
     FileLoad {
         path: path.to_path_buf(),
         dropins,
         masked,
         result,
+        errors: all_errors,
     }
 }
 

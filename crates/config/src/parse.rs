@@ -9,8 +9,8 @@ use std::path::Path;
 use crate::error::ConfigError;
 use crate::lexer::{lex, Assignment, Section};
 use crate::spec::{
-    Activation, Distribute, Listen, ListenKind, Origin, PassthroughValue, ServiceSpec,
-    SocketOptions, SocketSpec, Steering,
+    Activation, Companion, CompanionKind, Distribute, Listen, ListenKind, Notice, Origin,
+    PassthroughValue, ServiceSpec, SocketOptions, SocketProtocol, SocketSpec, Steering,
 };
 use crate::specifier::{check_specifiers, expand_specifiers};
 use crate::validate::finish;
@@ -21,6 +21,8 @@ use crate::words::split_words;
 pub const SOCKET_KEYS: &[&str] = &[
     "ListenStream",
     "ListenDatagram",
+    "ListenSequentialPacket",
+    "ListenFIFO",
     "Distribute",
     "Service",
     "Backlog",
@@ -33,6 +35,27 @@ pub const SOCKET_KEYS: &[&str] = &[
     "SendBuffer",
     "DeferAcceptSec",
     "BindToDevice",
+    "KeepAliveTimeSec",
+    "KeepAliveIntervalSec",
+    "KeepAliveProbes",
+    "Priority",
+    "IPTOS",
+    "IPTTL",
+    "Mark",
+    "Broadcast",
+    "PassPacketInfo",
+    "Timestamping",
+    "TCPCongestion",
+    "SocketProtocol",
+    "SocketUser",
+    "SocketGroup",
+    "SocketMode",
+    "DirectoryMode",
+    "RemoveOnStop",
+    "Symlinks",
+    "PassCredentials",
+    "PassSecurity",
+    "PipeSize",
     "FileDescriptorName",
     "TriggerLimitIntervalSec",
     "TriggerLimitBurst",
@@ -40,6 +63,104 @@ pub const SOCKET_KEYS: &[&str] = &[
     "Steering",
     "WarmQueueDepth",
     "DrainTimeoutSec",
+    "Accept",
+    "ReusePort",
+    "FlushPending",
+];
+
+/// `[Unit]` keys that are used.
+pub const UNIT_KEYS: &[&str] = &["Description", "Documentation"];
+
+/// `[Unit]` keys that are accepted and ignored (with one notice): ordering,
+/// dependencies and what applies to a unit's own jobs. A config is not a unit.
+pub const IGNORED_UNIT_KEYS: &[&str] = &[
+    "Wants",
+    "Requires",
+    "Requisite",
+    "BindsTo",
+    "PartOf",
+    "Upholds",
+    "Conflicts",
+    "Before",
+    "After",
+    "OnFailure",
+    "OnSuccess",
+    "OnFailureJobMode",
+    "PropagatesReloadTo",
+    "ReloadPropagatedFrom",
+    "PropagatesStopTo",
+    "StopPropagatedFrom",
+    "JoinsNamespaceOf",
+    "RequiresMountsFor",
+    "WantsMountsFor",
+    "DefaultDependencies",
+    "IgnoreOnIsolate",
+    "StopWhenUnneeded",
+    "AllowIsolate",
+    "RefuseManualStart",
+    "RefuseManualStop",
+    "CollectMode",
+    "SurviveFinalKillSignal",
+    "SourcePath",
+    "JobTimeoutSec",
+    "JobRunningTimeoutSec",
+    "JobTimeoutAction",
+    "JobTimeoutRebootArgument",
+    "StartLimitIntervalSec",
+    "StartLimitBurst",
+    "StartLimitAction",
+    "FailureAction",
+    "SuccessAction",
+    "FailureActionExitStatus",
+    "SuccessActionExitStatus",
+    "RebootArgument",
+];
+
+/// `[Install]` keys: accepted and ignored (with one notice).
+pub const INSTALL_KEYS: &[&str] = &[
+    "WantedBy",
+    "RequiredBy",
+    "UpheldBy",
+    "Also",
+    "Alias",
+    "DefaultInstance",
+];
+
+/// Why `[Unit]` ordering and dependency keys are ignored.
+const UNIT_IGNORED_WHY: &str = "a config is not a unit: systemd-distribute binds the sockets of \
+    every config when it starts, so order or pull in systemd-distribute.service instead, and \
+    put what the instances need in their own unit (a drop-in NAME@.service.d/*.conf)";
+
+/// Why `[Install]` is ignored.
+const INSTALL_IGNORED_WHY: &str = "configs are not enabled one by one: systemd-distribute \
+    serves every config in its directories once systemd-distribute.service is enabled";
+
+/// systemd 257's own `[Socket]` keys (systemd.socket(5)) that are refused, each with
+/// its reason (see `unsupported_socket_key`). Every other key of that page is
+/// implemented. The execution, kill and resource-control settings a socket unit
+/// takes for its own commands are refused as a group.
+pub const UNSUPPORTED_SOCKET_KEYS: &[&str] = &[
+    "ListenSpecial",
+    "ListenNetlink",
+    "ListenMessageQueue",
+    "ListenUSBFunction",
+    "Writable",
+    "MessageQueueMaxMessages",
+    "MessageQueueMessageSize",
+    "MaxConnections",
+    "MaxConnectionsPerSource",
+    "ExecStartPre",
+    "ExecStartPost",
+    "ExecStopPre",
+    "ExecStopPost",
+    "TimeoutSec",
+    "PassFileDescriptorsToExec",
+    "PollLimitIntervalSec",
+    "PollLimitBurst",
+    "SmackLabel",
+    "SmackLabelIPIn",
+    "SmackLabelIPOut",
+    "SELinuxContextFromNet",
 ];
 
 /// `[Service]` booleans passed through 1:1 as D-Bus `b` properties of the same name.
@@ -83,32 +204,40 @@ pub fn service_keys() -> impl Iterator<Item = &'static str> {
 }
 
 /// systemd `.socket` keys we know but deliberately do not support, with the reason.
-/// (`Accept=` is handled separately: `Accept=no` is what we do anyway.)
-fn unsupported_socket_key(key: &str) -> Option<&'static str> {
-    const NOT_IP: &str = "only ListenStream= (TCP) and ListenDatagram= (UDP) can be \
-                          distributed: the kernel spreads connections over SO_REUSEPORT \
-                          sockets only for TCP and UDP";
-    const UNIX_ONLY: &str = "applies only to AF_UNIX sockets (and FIFOs), which cannot be \
-                             distributed with SO_REUSEPORT";
+/// (`Accept=`, `ReusePort=` and `FlushPending=` are handled separately: their
+/// default is what we do anyway.)
+pub fn unsupported_socket_key(key: &str) -> Option<&'static str> {
+    const NOT_SOCKET: &str = "only ListenStream= and ListenDatagram= (TCP, UDP, AF_UNIX), \
+        ListenSequentialPacket= (AF_UNIX) and ListenFIFO= can be served; this kind of \
+        listener is for a plain systemd socket unit";
     const ACCEPT_ONLY: &str = "applies only with Accept=yes, which is incompatible with \
-                               Distribute=: each instance accepts on its own socket";
+        Distribute=: each instance accepts on its own socket";
+    const COMMANDS: &str = "socket units' own commands are not supported; put the command in \
+        [Service] or in the instances' drop-ins";
+    const LSM: &str = "security labels of socket units are not supported; label the \
+        instances instead (SELinuxContext=, SmackProcessLabel= in a drop-in \
+        NAME@.service.d/*.conf)";
     Some(match key {
-        "ListenSequentialPacket"
-        | "ListenFIFO"
-        | "ListenSpecial"
+        "ListenSpecial"
         | "ListenNetlink"
         | "ListenMessageQueue"
         | "ListenUSBFunction"
         | "Writable"
         | "MessageQueueMaxMessages"
-        | "MessageQueueMessageSize" => NOT_IP,
-        "SocketUser" | "SocketGroup" | "SocketMode" | "DirectoryMode" | "Symlinks"
-        | "RemoveOnStop" | "PassCredentials" | "PassSecurity" => UNIX_ONLY,
+        | "MessageQueueMessageSize" => NOT_SOCKET,
         "MaxConnections" | "MaxConnectionsPerSource" => ACCEPT_ONLY,
-        "ExecStartPre" | "ExecStartPost" | "ExecStopPre" | "ExecStopPost" | "TimeoutSec" => {
-            "socket units' own commands are not supported; put the command in [Service] or \
-             in the instances' drop-ins"
+        "ExecStartPre"
+        | "ExecStartPost"
+        | "ExecStopPre"
+        | "ExecStopPost"
+        | "TimeoutSec"
+        | "PassFileDescriptorsToExec" => COMMANDS,
+        "PollLimitIntervalSec" | "PollLimitBurst" => {
+            "the activator watches a socket only while its instance is down and starts it \
+             at the first event, so there is no polling to limit; TriggerLimitIntervalSec= \
+             and TriggerLimitBurst= bound the starts"
         }
+        "SmackLabel" | "SmackLabelIPIn" | "SmackLabelIPOut" | "SELinuxContextFromNet" => LSM,
         _ => return None,
     })
 }
@@ -117,6 +246,16 @@ fn unsupported_socket_key(key: &str) -> Option<&'static str> {
 struct Builder<'a> {
     /// Config name, for specifiers and defaults.
     name: &'a str,
+    /// The file being applied, and the line of the assignment (for origins).
+    file: &'a Path,
+    line: usize,
+    companions: Vec<Companion>,
+    description: Option<String>,
+    documentation: Vec<String>,
+    /// `[Unit]` keys ignored so far, with the first one's place.
+    unit_ignored: Option<(Origin, Vec<String>)>,
+    /// `[Install]` keys ignored so far, with the first one's place.
+    install_ignored: Option<(Origin, Vec<String>)>,
     /// Service prefix to name in hints about drop-ins (from a pre-scan of `Service=`).
     dropin_prefix: String,
     listen: Vec<Listen>,
@@ -133,25 +272,42 @@ pub fn parse_str(name: &str, path: &Path, text: &str) -> Result<SocketSpec, Conf
 }
 
 /// Parses the main file `files[0]` and then its drop-ins `files[1..]`, in that order, into a
-/// validated [`SocketSpec`] named `name`. Stops at the first error.
+/// validated [`SocketSpec`] named `name`. Returns the first error.
 pub fn parse_files(name: &str, files: &[(&Path, &str)]) -> Result<SocketSpec, ConfigError> {
+    parse_files_all(name, files).map_err(|mut errors| errors.remove(0))
+}
+
+/// Like [`parse_files`], but goes on after a refused assignment, so that every refused
+/// key of the config is reported at once (for `distributectl verify`). Syntax errors
+/// still stop at the first. On error the list holds at least one error, in file order.
+pub fn parse_files_all(
+    name: &str,
+    files: &[(&Path, &str)],
+) -> Result<SocketSpec, Vec<ConfigError>> {
     let Some(&(main, _)) = files.first() else {
-        return Err(ConfigError::file(
+        return Err(vec![ConfigError::file(
             Path::new(""),
             format!("config {name:?}: no files"),
-        ));
+        )]);
     };
-    check_config_name(name).map_err(|e| ConfigError::file(main, e))?;
+    check_config_name(name).map_err(|e| vec![ConfigError::file(main, e)])?;
 
     // Lex everything first: syntax errors come before meaning errors, and the pre-scan
     // below needs all assignments.
     let mut lexed = Vec::with_capacity(files.len());
     for &(path, text) in files {
-        lexed.push((path, lex(path, text)?));
+        lexed.push((path, lex(path, text).map_err(|e| vec![e])?));
     }
 
     let mut b = Builder {
         name,
+        file: main,
+        line: 0,
+        companions: Vec::new(),
+        description: None,
+        documentation: Vec::new(),
+        unit_ignored: None,
+        install_ignored: None,
         dropin_prefix: last_service_prefix(&lexed).unwrap_or_else(|| name.to_string()),
         listen: Vec::new(),
         distribute: None,
@@ -160,16 +316,36 @@ pub fn parse_files(name: &str, files: &[(&Path, &str)]) -> Result<SocketSpec, Co
         exec: ServiceSpec::default(),
         service_section: None,
     };
+    let mut errors = Vec::new();
     for (path, assignments) in &lexed {
+        b.file = path;
         for a in assignments {
+            b.line = a.line;
             if a.section == Section::Service && b.service_section.is_none() {
                 b.service_section = Some(Origin {
                     file: path.to_path_buf(),
                     line: a.line,
                 });
             }
-            b.apply(a)
-                .map_err(|msg| ConfigError::assignment(path, a.line, &a.key, &a.value, msg))?;
+            if let Err(msg) = b.apply(a) {
+                errors.push(ConfigError::assignment(path, a.line, &a.key, &a.value, msg));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut notices = Vec::new();
+    for (ignored, why) in [
+        (b.unit_ignored.take(), UNIT_IGNORED_WHY),
+        (b.install_ignored.take(), INSTALL_IGNORED_WHY),
+    ] {
+        if let Some((origin, keys)) = ignored {
+            let keys: Vec<String> = keys.iter().map(|k| format!("{k}=")).collect();
+            notices.push(Notice {
+                origin,
+                message: format!("{} ignored: {why}", keys.join(", ")),
+            });
         }
     }
 
@@ -180,6 +356,10 @@ pub fn parse_files(name: &str, files: &[(&Path, &str)]) -> Result<SocketSpec, Co
         name: name.to_string(),
         sources: files.iter().map(|(p, _)| p.to_path_buf()).collect(),
         listen: b.listen,
+        companions: b.companions,
+        description: b.description,
+        documentation: b.documentation,
+        notices,
         distribute: b.distribute.unwrap_or(Distribute::Count(1)),
         service,
         instance,
@@ -187,7 +367,7 @@ pub fn parse_files(name: &str, files: &[(&Path, &str)]) -> Result<SocketSpec, Co
         options: b.options,
         exec: b.exec,
     };
-    finish(main, spec)
+    finish(main, spec).map_err(|e| vec![e])
 }
 
 /// Checks `NAME` of `NAME.socket`: a unit-name prefix (instances are `NAME@i.service`
@@ -226,9 +406,98 @@ fn last_service_prefix(lexed: &[(&Path, Vec<Assignment>)]) -> Option<String> {
 impl Builder<'_> {
     fn apply(&mut self, a: &Assignment) -> Result<(), String> {
         match a.section {
+            Section::Unit => self.unit(&a.key, &a.value),
             Section::Socket => self.socket(&a.key, &a.value),
             Section::Service => self.service(&a.key, &a.value),
+            Section::Install => self.install(&a.key),
         }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            file: self.file.to_path_buf(),
+            line: self.line,
+        }
+    }
+
+    /// Remembers an ignored key for the section's one notice.
+    fn ignore(&self, slot: &mut Option<(Origin, Vec<String>)>, key: &str) {
+        let (_, keys) = slot.get_or_insert_with(|| (self.origin(), Vec::new()));
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_string());
+        }
+    }
+
+    fn unit(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "Description" => {
+                self.description = opt(value, |v| {
+                    check_specifiers(v)?;
+                    Ok(expand_specifiers(v, self.name, 0))
+                })?
+            }
+            "Documentation" => {
+                if value.is_empty() {
+                    self.documentation.clear();
+                } else {
+                    for uri in split_words(value, false)? {
+                        values::check_documentation_uri(&uri.text)?;
+                        if !self.documentation.contains(&uri.text) {
+                            self.documentation.push(uri.text);
+                        }
+                    }
+                }
+            }
+            k if IGNORED_UNIT_KEYS.contains(&k) => {
+                let mut slot = self.unit_ignored.take();
+                self.ignore(&mut slot, k);
+                self.unit_ignored = slot;
+            }
+            k if k.starts_with("Condition") || k.starts_with("Assert") => {
+                return Err(format!(
+                    "{k}= is not supported: conditions are not checked here, systemd-distribute \
+                     serves every valid config; to have systemd check it before each instance \
+                     starts, put it in the instances' [Unit] (a drop-in \
+                     /etc/systemd/system/{}@.service.d/*.conf)",
+                    self.dropin_prefix
+                ))
+            }
+            _ if SOCKET_KEYS.contains(&key) => {
+                return Err(format!("{key}= belongs in [Socket], not [Unit]"))
+            }
+            _ => {
+                return Err(unknown_key(
+                    key,
+                    Section::Unit,
+                    UNIT_KEYS.iter().chain(IGNORED_UNIT_KEYS).copied(),
+                )
+                .unwrap_or_else(|| {
+                    format!(
+                        "unknown key \"{key}\" in [Unit]; Description= and Documentation= \
+                             are used, ordering and dependency keys (After=, Wants=, …) are \
+                             ignored"
+                    )
+                }))
+            }
+        }
+        Ok(())
+    }
+
+    fn install(&mut self, key: &str) -> Result<(), String> {
+        if INSTALL_KEYS.contains(&key) {
+            let mut slot = self.install_ignored.take();
+            self.ignore(&mut slot, key);
+            self.install_ignored = slot;
+            return Ok(());
+        }
+        Err(
+            unknown_key(key, Section::Install, INSTALL_KEYS.iter().copied()).unwrap_or_else(|| {
+                format!(
+                    "unknown key \"{key}\" in [Install]; valid keys: {} (all ignored)",
+                    INSTALL_KEYS.join(", ")
+                )
+            }),
+        )
     }
 
     fn socket(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -236,6 +505,20 @@ impl Builder<'_> {
         match key {
             "ListenStream" => self.listen(ListenKind::Stream, value)?,
             "ListenDatagram" => self.listen(ListenKind::Datagram, value)?,
+            "ListenSequentialPacket" => {
+                if !value.is_empty() && !value.starts_with(['/', '@']) {
+                    return Err("ListenSequentialPacket= takes an AF_UNIX socket: an absolute \
+                                path, or @NAME in the abstract namespace"
+                        .into());
+                }
+                self.companion(CompanionKind::SequentialPacket, value)?
+            }
+            "ListenFIFO" => {
+                if value.starts_with('@') {
+                    return Err("a FIFO needs a file-system path, not @NAME".into());
+                }
+                self.companion(CompanionKind::Fifo, value)?
+            }
             "Distribute" => self.distribute = opt(value, values::parse_distribute)?,
             "Service" => self.service = opt(value, values::parse_service)?,
             "Backlog" => {
@@ -259,6 +542,85 @@ impl Builder<'_> {
                 o.bind_to_device = match value {
                     "*" => None,
                     v => opt(v, |v| values::check_ifname(v).map(|()| v.to_string()))?,
+                }
+            }
+            "KeepAliveTimeSec" => o.keep_alive_time_usec = opt(value, keepalive_secs)?,
+            "KeepAliveIntervalSec" => o.keep_alive_interval_usec = opt(value, keepalive_secs)?,
+            "KeepAliveProbes" => {
+                // TCP_KEEPCNT: 1..=127 in the kernel.
+                o.keep_alive_probes = opt(value, |v| match values::parse_u64_max(v, 127) {
+                    Ok(0) | Err(_) => Err("must be a number between 1 and 127".into()),
+                    Ok(n) => Ok(n as u32),
+                })?
+            }
+            "Priority" => o.priority = opt(value, values::parse_nonneg_int)?,
+            "IPTOS" => o.ip_tos = opt(value, values::parse_ip_tos)?,
+            "IPTTL" => o.ip_ttl = opt(value, values::parse_ip_ttl)?,
+            "Mark" => o.mark = opt(value, values::parse_nonneg_int)?,
+            "Broadcast" => o.broadcast = flag(value)?,
+            "PassPacketInfo" => o.pass_packet_info = flag(value)?,
+            "Timestamping" => {
+                o.timestamping = opt(value, values::parse_timestamping)?.unwrap_or_default()
+            }
+            "TCPCongestion" => {
+                o.tcp_congestion = opt(value, |v| {
+                    values::check_tcp_congestion(v).map(|()| v.to_string())
+                })?
+            }
+            "SocketProtocol" => {
+                o.socket_protocol = match value {
+                    "" => None,
+                    "mptcp" => Some(SocketProtocol::Mptcp),
+                    "udplite" => Some(SocketProtocol::UdpLite),
+                    "sctp" => {
+                        return Err("SocketProtocol=sctp is not supported: SCTP endpoints are \
+                                    not spread over SO_REUSEPORT sockets the way TCP \
+                                    connections are; use a plain systemd socket unit"
+                            .into())
+                    }
+                    _ => return Err("must be mptcp (for ListenStream= addresses) or udplite \
+                                     (for ListenDatagram= addresses)"
+                        .into()),
+                }
+            }
+            "SocketUser" => {
+                o.socket_user = opt(value, |v| values::check_user_group(v).map(|()| v.to_string()))?
+            }
+            "SocketGroup" => {
+                o.socket_group = opt(value, |v| values::check_user_group(v).map(|()| v.to_string()))?
+            }
+            "SocketMode" => o.socket_mode = opt(value, values::parse_mode)?,
+            "DirectoryMode" => o.directory_mode = opt(value, values::parse_mode)?,
+            "RemoveOnStop" => o.remove_on_stop = flag(value)?,
+            "Symlinks" => {
+                if value.is_empty() {
+                    o.symlinks.clear();
+                } else {
+                    for w in split_words(value, false)? {
+                        values::check_absolute_path(&w.text)?;
+                        if !o.symlinks.contains(&w.text) {
+                            o.symlinks.push(w.text);
+                        }
+                    }
+                }
+            }
+            "PassCredentials" => o.pass_credentials = flag(value)?,
+            "PassSecurity" => o.pass_security = flag(value)?,
+            "PipeSize" => {
+                o.pipe_size = opt(value, |v| {
+                    let size = values::parse_size(v)?;
+                    if size == 0 || size > i32::MAX as u64 {
+                        return Err(format!("must be between 1 and {} bytes", i32::MAX));
+                    }
+                    Ok(size)
+                })?
+            }
+            "FlushPending" => {
+                // Never flushing is what the activator does (and systemd's default).
+                if !value.is_empty() && values::parse_bool(value)? {
+                    return Err("FlushPending=yes is not supported: the activator never reads \
+                                from the sockets, what is queued belongs to the next instance"
+                        .into());
                 }
             }
             "FileDescriptorName" => {
@@ -317,6 +679,9 @@ impl Builder<'_> {
                 if service_keys().any(|k| k == key) {
                     return Err(format!("{key}= belongs in [Service], not [Socket]"));
                 }
+                if UNIT_KEYS.contains(&key) || IGNORED_UNIT_KEYS.contains(&key) {
+                    return Err(format!("{key}= belongs in [Unit], not [Socket]"));
+                }
                 return Err(
                     unknown_key(key, Section::Socket, SOCKET_KEYS.iter().copied()).unwrap_or_else(
                         || {
@@ -337,7 +702,15 @@ impl Builder<'_> {
             // Like systemd, an empty ListenStream= or ListenDatagram= drops every
             // listening address given so far, of both kinds.
             self.listen.clear();
+            self.companions.clear();
             return Ok(());
+        }
+        if value.starts_with(['/', '@']) {
+            let kind = match kind {
+                ListenKind::Stream => CompanionKind::Stream,
+                ListenKind::Datagram => CompanionKind::Datagram,
+            };
+            return self.companion(kind, value);
         }
         let addr = values::parse_listen(value)?;
         if self.listen.iter().any(|l| l.kind == kind && l.addr == addr) {
@@ -349,6 +722,37 @@ impl Builder<'_> {
             kind,
             addr,
             original: value.to_string(),
+        });
+        Ok(())
+    }
+
+    /// A listener the kernel cannot distribute: bound once, shared by all instances.
+    fn companion(&mut self, kind: CompanionKind, value: &str) -> Result<(), String> {
+        if value.is_empty() {
+            self.listen.clear();
+            self.companions.clear();
+            return Ok(());
+        }
+        // %t is systemd's runtime directory: /run for the system manager.
+        let path = value.replace("%t", "/run");
+        check_specifiers(&path)?;
+        let path = expand_specifiers(&path, self.name, 0);
+        match kind {
+            CompanionKind::Fifo => {
+                values::check_absolute_path(&path)?;
+            }
+            _ => values::check_unix_path(&path)?,
+        }
+        if self.companions.iter().any(|c| c.path == path) {
+            return Err(format!(
+                "{path} is already listed; each path may be given once"
+            ));
+        }
+        self.companions.push(Companion {
+            kind,
+            path,
+            position: self.listen.len() + self.companions.len(),
+            origin: self.origin(),
         });
         Ok(())
     }
@@ -458,8 +862,11 @@ impl Builder<'_> {
                             systemd-distribute"
                     .into())
             }
-            _ if SOCKET_KEYS.contains(&key) || key == "Accept" => {
+            _ if SOCKET_KEYS.contains(&key) => {
                 return Err(format!("{key}= belongs in [Socket], not [Service]"))
+            }
+            _ if UNIT_KEYS.contains(&key) || IGNORED_UNIT_KEYS.contains(&key) => {
+                return Err(format!("{key}= belongs in [Unit], not [Service]"))
             }
             _ => {
                 return Err(
@@ -499,6 +906,17 @@ fn opt<T>(value: &str, parse: impl FnOnce(&str) -> values::Result<T>) -> values:
     } else {
         parse(value).map(Some)
     }
+}
+
+/// `KeepAliveTimeSec=`/`KeepAliveIntervalSec=`: a time span the kernel takes in whole
+/// seconds, 1..=32767 (systemd truncates to seconds).
+fn keepalive_secs(value: &str) -> values::Result<u64> {
+    let usec = values::parse_time_span(value)?;
+    let secs = usec / 1_000_000;
+    if !(1..=32767).contains(&secs) {
+        return Err("must be between 1s and 32767s (the kernel's limit)".into());
+    }
+    Ok(usec)
 }
 
 /// A boolean option whose default is `false`.
@@ -641,6 +1059,13 @@ mod tests {
     fn every_listed_key_is_handled() {
         let mut b = Builder {
             name: "web",
+            file: Path::new("web.socket"),
+            line: 1,
+            companions: Vec::new(),
+            description: None,
+            documentation: Vec::new(),
+            unit_ignored: None,
+            install_ignored: None,
             dropin_prefix: "web".into(),
             listen: Vec::new(),
             distribute: None,
@@ -655,7 +1080,19 @@ mod tests {
         for key in service_keys() {
             assert_eq!(b.service(key, ""), Ok(()), "[Service] {key}");
         }
+        for key in UNIT_KEYS.iter().chain(IGNORED_UNIT_KEYS) {
+            assert_eq!(b.unit(key, ""), Ok(()), "[Unit] {key}");
+        }
+        for key in INSTALL_KEYS {
+            assert_eq!(b.install(key), Ok(()), "[Install] {key}");
+        }
+        for key in UNSUPPORTED_SOCKET_KEYS {
+            let e = b.socket(key, "x").unwrap_err();
+            assert!(e.starts_with(&format!("{key}= is not supported: ")), "{e}");
+        }
         assert!(b.socket("Nope", "").is_err());
+        assert!(b.unit("Nope", "").is_err());
+        assert!(b.install("Nope").is_err());
         assert!(b.service("Nope", "").is_err());
     }
 }

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 
 use crate::error::ConfigError;
 use crate::load::LoadReport;
-use crate::spec::{Distribute, ListenKind, PassthroughValue, SocketSpec};
+use crate::spec::{
+    CompanionKind, Distribute, ListenKind, PassthroughValue, SocketSpec, Timestamping,
+};
 
 /// Renders one spec.
 pub fn render_spec(spec: &SocketSpec) -> String {
@@ -27,6 +29,27 @@ pub fn render_spec(spec: &SocketSpec) -> String {
             "listen",
             &format_args!("{kind} {} ({:?})", l.addr, l.original),
         );
+    }
+    for c in &spec.companions {
+        let kind = match c.kind {
+            CompanionKind::Stream => "stream",
+            CompanionKind::Datagram => "datagram",
+            CompanionKind::SequentialPacket => "seqpacket",
+            CompanionKind::Fifo => "fifo",
+        };
+        line(
+            "companion",
+            &format_args!("{kind} {:?} (position {})", c.path, c.position),
+        );
+    }
+    if let Some(d) = &spec.description {
+        line("description", &format_args!("{d:?}"));
+    }
+    if !spec.documentation.is_empty() {
+        line("documentation", &quoted(&spec.documentation));
+    }
+    for n in &spec.notices {
+        line("notice", n);
     }
     match spec.distribute {
         Distribute::Count(n) => line("distribute", &n),
@@ -61,6 +84,69 @@ pub fn render_spec(spec: &SocketSpec) -> String {
     // Only when set, so the golden files of other configs stay as they are.
     if let Some(d) = o.drain_timeout_usec {
         line("drain_timeout_usec", &d);
+    }
+    // The options added for copied systemd units: only when set, like the above.
+    let set = |v: &dyn std::fmt::Display| v.to_string();
+    let extra: [(&str, Option<String>); 21] = [
+        (
+            "keep_alive_time_usec",
+            o.keep_alive_time_usec.map(|v| set(&v)),
+        ),
+        (
+            "keep_alive_interval_usec",
+            o.keep_alive_interval_usec.map(|v| set(&v)),
+        ),
+        ("keep_alive_probes", o.keep_alive_probes.map(|v| set(&v))),
+        ("priority", o.priority.map(|v| set(&v))),
+        ("ip_tos", o.ip_tos.map(|v| set(&v))),
+        ("ip_ttl", o.ip_ttl.map(|v| set(&v))),
+        ("mark", o.mark.map(|v| set(&v))),
+        ("broadcast", o.broadcast.then(|| "true".into())),
+        (
+            "pass_packet_info",
+            o.pass_packet_info.then(|| "true".into()),
+        ),
+        (
+            "timestamping",
+            (o.timestamping != Timestamping::Off).then(|| format!("{:?}", o.timestamping)),
+        ),
+        (
+            "tcp_congestion",
+            o.tcp_congestion.as_ref().map(|v| format!("{v:?}")),
+        ),
+        (
+            "socket_protocol",
+            o.socket_protocol.map(|p| p.as_str().to_string()),
+        ),
+        (
+            "pass_credentials",
+            o.pass_credentials.then(|| "true".into()),
+        ),
+        ("pass_security", o.pass_security.then(|| "true".into())),
+        (
+            "socket_user",
+            o.socket_user.as_ref().map(|v| format!("{v:?}")),
+        ),
+        (
+            "socket_group",
+            o.socket_group.as_ref().map(|v| format!("{v:?}")),
+        ),
+        ("socket_mode", o.socket_mode.map(|m| format!("{m:04o}"))),
+        (
+            "directory_mode",
+            o.directory_mode.map(|m| format!("{m:04o}")),
+        ),
+        ("remove_on_stop", o.remove_on_stop.then(|| "true".into())),
+        (
+            "symlinks",
+            (!o.symlinks.is_empty()).then(|| quoted(&o.symlinks)),
+        ),
+        ("pipe_size", o.pipe_size.map(|v| set(&v))),
+    ];
+    for (key, value) in extra {
+        if let Some(v) = value {
+            line(key, &v);
+        }
     }
     let e = &spec.exec;
     line("exec_start", &quoted(&e.exec_start));

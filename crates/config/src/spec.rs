@@ -11,8 +11,19 @@ pub struct SocketSpec {
     pub name: String,
     /// Files that contributed, in the order they were applied (main file, then drop-ins).
     pub sources: Vec<PathBuf>,
-    /// `ListenStream=` / `ListenDatagram=` in file order (after list resets).
+    /// `ListenStream=` / `ListenDatagram=` with TCP/UDP addresses, in file order (after
+    /// list resets): the listeners distributed over N sockets.
     pub listen: Vec<Listen>,
+    /// Listeners the kernel cannot distribute (AF_UNIX paths, FIFOs), in file order:
+    /// bound once and handed to every instance next to its own sockets.
+    pub companions: Vec<Companion>,
+    /// `[Unit]` `Description=`, if set.
+    pub description: Option<String>,
+    /// `[Unit]` `Documentation=` URIs, in order.
+    pub documentation: Vec<String>,
+    /// What was accepted but ignored (`[Unit]` ordering and dependencies, `[Install]`),
+    /// one notice per kind, for the daemon's log and `distributectl verify`.
+    pub notices: Vec<Notice>,
     /// `Distribute=`. Optional in the file: defaults to `Count(1)` (one instance),
     /// which still gives the activator's start-on-demand behaviour.
     pub distribute: Distribute,
@@ -40,6 +51,25 @@ impl SocketSpec {
             Some(n) => n.clone(),
             None => format!("{}.socket", self.name),
         }
+    }
+
+    /// The sockets an instance gets, in the order systemd would pass them for the same
+    /// `Listen*=` lines: the config order, each distributed listener contributing the
+    /// instance's own socket and each companion the one shared socket.
+    pub fn fd_order(&self) -> Vec<FdRef> {
+        let total = self.listen.len() + self.companions.len();
+        let mut out = Vec::with_capacity(total);
+        let mut distributed = 0;
+        for position in 0..total {
+            match self.companions.iter().position(|c| c.position == position) {
+                Some(c) => out.push(FdRef::Companion(c)),
+                None => {
+                    out.push(FdRef::Distributed(distributed));
+                    distributed += 1;
+                }
+            }
+        }
+        out
     }
 
     /// The unit name of instance `index`: `{service}@{instance}.service`, with
@@ -84,6 +114,76 @@ pub struct Origin {
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// One entry of [`SocketSpec::fd_order`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdRef {
+    /// The instance's own socket of `listen[i]`.
+    Distributed(usize),
+    /// The shared socket of `companions[i]`.
+    Companion(usize),
+}
+
+/// Something accepted and ignored, said once (`file:line: message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Where the first ignored key is.
+    pub origin: Origin,
+    /// What is ignored, and why.
+    pub message: String,
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+/// Kind of a companion listener (one the kernel cannot distribute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompanionKind {
+    /// `ListenStream=/path` or `@abstract`: AF_UNIX `SOCK_STREAM`.
+    Stream,
+    /// `ListenDatagram=/path`: AF_UNIX `SOCK_DGRAM`.
+    Datagram,
+    /// `ListenSequentialPacket=/path`: AF_UNIX `SOCK_SEQPACKET`.
+    SequentialPacket,
+    /// `ListenFIFO=/path`.
+    Fifo,
+}
+
+impl CompanionKind {
+    /// The key it comes from.
+    pub fn key(self) -> &'static str {
+        match self {
+            CompanionKind::Stream => "ListenStream",
+            CompanionKind::Datagram => "ListenDatagram",
+            CompanionKind::SequentialPacket => "ListenSequentialPacket",
+            CompanionKind::Fifo => "ListenFIFO",
+        }
+    }
+}
+
+/// A listener bound once by the activator and shared by every instance: an AF_UNIX
+/// socket (a path, or `@name` in the abstract namespace) or a FIFO.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Companion {
+    /// What to create.
+    pub kind: CompanionKind,
+    /// The path (absolute), or `@name` for an abstract socket.
+    pub path: String,
+    /// Index among all `Listen*=` lines (distributed or not), for [`SocketSpec::fd_order`].
+    pub position: usize,
+    /// The line it comes from.
+    pub origin: Origin,
+}
+
+impl Companion {
+    /// An abstract AF_UNIX socket (`@name`): nothing in the file system.
+    pub fn is_abstract(&self) -> bool {
+        self.path.starts_with('@')
     }
 }
 
@@ -189,11 +289,90 @@ pub struct SocketOptions {
     /// `WarmQueueDepth=`: with `Steering=warm`, another instance is warmed up
     /// when every warm instance has more than this many connections queued.
     pub warm_queue_depth: Option<u32>,
+    /// `KeepAliveTimeSec=` in microseconds (TCP_KEEPIDLE, whole seconds at bind time).
+    pub keep_alive_time_usec: Option<u64>,
+    /// `KeepAliveIntervalSec=` in microseconds (TCP_KEEPINTVL).
+    pub keep_alive_interval_usec: Option<u64>,
+    /// `KeepAliveProbes=` (TCP_KEEPCNT).
+    pub keep_alive_probes: Option<u32>,
+    /// `Priority=` (SO_PRIORITY).
+    pub priority: Option<u32>,
+    /// `IPTOS=` (IP_TOS / IPV6_TCLASS).
+    pub ip_tos: Option<u8>,
+    /// `IPTTL=` (IP_TTL / IPV6_UNICAST_HOPS).
+    pub ip_ttl: Option<u8>,
+    /// `Mark=` (SO_MARK; needs CAP_NET_ADMIN).
+    pub mark: Option<u32>,
+    /// `Broadcast=` (SO_BROADCAST).
+    pub broadcast: bool,
+    /// `PassPacketInfo=` (IP_PKTINFO / IPV6_RECVPKTINFO).
+    pub pass_packet_info: bool,
+    /// `Timestamping=` (SO_TIMESTAMP / SO_TIMESTAMPNS).
+    pub timestamping: Timestamping,
+    /// `TCPCongestion=` (TCP_CONGESTION, stream sockets).
+    pub tcp_congestion: Option<String>,
+    /// `SocketProtocol=`: `mptcp` for ListenStream= addresses, `udplite` for
+    /// ListenDatagram= addresses (like systemd: by socket type).
+    pub socket_protocol: Option<SocketProtocol>,
+    /// `PassCredentials=` (SO_PASSCRED, AF_UNIX companions).
+    pub pass_credentials: bool,
+    /// `PassSecurity=` (SO_PASSSEC, AF_UNIX companions).
+    pub pass_security: bool,
+    /// `SocketUser=`: owner of companion socket files and FIFOs.
+    pub socket_user: Option<String>,
+    /// `SocketGroup=`: group of companion socket files and FIFOs.
+    pub socket_group: Option<String>,
+    /// `SocketMode=` (default 0666).
+    pub socket_mode: Option<u32>,
+    /// `DirectoryMode=` for created parent directories (default 0755).
+    pub directory_mode: Option<u32>,
+    /// `RemoveOnStop=`: remove companion files and `Symlinks=` when the config goes.
+    pub remove_on_stop: bool,
+    /// `Symlinks=`: aliases of the one file-system companion.
+    pub symlinks: Vec<String>,
+    /// `PipeSize=` (F_SETPIPE_SZ on FIFOs).
+    pub pipe_size: Option<u64>,
     /// `DrainTimeoutSec=` in microseconds (`u64::MAX` = `infinity`): how long
     /// an instance being drained (shrink, config removed) may keep running
     /// before it is stopped. `None`: the default.
     pub drain_timeout_usec: Option<u64>,
 }
+
+/// `Timestamping=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timestamping {
+    /// `off`.
+    #[default]
+    Off,
+    /// `us`: SO_TIMESTAMP.
+    Us,
+    /// `ns`: SO_TIMESTAMPNS.
+    Ns,
+}
+
+/// `SocketProtocol=` values we implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketProtocol {
+    /// `mptcp`: IPPROTO_MPTCP for the stream sockets.
+    Mptcp,
+    /// `udplite`: IPPROTO_UDPLITE for the datagram sockets.
+    UdpLite,
+}
+
+impl SocketProtocol {
+    /// As systemd spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketProtocol::Mptcp => "mptcp",
+            SocketProtocol::UdpLite => "udplite",
+        }
+    }
+}
+
+/// Default `SocketMode=`.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o666;
+/// Default `DirectoryMode=`.
+pub const DEFAULT_DIRECTORY_MODE: u32 = 0o755;
 
 /// `Activation=`: when the activator starts instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -656,6 +656,128 @@ pub fn check_user_group(s: &str) -> Result<()> {
     Ok(())
 }
 
+/// An access mode in octal (systemd's `parse_mode()`): at most `07777`, e.g. `0660`.
+pub fn parse_mode(s: &str) -> Result<u32> {
+    let bad = || "not an access mode: use octal digits, e.g. 0660".to_string();
+    if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(bad());
+    }
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err("too large: an access mode is at most 07777".into()),
+    }
+}
+
+/// `IPTOS=` (systemd's `ip_tos_from_string()`): `low-delay`, `throughput`,
+/// `reliability`, `low-cost`, or a number 0..=255.
+pub fn parse_ip_tos(s: &str) -> Result<u8> {
+    Ok(match s {
+        "low-delay" => 0x10,
+        "throughput" => 0x08,
+        "reliability" => 0x04,
+        "low-cost" => 0x02,
+        _ => parse_u64_max(s, 255).map_err(|_| {
+            "must be a number 0..255 or one of low-delay, throughput, reliability, low-cost"
+                .to_string()
+        })? as u8,
+    })
+}
+
+/// `IPTTL=`: 1..=255 (what IP_TTL and IPV6_UNICAST_HOPS accept besides "default").
+pub fn parse_ip_ttl(s: &str) -> Result<u8> {
+    match parse_u64_max(s, 255) {
+        Ok(v) if v >= 1 => Ok(v as u8),
+        _ => Err("must be a number between 1 and 255".into()),
+    }
+}
+
+/// A non-negative C `int` in decimal, or in hex with `0x` (firewall marks are often
+/// written that way), for `Mark=` and `Priority=` (systemd's `config_parse_int`).
+pub fn parse_nonneg_int(s: &str) -> Result<u32> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u64::from_str_radix(hex, 16).map_err(|_| "too large".to_string())?
+        }
+        Some(_) => return Err("not a number: use decimal digits, or hex after 0x".into()),
+        None => parse_u64(s).map_err(|_| "not a number: use decimal digits, or hex after 0x")?,
+    };
+    if v > i32::MAX as u64 {
+        return Err(format!(
+            "too large: at most {} (the kernel takes an int)",
+            i32::MAX
+        ));
+    }
+    Ok(v as u32)
+}
+
+/// `Timestamping=`: `off`, `us`/`usec`/`µs`/`μs`, `ns`/`nsec`.
+pub fn parse_timestamping(s: &str) -> Result<crate::spec::Timestamping> {
+    use crate::spec::Timestamping;
+    match s {
+        "off" => Ok(Timestamping::Off),
+        "us" | "usec" | "µs" | "μs" => Ok(Timestamping::Us),
+        "ns" | "nsec" => Ok(Timestamping::Ns),
+        _ => Err("must be off, us (usec) or ns (nsec)".into()),
+    }
+}
+
+/// `TCPCongestion=`: an algorithm name as the kernel knows them (at most 15
+/// characters, no spaces); whether this kernel has it is found out at bind time.
+pub fn check_tcp_congestion(s: &str) -> Result<()> {
+    if s.len() > 15 {
+        return Err("is too long: congestion control names have at most 15 characters".into());
+    }
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "contains {}: use a name such as cubic, reno or bbr",
+            describe_char(c)
+        ));
+    }
+    Ok(())
+}
+
+/// `Documentation=` URIs, like systemd's `documentation_url_is_valid()`: `http:`,
+/// `https:`, `file:`, `info:` or `man:`.
+pub fn check_documentation_uri(s: &str) -> Result<()> {
+    const SCHEMES: &[&str] = &["http://", "https://", "file:/", "info:", "man:"];
+    if !SCHEMES
+        .iter()
+        .any(|p| s.starts_with(p) && s.len() > p.len())
+    {
+        return Err(format!(
+            "\"{s}\" is not a documentation URI: use http://, https://, file:/, info: or man:"
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!("\"{s}\" contains {}", describe_char(c)));
+    }
+    Ok(())
+}
+
+/// Longest AF_UNIX path: `sun_path` holds 108 bytes including the NUL.
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// An AF_UNIX address of a companion listener: an absolute, normalized path, or
+/// `@name` in the abstract namespace; at most [`MAX_UNIX_PATH`] bytes.
+pub fn check_unix_path(s: &str) -> Result<()> {
+    if let Some(name) = s.strip_prefix('@') {
+        if name.is_empty() {
+            return Err("empty abstract socket name: write @NAME".into());
+        }
+    } else {
+        check_absolute_path(s)?;
+        if s.ends_with('/') {
+            return Err(format!("\"{s}\" is a directory, not a socket path"));
+        }
+    }
+    if s.len() > MAX_UNIX_PATH {
+        return Err(format!(
+            "is too long: AF_UNIX socket paths have at most {MAX_UNIX_PATH} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// An environment variable name: letters, digits and `_`, not starting with a digit
 /// (systemd's `env_name_is_valid()`).
 pub fn check_env_name(s: &str) -> Result<()> {
@@ -1084,6 +1206,113 @@ mod tests {
                 ("", Err("not a valid")),
             ],
         );
+    }
+
+    #[test]
+    fn modes_and_ip_values() {
+        table(
+            parse_mode,
+            &[
+                ("0660", Ok(0o660)),
+                ("660", Ok(0o660)),
+                ("0", Ok(0)),
+                ("7777", Ok(0o7777)),
+                ("17777", Err("at most 07777")),
+                ("0668", Err("octal digits")),
+                ("rw", Err("octal digits")),
+            ],
+        );
+        table(
+            parse_ip_tos,
+            &[
+                ("low-delay", Ok(0x10)),
+                ("throughput", Ok(0x08)),
+                ("reliability", Ok(0x04)),
+                ("low-cost", Ok(0x02)),
+                ("184", Ok(184)),
+                ("256", Err("0..255")),
+                ("fast", Err("0..255")),
+            ],
+        );
+        table(
+            parse_ip_ttl,
+            &[
+                ("64", Ok(64)),
+                ("255", Ok(255)),
+                ("0", Err("1 and 255")),
+                ("256", Err("1 and 255")),
+            ],
+        );
+        table(
+            parse_nonneg_int,
+            &[
+                ("0", Ok(0)),
+                ("42", Ok(42)),
+                ("0x2a", Ok(42)),
+                ("0XFF", Ok(255)),
+                ("2147483647", Ok(i32::MAX as u32)),
+                ("2147483648", Err("too large")),
+                ("-1", Err("not a number")),
+                ("0x", Err("not a number")),
+                ("0xg", Err("not a number")),
+            ],
+        );
+        use crate::spec::Timestamping;
+        table(
+            parse_timestamping,
+            &[
+                ("off", Ok(Timestamping::Off)),
+                ("us", Ok(Timestamping::Us)),
+                ("usec", Ok(Timestamping::Us)),
+                ("µs", Ok(Timestamping::Us)),
+                ("ns", Ok(Timestamping::Ns)),
+                ("nsec", Ok(Timestamping::Ns)),
+                ("ms", Err("off, us")),
+                ("yes", Err("off, us")),
+            ],
+        );
+        table(
+            check_tcp_congestion,
+            &[
+                ("cubic", Ok(())),
+                ("bbr", Ok(())),
+                ("0123456789abcde", Ok(())),
+                ("0123456789abcdef", Err("too long")),
+                ("cu bic", Err("contains a space")),
+            ],
+        );
+    }
+
+    #[test]
+    fn uris_and_unix_paths() {
+        table(
+            check_documentation_uri,
+            &[
+                ("man:sshd(8)", Ok(())),
+                ("https://example.org/doc", Ok(())),
+                ("http://x", Ok(())),
+                ("file:/usr/share/doc/x", Ok(())),
+                ("info:cups", Ok(())),
+                ("man:", Err("not a documentation URI")),
+                ("ftp://x", Err("not a documentation URI")),
+                ("/usr/share/doc", Err("not a documentation URI")),
+            ],
+        );
+        table(
+            check_unix_path,
+            &[
+                ("/run/web.sock", Ok(())),
+                ("@web", Ok(())),
+                ("@", Err("empty abstract socket name")),
+                ("run/web.sock", Err("not an absolute path")),
+                ("/run/../web.sock", Err("not normalized")),
+                ("/run/", Err("is a directory")),
+            ],
+        );
+        assert!(check_unix_path(&format!("/{}", "a".repeat(106))).is_ok());
+        assert!(check_unix_path(&format!("/{}", "a".repeat(107)))
+            .unwrap_err()
+            .contains("at most 107 bytes"));
     }
 
     #[test]

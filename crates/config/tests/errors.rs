@@ -23,11 +23,23 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "[Socket\nListenStream=80\n",
-        "/etc/systemd/distribute/web.socket:1: invalid section header \"[Socket\": expected [Socket] or [Service]",
+        "/etc/systemd/distribute/web.socket:1: invalid section header \"[Socket\": expected [Socket], [Service], [Unit] or [Install]",
     ),
     (
-        "[Unit]\nDescription=web\n",
-        "/etc/systemd/distribute/web.socket:1: section [Unit] is not used: systemd-distribute is not a unit and starts its configs itself; valid sections are [Socket] and [Service]",
+        "[Unit]\nDescription=web\nRequires=network.target\nConditionHost=web1\n",
+        "/etc/systemd/distribute/web.socket:4: ConditionHost=web1: ConditionHost= is not supported: conditions are not checked here, systemd-distribute serves every valid config; to have systemd check it before each instance starts, put it in the instances' [Unit] (a drop-in /etc/systemd/system/web@.service.d/*.conf)",
+    ),
+    (
+        "[Unit]\nDescrption=web\n",
+        "/etc/systemd/distribute/web.socket:2: Descrption=web: unknown key \"Descrption\" in [Unit]; Description= and Documentation= are used, ordering and dependency keys (After=, Wants=, …) are ignored",
+    ),
+    (
+        "[Unit]\nDocumentation=man:web(8) /usr/share/doc/web\n",
+        "/etc/systemd/distribute/web.socket:2: Documentation=man:web(8) /usr/share/doc/web: \"/usr/share/doc/web\" is not a documentation URI: use http://, https://, file:/, info: or man:",
+    ),
+    (
+        "[Socket]\nListenStream=80\n[Install]\nWantedBy=sockets.target\nWantedBy=multi-user.target\nAlso=web.service\nRequiredBy=x\nInstallIn=y\n",
+        "/etc/systemd/distribute/web.socket:8: InstallIn=y: unknown key \"InstallIn\" in [Install]; valid keys: WantedBy, RequiredBy, UpheldBy, Also, Alias, DefaultInstance (all ignored)",
     ),
     (
         "[service]\nExecStart=/usr/bin/web\n",
@@ -35,7 +47,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "[Sockets]\n",
-        "/etc/systemd/distribute/web.socket:1: unknown section [Sockets]: valid sections are [Socket] and [Service]",
+        "/etc/systemd/distribute/web.socket:1: unknown section [Sockets]: valid sections are [Unit], [Socket], [Service] and [Install]",
     ),
     (
         "[Socket]\nListenStream=80\u{1b}[0m\n",
@@ -83,12 +95,36 @@ const CASES: &[(&str, &str)] = &[
         "/etc/systemd/distribute/web.socket:3: ListenStream=localhost:80: \"localhost\" is not an IPv4 address (host names are not resolved); use e.g. 127.0.0.1:8080 or [::1]:8080",
     ),
     (
-        "[Socket]\nListenStream=80\nListenStream=/run/web.sock\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: ListenStream=/run/web.sock: AF_UNIX sockets cannot be distributed: the kernel spreads connections over SO_REUSEPORT sockets only for TCP and UDP; use PORT, ADDR:PORT or [ADDR]:PORT",
+        "[Socket]\nListenStream=/run/web.sock\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:2: ListenStream=/run/web.sock: no TCP or UDP listener to distribute: AF_UNIX sockets and FIFOs are bound once and shared by all instances, which only makes sense next to a ListenStream= or ListenDatagram= address; for this config use a plain systemd socket unit",
     ),
     (
-        "[Socket]\nListenStream=80\nListenStream=@web\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: ListenStream=@web: AF_UNIX sockets cannot be distributed: the kernel spreads connections over SO_REUSEPORT sockets only for TCP and UDP; use PORT, ADDR:PORT or [ADDR]:PORT",
+        "[Socket]\nListenStream=80\nListenStream=/run/web.sock\nListenDatagram=/run/web.sock\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:4: ListenDatagram=/run/web.sock: /run/web.sock is already listed; each path may be given once",
+    ),
+    (
+        "[Socket]\nListenStream=80\nListenStream=/run/a.sock\nListenFIFO=/run/b.fifo\nSymlinks=/run/c\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:4: ListenFIFO=/run/b.fifo: Symlinks= needs exactly one AF_UNIX socket or FIFO in the file system (as in systemd), and this is the second",
+    ),
+    (
+        "[Socket]\nListenStream=80\nListenSequentialPacket=127.0.0.1:80\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: ListenSequentialPacket=127.0.0.1:80: ListenSequentialPacket= takes an AF_UNIX socket: an absolute path, or @NAME in the abstract namespace",
+    ),
+    (
+        "[Socket]\nListenStream=80\nSocketProtocol=sctp\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: SocketProtocol=sctp: SocketProtocol=sctp is not supported: SCTP endpoints are not spread over SO_REUSEPORT sockets the way TCP connections are; use a plain systemd socket unit",
+    ),
+    (
+        "[Socket]\nListenStream=80\nKeepAliveTimeSec=500ms\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: KeepAliveTimeSec=500ms: must be between 1s and 32767s (the kernel's limit)",
+    ),
+    (
+        "[Socket]\nListenStream=80\nIPTOS=fast\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: IPTOS=fast: must be a number 0..255 or one of low-delay, throughput, reliability, low-cost",
+    ),
+    (
+        "[Socket]\nListenStream=80\nSocketMode=0999\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: SocketMode=0999: not an access mode: use octal digits, e.g. 0660",
     ),
     (
         "[Socket]\nListenStream=80\nListenDatagram=vsock:2:53\n[Service]\nExecStart=/usr/bin/web\n",
@@ -203,12 +239,12 @@ const CASES: &[(&str, &str)] = &[
         "/etc/systemd/distribute/web.socket:3: ReusePort=no: ReusePort=no is impossible here: SO_REUSEPORT is how the sockets are distributed",
     ),
     (
-        "[Socket]\nListenStream=80\nListenFIFO=/run/web.fifo\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: ListenFIFO=/run/web.fifo: ListenFIFO= is not supported: only ListenStream= (TCP) and ListenDatagram= (UDP) can be distributed: the kernel spreads connections over SO_REUSEPORT sockets only for TCP and UDP",
+        "[Socket]\nListenStream=80\nListenSpecial=/dev/kmsg\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: ListenSpecial=/dev/kmsg: ListenSpecial= is not supported: only ListenStream= and ListenDatagram= (TCP, UDP, AF_UNIX), ListenSequentialPacket= (AF_UNIX) and ListenFIFO= can be served; this kind of listener is for a plain systemd socket unit",
     ),
     (
-        "[Socket]\nListenStream=80\nSocketUser=web\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: SocketUser=web: SocketUser= is not supported: applies only to AF_UNIX sockets (and FIFOs), which cannot be distributed with SO_REUSEPORT",
+        "[Socket]\nListenStream=80\nPollLimitBurst=10\n[Service]\nExecStart=/usr/bin/web\n",
+        "/etc/systemd/distribute/web.socket:3: PollLimitBurst=10: PollLimitBurst= is not supported: the activator watches a socket only while its instance is down and starts it at the first event, so there is no polling to limit; TriggerLimitIntervalSec= and TriggerLimitBurst= bound the starts",
     ),
     (
         "[Socket]\nListenStream=80\nMaxConnections=64\n[Service]\nExecStart=/usr/bin/web\n",
@@ -224,7 +260,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "[Socket]\nListenStream=80\nFrobnicate=yes\n[Service]\nExecStart=/usr/bin/web\n",
-        "/etc/systemd/distribute/web.socket:3: Frobnicate=yes: unknown key \"Frobnicate\" in [Socket]; valid keys: ListenStream, ListenDatagram, Distribute, Service, Backlog, BindIPv6Only, FreeBind, Transparent, NoDelay, KeepAlive, ReceiveBuffer, SendBuffer, DeferAcceptSec, BindToDevice, FileDescriptorName, TriggerLimitIntervalSec, TriggerLimitBurst, Activation, Steering, WarmQueueDepth, DrainTimeoutSec",
+        "/etc/systemd/distribute/web.socket:3: Frobnicate=yes: unknown key \"Frobnicate\" in [Socket]; valid keys: ListenStream, ListenDatagram, ListenSequentialPacket, ListenFIFO, Distribute, Service, Backlog, BindIPv6Only, FreeBind, Transparent, NoDelay, KeepAlive, ReceiveBuffer, SendBuffer, DeferAcceptSec, BindToDevice, KeepAliveTimeSec, KeepAliveIntervalSec, KeepAliveProbes, Priority, IPTOS, IPTTL, Mark, Broadcast, PassPacketInfo, Timestamping, TCPCongestion, SocketProtocol, SocketUser, SocketGroup, SocketMode, DirectoryMode, RemoveOnStop, Symlinks, PassCredentials, PassSecurity, PipeSize, FileDescriptorName, TriggerLimitIntervalSec, TriggerLimitBurst, Activation, Steering, WarmQueueDepth, DrainTimeoutSec, Accept, ReusePort, FlushPending",
     ),
     (
         "[Socket]\nListenStream=80\nUser=web\n[Service]\nExecStart=/usr/bin/web\n",
