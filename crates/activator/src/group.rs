@@ -134,7 +134,8 @@ fn bind_slot_sockets(
         let name = fd_name(&spec.name, l, index);
         let stored = store.take(&name);
         let had_stored = stored.is_some();
-        let reused = stored.and_then(|fd| sockets::reuse_stored(listen, fd));
+        let reused =
+            stored.and_then(|fd| sockets::reuse_stored(listen, spec.options.socket_protocol, fd));
         if let Some(s) = &reused {
             if let Err(e) = sockets::refresh_stored(s, listen, &spec.options) {
                 tracing::warn!(

@@ -6,7 +6,9 @@
 //! the config exists, which is why a connection that arrives while an instance
 //! is down simply waits in its queue.
 
-use distribute_config::{BindIpv6Only, Listen, ListenKind, SocketOptions, SocketSpec};
+use distribute_config::{
+    BindIpv6Only, Listen, ListenKind, SocketOptions, SocketProtocol, SocketSpec, Timestamping,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -52,8 +54,32 @@ fn key_of(kind: ListenKind) -> &'static str {
     }
 }
 
-fn hint_for(err: &io::Error, addr: &SocketAddr) -> String {
-    match err.raw_os_error() {
+/// `IPPROTO_MPTCP` (linux/in.h; not in every libc crate version).
+pub const IPPROTO_MPTCP: libc::c_int = 262;
+
+fn hint_for(err: &io::Error, addr: &SocketAddr, op: &str) -> String {
+    let errno = err.raw_os_error();
+    match (op, errno) {
+        ("socket (mptcp)", _) => {
+            return "; this kernel cannot open MPTCP sockets: it lacks CONFIG_MPTCP, or MPTCP \
+                    is off (sysctl net.mptcp.enabled=1); or drop SocketProtocol=mptcp"
+                .into()
+        }
+        ("socket (udplite)", _) => {
+            return "; this kernel has no UDP-Lite; drop SocketProtocol=udplite".into()
+        }
+        ("TCP_CONGESTION", Some(libc::ENOENT)) => {
+            return "; this kernel does not have that algorithm: see \
+                    /proc/sys/net/ipv4/tcp_available_congestion_control (a module \
+                    tcp_NAME may need loading)"
+                .into()
+        }
+        ("SO_MARK", Some(libc::EPERM)) => {
+            return "; Mark= needs CAP_NET_ADMIN".into();
+        }
+        _ => {}
+    }
+    match errno {
         Some(libc::EADDRINUSE) => format!(
             "; another socket holds port {} without SO_REUSEPORT (or as another user): `ss -lntup 'sport = :{}'` shows it",
             addr.port(),
@@ -99,15 +125,26 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
         value: listen.original.clone(),
         addr,
         op,
-        hint: hint_for(&source, &addr),
+        hint: hint_for(&source, &addr, op),
         err: source,
     };
-    let (ty, proto) = match listen.kind {
-        ListenKind::Stream => (Type::STREAM, Protocol::TCP),
-        ListenKind::Datagram => (Type::DGRAM, Protocol::UDP),
+    // SocketProtocol= applies by socket type, as in systemd.
+    let (ty, proto, op) = match (listen.kind, opts.socket_protocol) {
+        (ListenKind::Stream, Some(SocketProtocol::Mptcp)) => (
+            Type::STREAM,
+            Protocol::from(IPPROTO_MPTCP),
+            "socket (mptcp)",
+        ),
+        (ListenKind::Stream, _) => (Type::STREAM, Protocol::TCP, "socket"),
+        (ListenKind::Datagram, Some(SocketProtocol::UdpLite)) => (
+            Type::DGRAM,
+            Protocol::from(libc::IPPROTO_UDPLITE),
+            "socket (udplite)",
+        ),
+        (ListenKind::Datagram, _) => (Type::DGRAM, Protocol::UDP, "socket"),
     };
     let socket = Socket::new(Domain::for_address(addr), ty.cloexec(), Some(proto))
-        .map_err(|e| fail("socket", e))?;
+        .map_err(|e| fail(op, e))?;
     socket
         .set_reuse_address(true)
         .map_err(|e| fail("SO_REUSEADDR", e))?;
@@ -180,6 +217,7 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
                 .map_err(|e| fail("TCP_DEFER_ACCEPT", e))?;
         }
     }
+    apply_tunables(&socket, listen, opts).map_err(|(op, e)| fail(op, e))?;
     socket
         .bind(&SockAddr::from(addr))
         .map_err(|e| fail("bind", e))?;
@@ -212,6 +250,151 @@ pub fn refresh_stored(socket: &Socket, listen: &Listen, opts: &SocketOptions) ->
         set_int_opt(socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)?;
         let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG).min(i32::MAX as u32) as i32;
         socket.listen(backlog)?;
+    }
+    apply_tunables(socket, listen, opts)
+        .map_err(|(op, e)| io::Error::new(e.kind(), format!("{op}: {e}")))?;
+    Ok(())
+}
+
+/// The per-socket options of systemd.socket(5) that are plain setsockopt() calls
+/// (`Priority=`, `Mark=`, `IPTOS=`, `IPTTL=`, `Broadcast=`, `PassPacketInfo=`,
+/// `Timestamping=`, and for streams `KeepAlive*Sec=`, `KeepAliveProbes=`,
+/// `TCPCongestion=`), each only when set. On an IPv6 socket the IPv4 option is
+/// set too where the kernel has one (for dual-stack sockets), ignoring errors.
+/// The error names the option.
+pub fn apply_tunables(
+    socket: &Socket,
+    listen: &Listen,
+    opts: &SocketOptions,
+) -> Result<(), (&'static str, io::Error)> {
+    let v6 = listen.addr.is_ipv6();
+    let int = |level, name, v: libc::c_int, op: &'static str| {
+        set_int_opt(socket, level, name, v).map_err(|e| (op, e))
+    };
+    // The IPv4 twin of an IPv6 option, on a dual-stack socket: best effort.
+    let twin = |name, v: libc::c_int| {
+        if v6 && listen.addr.ip().is_unspecified() {
+            let _ = set_int_opt(socket, libc::IPPROTO_IP, name, v);
+        }
+    };
+    if let Some(m) = opts.mark {
+        int(libc::SOL_SOCKET, libc::SO_MARK, m as libc::c_int, "SO_MARK")?;
+    }
+    if let Some(tos) = opts.ip_tos {
+        if v6 {
+            int(
+                libc::IPPROTO_IPV6,
+                libc::IPV6_TCLASS,
+                tos.into(),
+                "IPV6_TCLASS",
+            )?;
+            twin(libc::IP_TOS, tos.into());
+        } else {
+            int(libc::IPPROTO_IP, libc::IP_TOS, tos.into(), "IP_TOS")?;
+        }
+    }
+    // After IP_TOS, which derives the priority from the TOS bits: an explicit
+    // Priority= wins.
+    if let Some(p) = opts.priority {
+        int(
+            libc::SOL_SOCKET,
+            libc::SO_PRIORITY,
+            p as libc::c_int,
+            "SO_PRIORITY",
+        )?;
+    }
+    if let Some(ttl) = opts.ip_ttl {
+        if v6 {
+            int(
+                libc::IPPROTO_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                ttl.into(),
+                "IPV6_UNICAST_HOPS",
+            )?;
+            twin(libc::IP_TTL, ttl.into());
+        } else {
+            int(libc::IPPROTO_IP, libc::IP_TTL, ttl.into(), "IP_TTL")?;
+        }
+    }
+    if opts.broadcast {
+        int(libc::SOL_SOCKET, libc::SO_BROADCAST, 1, "SO_BROADCAST")?;
+    }
+    if opts.pass_packet_info {
+        if v6 {
+            int(
+                libc::IPPROTO_IPV6,
+                libc::IPV6_RECVPKTINFO,
+                1,
+                "IPV6_RECVPKTINFO",
+            )?;
+            twin(libc::IP_PKTINFO, 1);
+        } else {
+            int(libc::IPPROTO_IP, libc::IP_PKTINFO, 1, "IP_PKTINFO")?;
+        }
+    }
+    match opts.timestamping {
+        Timestamping::Off => {}
+        Timestamping::Us => int(libc::SOL_SOCKET, libc::SO_TIMESTAMP, 1, "SO_TIMESTAMP")?,
+        Timestamping::Ns => int(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS")?,
+    }
+    if listen.kind == ListenKind::Stream {
+        let secs = |usec: u64| (usec / 1_000_000).min(i32::MAX as u64) as libc::c_int;
+        if let Some(t) = opts.keep_alive_time_usec {
+            int(
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPIDLE,
+                secs(t),
+                "TCP_KEEPIDLE",
+            )?;
+        }
+        if let Some(t) = opts.keep_alive_interval_usec {
+            int(
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPINTVL,
+                secs(t),
+                "TCP_KEEPINTVL",
+            )?;
+        }
+        if let Some(n) = opts.keep_alive_probes {
+            int(
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPCNT,
+                n as libc::c_int,
+                "TCP_KEEPCNT",
+            )?;
+        }
+        if let Some(cc) = &opts.tcp_congestion {
+            set_bytes_opt(
+                socket,
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                cc.as_bytes(),
+            )
+            .map_err(|e| ("TCP_CONGESTION", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn set_bytes_opt(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: &[u8],
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a pointer to a live buffer of the given length.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            v.as_ptr().cast(),
+            v.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -254,10 +437,25 @@ pub fn cpus_in_affinity() -> u32 {
 /// Reuses a socket systemd passed back from the fd store if it is still what
 /// `listen` asks for (same address, same type, listening); otherwise `None`,
 /// and the caller binds a fresh one.
-pub fn reuse_stored(listen: &Listen, fd: std::os::fd::OwnedFd) -> Option<Socket> {
+pub fn reuse_stored(
+    listen: &Listen,
+    opts_protocol: Option<SocketProtocol>,
+    fd: std::os::fd::OwnedFd,
+) -> Option<Socket> {
     let socket = Socket::from(fd);
     let addr = socket.local_addr().ok()?.as_socket()?;
     let ty = socket.r#type().ok()?;
+    // SocketProtocol= changed (mptcp ↔ tcp): a new socket.
+    let proto = socket.protocol().ok().flatten().map(libc::c_int::from);
+    let want_proto = match (listen.kind, opts_protocol) {
+        (ListenKind::Stream, Some(SocketProtocol::Mptcp)) => IPPROTO_MPTCP,
+        (ListenKind::Stream, _) => libc::IPPROTO_TCP,
+        (ListenKind::Datagram, Some(SocketProtocol::UdpLite)) => libc::IPPROTO_UDPLITE,
+        (ListenKind::Datagram, _) => libc::IPPROTO_UDP,
+    };
+    if proto.is_some_and(|p| p != want_proto) {
+        return None;
+    }
     let want_ty = match listen.kind {
         ListenKind::Stream => Type::STREAM,
         ListenKind::Datagram => Type::DGRAM,
@@ -341,9 +539,106 @@ mod tests {
         let addr = s.local_addr().unwrap().as_socket().unwrap();
         let same = stream(&addr.to_string());
         let dup = s.try_clone().unwrap();
-        assert!(reuse_stored(&same, dup.into()).is_some());
+        assert!(reuse_stored(&same, None, dup.into()).is_some());
+        let dup = s.try_clone().unwrap();
+        assert!(reuse_stored(&same, Some(SocketProtocol::Mptcp), dup.into()).is_none());
         let other = stream("127.0.0.1:1");
-        assert!(reuse_stored(&other, s.into()).is_none());
+        assert!(reuse_stored(&other, None, s.into()).is_none());
+    }
+
+    fn get_int(s: &Socket, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a live c_int with its size.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "getsockopt {level}/{name}: {}",
+            io::Error::last_os_error()
+        );
+        v
+    }
+
+    /// A parsed config whose `127.0.0.1:1` listeners bind any free port.
+    fn parsed(text: &str) -> SocketSpec {
+        let mut spec =
+            distribute_config::parse_str("t", std::path::Path::new("t.socket"), text).unwrap();
+        for l in &mut spec.listen {
+            l.addr.set_port(0);
+        }
+        spec
+    }
+
+    #[test]
+    fn systemd_socket_options_reach_the_socket() {
+        let spec = parsed(
+            "[Socket]\nListenStream=127.0.0.1:1\nListenDatagram=127.0.0.1:1\n\
+             KeepAlive=yes\nKeepAliveTimeSec=2min\nKeepAliveIntervalSec=15s\nKeepAliveProbes=5\n\
+             IPTOS=low-delay\nIPTTL=33\nPriority=5\nTCPCongestion=reno\nBroadcast=yes\n\
+             PassPacketInfo=yes\nTimestamping=ns\n[Service]\nExecStart=/bin/true\n",
+        );
+        let tcp = bind_one(&spec.listen[0], &spec.options).unwrap();
+        assert_eq!(get_int(&tcp, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 120);
+        assert_eq!(get_int(&tcp, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 15);
+        assert_eq!(get_int(&tcp, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 5);
+        assert_eq!(get_int(&tcp, libc::IPPROTO_IP, libc::IP_TOS), 0x10);
+        assert_eq!(get_int(&tcp, libc::IPPROTO_IP, libc::IP_TTL), 33);
+        assert_eq!(get_int(&tcp, libc::SOL_SOCKET, libc::SO_PRIORITY), 5);
+        let udp = bind_one(&spec.listen[1], &spec.options).unwrap();
+        assert_eq!(get_int(&udp, libc::SOL_SOCKET, libc::SO_BROADCAST), 1);
+        assert_eq!(get_int(&udp, libc::IPPROTO_IP, libc::IP_PKTINFO), 1);
+        assert_eq!(get_int(&udp, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS), 1);
+        // TCP_CONGESTION reads back as a string.
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 16];
+        let mut len = buf.len() as libc::socklen_t;
+        // SAFETY: getsockopt into a live buffer with its size.
+        let r = unsafe {
+            libc::getsockopt(
+                tcp.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        assert!(buf.starts_with(b"reno"), "{buf:?}");
+    }
+
+    #[test]
+    fn unknown_congestion_control_and_mptcp_errors_say_why() {
+        let spec = parsed(
+            "[Socket]\nListenStream=127.0.0.1:1\nTCPCongestion=nosuchcc\n[Service]\nExecStart=/bin/true\n",
+        );
+        let e = bind_one(&spec.listen[0], &spec.options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("TCP_CONGESTION") && e.contains("tcp_available_congestion_control"),
+            "{e}"
+        );
+        let spec = parsed(
+            "[Socket]\nListenStream=127.0.0.1:1\nSocketProtocol=mptcp\n[Service]\nExecStart=/bin/true\n",
+        );
+        match bind_one(&spec.listen[0], &spec.options) {
+            // The kernel has MPTCP: the socket is an MPTCP one.
+            Ok(s) => assert_eq!(
+                s.protocol().unwrap().map(libc::c_int::from),
+                Some(IPPROTO_MPTCP)
+            ),
+            Err(e) => assert!(e.to_string().contains("CONFIG_MPTCP"), "{e}"),
+        }
     }
 
     #[test]
