@@ -15,6 +15,7 @@
 //!
 //! /org/distribute1/socket/<escaped NAME> org.distribute1.Socket
 //!   Name        s
+//!   Description s    the config's [Unit] Description=, "" if none
 //!   Listen      as   "ListenStream=127.0.0.1:8080"-style lines, config order
 //!   Distribute  u    current N
 //!   Service     s    template prefix: instances are SERVICE@I.service
@@ -435,6 +436,12 @@ impl Socket {
         self.name.clone()
     }
 
+    /// The config's `[Unit]` `Description=`; empty if it has none.
+    #[zbus(property)]
+    async fn description(&self) -> fdo::Result<String> {
+        Ok(self.info().await?.description)
+    }
+
     /// `ListenStream=…`/`ListenDatagram=…` lines, in config order.
     #[zbus(property)]
     async fn listen(&self) -> fdo::Result<Vec<String>> {
@@ -504,6 +511,7 @@ impl Socket {
 /// `PropertiesChanged`.
 #[derive(Debug, Clone, PartialEq)]
 struct Announced {
+    description: String,
     listen: Vec<String>,
     distribute: u32,
     service: String,
@@ -519,6 +527,7 @@ struct Announced {
 impl Announced {
     fn of(info: &SocketInfo) -> Self {
         Announced {
+            description: info.description.clone(),
             listen: info.listen.clone(),
             distribute: info.distribute,
             service: info.service.clone(),
@@ -543,6 +552,9 @@ impl Announced {
     fn changes<'a>(old: &Announced, info: &'a SocketInfo) -> HashMap<&'static str, Value<'a>> {
         let new = Announced::of(info);
         let mut changed = HashMap::new();
+        if old.description != new.description {
+            changed.insert("Description", Value::from(info.description.as_str()));
+        }
         if old.listen != new.listen {
             changed.insert("Listen", Value::from(&info.listen));
         }
@@ -828,6 +840,7 @@ impl Announced {
     /// Differs from anything real in every field.
     fn unknown() -> Self {
         Announced {
+            description: "\0".into(),
             listen: vec![String::from("\0")],
             distribute: u32::MAX,
             service: "\0".into(),
@@ -909,6 +922,7 @@ mod tests {
             sources: vec!["/etc/systemd/distribute/web.socket".into()],
             mode: "transient".into(),
             unit_file: String::new(),
+            description: String::new(),
             instances: (0..2)
                 .map(|i| InstanceInfo {
                     index: i,

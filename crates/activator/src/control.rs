@@ -53,6 +53,8 @@ pub enum Request {
 }
 
 /// The daemon's answer.
+// One at a time, over a channel: the size of `Socket` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// For [`Request::List`].
@@ -114,7 +116,8 @@ pub enum Event {
 pub struct SocketInfo {
     /// Config name.
     pub name: String,
-    /// `ListenStream=127.0.0.1:8080`-style lines, in config order.
+    /// `ListenStream=127.0.0.1:8080`-style lines, in config order (companion
+    /// listeners, shared by all instances, included: `ListenStream=/run/x.sock`).
     pub listen: Vec<String>,
     /// Current N.
     pub distribute: u32,
@@ -132,6 +135,8 @@ pub struct SocketInfo {
     pub mode: String,
     /// Template mode: the template's unit file (systemd's `FragmentPath`).
     pub unit_file: String,
+    /// `[Unit]` `Description=` of the config ("" if none).
+    pub description: String,
     /// Instance slots, by index.
     pub instances: Vec<InstanceInfo>,
 }

@@ -528,6 +528,13 @@ impl Daemon {
     fn warn_once_about(&self, spec: &SocketSpec) {
         use std::os::unix::fs::MetadataExt;
         let mut warned = self.warned.borrow_mut();
+        // What a copied socket unit has that does not apply here ([Unit]
+        // ordering and dependencies, [Install]): said once, served anyway.
+        for notice in &spec.notices {
+            if warned.insert(format!("notice:{}:{notice}", spec.name)) {
+                tracing::warn!("{notice}");
+            }
+        }
         for file in &spec.sources {
             let Ok(meta) = std::fs::metadata(file) else {
                 continue;
@@ -736,6 +743,9 @@ impl Daemon {
                 tracing::info!("stopping: stopping every instance");
                 for g in self.groups.borrow().values() {
                     g.command_all(SlotCommand::Stop);
+                    // Not on a restart: the fd store keeps the sockets, whose
+                    // files must stay where the clients look for them.
+                    crate::companion::remove_on_stop(&g.spec.borrow());
                 }
                 // Let the slot tasks send their StopUnit calls.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -797,6 +807,7 @@ fn failed_info(name: &str, err: &str) -> SocketInfo {
         sources: Vec::new(),
         mode: String::new(),
         unit_file: String::new(),
+        description: String::new(),
         instances: Vec::new(),
     }
 }

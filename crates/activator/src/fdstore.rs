@@ -7,6 +7,8 @@
 //! back through `$LISTEN_FDS`/`$LISTEN_FDNAMES`, so the queues (and the
 //! reuseport groups) survive the restart and no connection is lost. Needs
 //! `FileDescriptorStoreMax=` in the unit; without a notify socket this is a no-op.
+//! Companion listeners (AF_UNIX, FIFOs: one per config, not per instance) are
+//! stored as `CONFIG/shared/K` ([`crate::companion::fd_name`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -109,7 +111,7 @@ impl FdStore {
         match distribute_instance::listen_fds(true) {
             Ok(fds) => {
                 for f in fds {
-                    if parse_fd_name(&f.name).is_some() {
+                    if parse_fd_name(&f.name).is_some() || crate::companion::is_fd_name(&f.name) {
                         received.insert(f.name, f.fd);
                     } else {
                         tracing::warn!("ignoring passed fd named {:?}: not one of ours", f.name);

@@ -10,6 +10,7 @@
 //!
 //! Rescales of one config are serialized; a grow waits for a running drain.
 
+use crate::companion;
 use crate::control::{ControlError, InstanceInfo, SocketInfo};
 use crate::fdstore::{fd_name, FdStore};
 use crate::sockets::{self, BindError, BoundSocket};
@@ -68,6 +69,8 @@ pub struct Group {
     /// N asked for while a shrink was draining: applied when it ends (a
     /// rescale never waits for a drain).
     queued: Cell<Option<u32>>,
+    /// Watches the companion listeners while no instance runs.
+    companion_task: RefCell<Option<JoinHandle<()>>>,
 }
 
 /// N for a spec.
@@ -92,7 +95,18 @@ pub fn socket_level_change(a: &SocketSpec, b: &SocketSpec) -> bool {
         o.drain_timeout_usec = None;
         o
     };
-    a.listen != b.listen || a.service != b.service || a.instance != b.instance || norm(a) != norm(b)
+    // Companions by what they bind, not by the line they are on.
+    let companions = |s: &SocketSpec| {
+        s.companions
+            .iter()
+            .map(|c| (c.kind, c.path.clone(), c.position))
+            .collect::<Vec<_>>()
+    };
+    a.listen != b.listen
+        || companions(a) != companions(b)
+        || a.service != b.service
+        || a.instance != b.instance
+        || norm(a) != norm(b)
 }
 
 /// Whether the options that [`sockets::refresh_stored`] applies to bound,
@@ -173,7 +187,7 @@ impl Group {
         store: &FdStore,
         spec: SocketSpec,
         mode: Mode,
-    ) -> Result<Rc<Group>, BindError> {
+    ) -> Result<Rc<Group>, String> {
         let n = resolve_n(spec.distribute);
         // Take back the stored sockets above N too (a restart during a
         // shrink): the caller drains them through `rescale`, highest first,
@@ -197,10 +211,19 @@ impl Group {
                     // copies would then keep the port bound, unserved).
                     drop(bound);
                     forget_stored(&spec, i, store);
-                    return Err(e);
+                    return Err(e.to_string());
                 }
             }
         }
+        // The listeners the kernel cannot distribute: bound once, shared.
+        let companions = match companion::bind_all(&spec, store) {
+            Ok(c) => c,
+            Err(e) => {
+                drop(bound);
+                forget_stored(&spec, open.saturating_sub(1), store);
+                return Err(e.to_string());
+            }
+        };
         let group = Rc::new(Group {
             name: spec.name.clone(),
             spec: Rc::new(RefCell::new(Rc::new(spec))),
@@ -208,12 +231,14 @@ impl Group {
             error: RefCell::new(String::new()),
             link: Rc::new(GroupLink {
                 mode: RefCell::new(mode),
+                companions: RefCell::new(companions),
                 ..GroupLink::default()
             }),
             warm: Cell::new(1),
             rescale_lock: tokio::sync::Mutex::new(()),
             drain: RefCell::new(None),
             queued: Cell::new(None),
+            companion_task: RefCell::new(None),
         });
         group.link.size.set(bound.len() as u32);
         for (i, sockets) in (0u32..).zip(bound) {
@@ -222,6 +247,10 @@ impl Group {
         group.apply_steering();
         if group.spec.borrow().options.steering == Steering::Warm {
             tokio::task::spawn_local(warm_monitor(Rc::downgrade(&group)));
+        }
+        if !group.link.companions.borrow().is_empty() {
+            let task = tokio::task::spawn_local(companion_monitor(Rc::downgrade(&group)));
+            *group.companion_task.borrow_mut() = Some(task);
         }
         Ok(group)
     }
@@ -520,6 +549,16 @@ impl Group {
         }
         self.close_draining(&store, 0, Some(REMOVE_DRAIN_TIMEOUT))
             .await;
+        // Closed now, not when the last reference goes: a replacement binds
+        // the same abstract names and paths next. The monitor watching them
+        // goes first.
+        let monitor = self.companion_task.borrow_mut().take();
+        if let Some(task) = monitor {
+            task.abort();
+            let _ = task.await;
+        }
+        drop(self.link.companions.take());
+        companion::forget(&self.spec.borrow(), &store, true);
         tracing::info!("{}: removed; all its sockets are closed", self.name);
         // Wakes the warm-steering monitor, which ends on it.
         self.link.closed.set(true);
@@ -571,13 +610,23 @@ impl Group {
         SocketInfo {
             name: self.name.clone(),
             listen: spec
-                .listen
-                .iter()
-                .map(|l| match l.kind {
-                    ListenKind::Stream => format!("ListenStream={}", l.addr),
-                    ListenKind::Datagram => format!("ListenDatagram={}", l.addr),
+                .fd_order()
+                .into_iter()
+                .map(|r| match r {
+                    distribute_config::FdRef::Distributed(i) => {
+                        let l = &spec.listen[i];
+                        match l.kind {
+                            ListenKind::Stream => format!("ListenStream={}", l.addr),
+                            ListenKind::Datagram => format!("ListenDatagram={}", l.addr),
+                        }
+                    }
+                    distribute_config::FdRef::Companion(i) => {
+                        let c = &spec.companions[i];
+                        format!("{}={}", c.kind.key(), c.path)
+                    }
                 })
                 .collect(),
+            description: spec.description.clone().unwrap_or_default(),
             distribute: self.active(),
             service: spec.service.clone(),
             state: if draining { "draining" } else { "serving" }.into(),
@@ -684,6 +733,115 @@ async fn warm_monitor(group: std::rc::Weak<Group>) {
         }
         drop(g);
         tokio::time::sleep(WARM_TICK).await;
+    }
+}
+
+/// Companion listeners: when no instance runs (or is starting), something
+/// queued on one of them starts instance 0; while one runs, the instances
+/// accept from them (they share the sockets), so they are not watched.
+async fn companion_monitor(group: std::rc::Weak<Group>) {
+    loop {
+        let Some(g) = group.upgrade() else { return };
+        if g.link.closed.get() {
+            return;
+        }
+        let link = g.link.clone();
+        let first = g
+            .slots
+            .borrow()
+            .first()
+            .map(|h| (h.slot.clone(), h.commands.clone()));
+        drop(g);
+        let Some((slot0, start)) = first else { return };
+        let any_up = || {
+            group.upgrade().is_some_and(|g| {
+                g.slots.borrow().iter().any(|h| {
+                    matches!(
+                        h.slot.status.borrow().state,
+                        SlotState::Running | SlotState::Starting
+                    )
+                })
+            })
+        };
+        if any_up() {
+            link.companion_wake.notified().await;
+            continue;
+        }
+        // Raw fds, not a borrow across the wait: `Group::remove` ends this
+        // task before it closes the companions, so they stay open meanwhile.
+        let fds: Vec<std::os::fd::RawFd> = link
+            .companions
+            .borrow()
+            .iter()
+            .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.fd))
+            .collect();
+        if !wait_any_readable(&fds, &link.companion_wake).await {
+            continue; // a slot changed state: look again
+        }
+        if any_up() {
+            continue;
+        }
+        // Backoff ends by itself; failed waits for an operator.
+        let listening = slot0.status.borrow().state == SlotState::Listening;
+        if listening {
+            tracing::info!(
+                "{}: something queued on a companion socket; starting instance 0",
+                slot0.name
+            );
+            let _ = start.send(SlotCommand::Start);
+        }
+        // Wait for the start to show (or a state change) before looking again.
+        link.companion_wake.notified().await;
+    }
+}
+
+/// Waits until one of `fds` is readable (true) or `wake` is notified (false).
+/// The fds must stay open while this runs (see [`companion_monitor`]).
+async fn wait_any_readable(fds: &[std::os::fd::RawFd], wake: &tokio::sync::Notify) -> bool {
+    use std::os::fd::AsRawFd;
+    /// Registration-only handle; the fd is borrowed for the wait.
+    struct Watch(std::os::fd::RawFd);
+    impl AsRawFd for Watch {
+        fn as_raw_fd(&self) -> std::os::fd::RawFd {
+            self.0
+        }
+    }
+    let watches: Vec<tokio::io::unix::AsyncFd<Watch>> = fds
+        .iter()
+        .filter_map(|&fd| {
+            // SAFETY: the caller keeps `fd` open for as long as this future
+            // (and so the registration) lives.
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    Watch(fd),
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .map_err(|e| tracing::warn!("cannot watch a companion socket: {e}"))
+            .ok()
+        })
+        .collect();
+    if watches.is_empty() {
+        wake.notified().await;
+        return false;
+    }
+    let readable = async {
+        loop {
+            let (res, i, _) =
+                futures_util::future::select_all(watches.iter().map(|w| Box::pin(w.readable())))
+                    .await;
+            let Ok(mut guard) = res else { return };
+            // SAFETY: open for the whole wait (see above).
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[i]) };
+            if supervisor::queued(fd).unwrap_or(false) {
+                return;
+            }
+            guard.clear_ready();
+        }
+    };
+    tokio::select! {
+        () = readable => true,
+        () = wake.notified() => false,
     }
 }
 

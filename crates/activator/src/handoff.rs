@@ -183,12 +183,16 @@ async fn answer(conn: OwnedFd, shared: &Shared) {
     let fd = conn.get_ref().0.as_fd();
     match decide(shared, &peer, &request).await {
         Ok(grant) => {
-            let fds: Vec<BorrowedFd<'_>> = grant
-                .slot
-                .sockets
-                .iter()
-                .map(|s| s.socket.as_fd())
-                .collect();
+            // Its own sockets and the shared companions, in config order.
+            let companions = match crate::supervisor::companion_fds(&grant.slot) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("{request}: dup: {e}");
+                    return;
+                }
+            };
+            let fds: Vec<BorrowedFd<'_>> =
+                crate::supervisor::instance_fds(&grant.spec, &grant.slot, &companions);
             let names = vec![grant.fd_name.clone(); fds.len()];
             match fdpass::send(fd, &fds, &names) {
                 Ok(()) => {
@@ -234,6 +238,7 @@ async fn read_request(conn: &AsyncFd<Conn>) -> io::Result<String> {
 /// What a granted request gets.
 struct Grant {
     slot: Rc<crate::supervisor::Slot>,
+    spec: Rc<distribute_config::SocketSpec>,
     fd_name: String,
 }
 
@@ -283,8 +288,13 @@ async fn decide(shared: &Shared, peer: &Peer, unit: &str) -> Result<Grant, Strin
              starts (ExecStartPre=)"
         ));
     }
-    let fd_name = spec.borrow().fd_name();
-    Ok(Grant { slot, fd_name })
+    let spec = spec.borrow().clone();
+    let fd_name = spec.fd_name();
+    Ok(Grant {
+        slot,
+        spec,
+        fd_name,
+    })
 }
 
 /// The helper's side: asks the activator at `socket` for the sockets of

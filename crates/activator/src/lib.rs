@@ -13,6 +13,7 @@
 //! file's own instance, which fetches its fds over [`handoff`].
 
 pub mod api;
+pub mod companion;
 pub mod control;
 pub mod daemon;
 pub mod fdpass;

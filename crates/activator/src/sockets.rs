@@ -399,7 +399,7 @@ fn set_bytes_opt(
     Ok(())
 }
 
-fn set_int_opt(
+pub(crate) fn set_int_opt(
     socket: &Socket,
     level: libc::c_int,
     name: libc::c_int,

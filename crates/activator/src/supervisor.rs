@@ -232,6 +232,12 @@ pub struct GroupLink {
     pub size: std::cell::Cell<u32>,
     /// Set when the config is removed or replaced: its monitor tasks end.
     pub closed: std::cell::Cell<bool>,
+    /// The config's companion listeners (AF_UNIX, FIFOs), shared by every
+    /// instance; emptied when the config is removed.
+    pub companions: RefCell<Vec<crate::companion::CompanionSocket>>,
+    /// Woken whenever a slot changes state, for the companion monitor (its own
+    /// `Notify`: `activity` wakes one waiter only).
+    pub companion_wake: tokio::sync::Notify,
 }
 
 /// One instance slot: its sockets and its status. Shared (`Rc`) between the
@@ -399,6 +405,7 @@ impl SlotTask {
             }
         }
         self.slot.link.activity.notify_one();
+        self.slot.link.companion_wake.notify_one();
         (self.shared.on_change)(&self.slot.name);
     }
 
@@ -840,7 +847,9 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
         exec.cpu_affinity = cpus_for_slot(slot.index, slot.link.size.get());
     }
     let fd_name = spec.fd_name();
-    let fds: Vec<BorrowedFd<'_>> = slot.sockets.iter().map(|s| s.socket.as_fd()).collect();
+    // Copies, not a borrow across the call (the fds are dup'ed by systemd anyway).
+    let companions = companion_fds(slot).map_err(|e| StartError::Other(format!("dup: {e}")))?;
+    let fds = instance_fds(spec, slot, &companions);
     let names: Vec<String> = fds.iter().map(|_| fd_name.clone()).collect();
     // The carrier must outlive the call: systemd dups it while handling it.
     let carrier;
@@ -857,7 +866,14 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
             fds: fds.iter().copied().zip(names).collect(),
         },
     };
-    let props = unit::properties(&spec.name, slot.index, &exec, hand_off);
+    let props = unit::properties_described(
+        &spec.name,
+        spec.description.as_deref(),
+        &spec.documentation,
+        slot.index,
+        &exec,
+        hand_off,
+    );
     let props: Vec<(&str, zbus::zvariant::Value<'_>)> =
         props.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     match shared
@@ -875,6 +891,43 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
         Err(e @ zbus::Error::MethodError(..)) => Err(StartError::Other(e.to_string())),
         Err(e) => Err(StartError::from_bus(e)),
     }
+}
+
+/// The fds instance `slot` gets, in config order ([`SocketSpec::fd_order`]): its
+/// own socket of each distributed listener, the shared one of each companion.
+pub fn instance_fds<'a>(
+    spec: &SocketSpec,
+    slot: &'a Slot,
+    companions: &'a [std::os::fd::OwnedFd],
+) -> Vec<BorrowedFd<'a>> {
+    let order = spec.fd_order();
+    // A reload may have changed the listeners since the slot was bound (it
+    // then replaces the sockets): hand over what exists.
+    if order.len() != slot.sockets.len() + companions.len() {
+        return slot
+            .sockets
+            .iter()
+            .map(|s| s.socket.as_fd())
+            .chain(companions.iter().map(|c| c.as_fd()))
+            .collect();
+    }
+    order
+        .into_iter()
+        .map(|r| match r {
+            distribute_config::FdRef::Distributed(i) => slot.sockets[i].socket.as_fd(),
+            distribute_config::FdRef::Companion(i) => companions[i].as_fd(),
+        })
+        .collect()
+}
+
+/// Copies of the slot's companion fds (same sockets), for [`instance_fds`].
+pub fn companion_fds(slot: &Slot) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    slot.link
+        .companions
+        .borrow()
+        .iter()
+        .map(|c| c.fd.try_clone())
+        .collect()
 }
 
 /// Template mode: `StartUnit` of the unit file's own instance; it fetches its

@@ -205,7 +205,8 @@ pub async fn own_settings(manager: &ManagerProxy<'_>, spec: &SocketSpec) -> OwnS
 /// The drop-in for `spec`'s template. `helper` is the hand-off helper's path,
 /// `socket` the activator's hand-off socket.
 pub fn dropin_text(spec: &SocketSpec, own: &OwnSettings, helper: &str, socket: &Path) -> String {
-    let fds = spec.listen.len() as u32;
+    // The instance's own sockets and the shared companions.
+    let fds = (spec.listen.len() + spec.companions.len()) as u32;
     let mut s = format!(
         "{MARKER} for {}.socket (template mode).\n\
          # The helper fetches this instance's listening sockets from the activator and\n\
@@ -341,6 +342,12 @@ mod tests {
         };
         let text = dropin_text(&s, &own, helper, sock);
         assert!(text.contains("FileDescriptorStoreMax=7\n"));
+        // Companion listeners count too.
+        let s = spec(
+            "[Socket]\nListenStream=80\nListenStream=/run/app.sock\nListenFIFO=/run/app.fifo\n",
+        );
+        let text = dropin_text(&s, &OwnSettings::default(), helper, sock);
+        assert!(text.contains("\nFileDescriptorStoreMax=3\n"), "{text}");
         assert!(
             !text.contains("NotifyAccess"),
             "must not weaken NotifyAccess=all"

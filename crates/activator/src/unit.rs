@@ -26,6 +26,14 @@ pub enum FdHandOff<'a> {
     },
 }
 
+/// The `Description=` of instance `index`.
+pub fn instance_description(name: &str, description: Option<&str>, index: u32) -> String {
+    match description {
+        Some(d) => format!("{d}, instance {index} (systemd-distribute)"),
+        None => format!("{name} instance {index} (systemd-distribute)"),
+    }
+}
+
 /// `NAME@I.service`.
 pub fn instance_unit_name(service: &str, index: u32) -> String {
     format!("{service}@{index}.service")
@@ -51,12 +59,29 @@ pub fn properties<'a>(
     exec: &'a ServiceSpec,
     hand_off: FdHandOff<'a>,
 ) -> Vec<(String, Value<'a>)> {
+    properties_described(name, None, &[], index, exec, hand_off)
+}
+
+/// [`properties`], with the config's `[Unit]` `Description=` (the instance's
+/// description: `DESCRIPTION, instance I (systemd-distribute)`) and
+/// `Documentation=`.
+pub fn properties_described<'a>(
+    name: &str,
+    description: Option<&str>,
+    documentation: &[String],
+    index: u32,
+    exec: &'a ServiceSpec,
+    hand_off: FdHandOff<'a>,
+) -> Vec<(String, Value<'a>)> {
     let mut p: Vec<(String, Value<'a>)> = Vec::new();
     let mut push = |k: &str, v: Value<'a>| p.push((k.to_string(), v));
     push(
         "Description",
-        Value::from(format!("{name} instance {index} (systemd-distribute)")),
+        Value::from(instance_description(name, description, index)),
     );
+    if !documentation.is_empty() {
+        push("Documentation", Value::from(documentation.to_vec()));
+    }
     // Without this a failed instance stays loaded and the next start of the same
     // name fails with "already loaded"; with it, every exit unloads the unit and
     // systemd's UnitRemoved tells us the socket can be watched again.
@@ -162,6 +187,43 @@ mod tests {
         assert!(props
             .iter()
             .all(|(k, _)| k != "StandardInputFileDescriptor"));
+    }
+
+    #[test]
+    fn descriptions_follow_the_unit_section() {
+        assert_eq!(
+            instance_description("web", None, 3),
+            "web instance 3 (systemd-distribute)"
+        );
+        assert_eq!(
+            instance_description("web", Some("Web front end"), 3),
+            "Web front end, instance 3 (systemd-distribute)"
+        );
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        use std::os::fd::AsFd;
+        let exec = ServiceSpec::default();
+        let docs = vec!["man:web(8)".to_string()];
+        let props = properties_described(
+            "web",
+            Some("Web"),
+            &docs,
+            0,
+            &exec,
+            FdHandOff::Native {
+                fds: vec![(l.as_fd(), "web.socket".into())],
+            },
+        );
+        let get = |k: &str| {
+            props
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(get("Documentation").unwrap(), r#"["man:web(8)"]"#);
+        assert_eq!(
+            get("Description").unwrap(),
+            r#""Web, instance 0 (systemd-distribute)""#
+        );
     }
 
     #[test]

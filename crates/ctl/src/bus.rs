@@ -69,6 +69,9 @@ pub trait Socket {
     /// Template mode: the template's unit file.
     #[zbus(property)]
     fn unit_file(&self) -> zbus::Result<String>;
+    /// The config's [Unit] Description= ("" if none).
+    #[zbus(property)]
+    fn description(&self) -> zbus::Result<String>;
     /// (index, unit, state, main PID, activations, failures, queue depth, reason).
     #[zbus(property)]
     #[allow(clippy::type_complexity)]
@@ -136,6 +139,8 @@ pub struct SocketStatus {
     pub mode: String,
     /// Template mode: the template's unit file.
     pub unit_file: String,
+    /// The config's `[Unit]` `Description=` ("" if none).
+    pub description: String,
     /// Instances by index.
     pub instances: Vec<Instance>,
 }
@@ -303,6 +308,8 @@ impl Client {
             sources: p.sources().await.map_err(err)?,
             mode: p.mode().await.map_err(err)?,
             unit_file: p.unit_file().await.map_err(err)?,
+            // An older daemon has no Description property: show none.
+            description: p.description().await.unwrap_or_default(),
             instances: p
                 .instances()
                 .await

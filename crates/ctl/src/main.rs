@@ -441,20 +441,9 @@ fn verify_files(files: &[PathBuf], out: &Out) -> u8 {
     if out.json.is_some() {
         out.print_json(&results);
     } else {
-        for r in &results {
-            if r.masked {
-                eprintln!(
-                    "{}: config is masked (empty, or a symlink to /dev/null); not checked",
-                    r.file
-                );
-            }
-            for e in &r.errors {
-                eprintln!("{}", e.text);
-            }
-            if r.errors.is_empty() && !r.summary.is_empty() {
-                println!("{}: {}", r.file, r.summary);
-            }
-        }
+        let (out, err) = verify::render_text(&results);
+        eprint!("{err}");
+        print!("{out}");
     }
     u8::from(failed)
 }

@@ -212,11 +212,13 @@ pub fn format_status(s: &SocketStatus, legend: bool, style: &Style) -> String {
         _ => style.bullet().to_string(),
     };
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{bullet} {} - Distribute={} socket config",
-        s.name, s.distribute
-    );
+    // Like systemctl status: the description, if the config has one.
+    let description = if s.description.is_empty() {
+        format!("Distribute={} socket config", s.distribute)
+    } else {
+        s.description.clone()
+    };
+    let _ = writeln!(out, "{bullet} {} - {description}", s.name);
     let field = |out: &mut String, label: &str, values: &[String]| {
         for (i, v) in values.iter().enumerate() {
             let label = if i == 0 {
@@ -375,6 +377,7 @@ mod tests {
             ],
             mode: "transient".into(),
             unit_file: String::new(),
+            description: String::new(),
             instances: vec![
                 inst(0, "running", 1234, 12, 0, 0, ""),
                 inst(1, "listening", 0, 3, 0, 2, ""),
@@ -403,6 +406,20 @@ mod tests {
   web@2.service  failed        -     17            1         5  exit-code 1, 5 times in a row
 ";
         assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn status_header_shows_the_description() {
+        let mut s = fixture();
+        s.description = "Web front end".into();
+        let got = format_status(&s, true, &PLAIN);
+        assert!(
+            got.lines()
+                .next()
+                .unwrap()
+                .ends_with(" web - Web front end"),
+            "{got}"
+        );
     }
 
     #[test]

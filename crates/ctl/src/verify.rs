@@ -33,6 +33,12 @@ pub struct Verified {
     pub unit_file: Option<String>,
     /// What the mode means for this config, one line for people.
     pub summary: String,
+    /// What is used, one line each: the description and every listener with
+    /// what becomes of it (distributed over N sockets, or a shared companion).
+    pub used: Vec<String>,
+    /// What is accepted and ignored (`[Unit]` ordering and dependencies,
+    /// `[Install]`), each `file:line: …`.
+    pub ignored: Vec<String>,
 }
 
 /// One problem, located.
@@ -71,12 +77,17 @@ pub fn verify(path: &Path) -> Verified {
 /// [`verify`], with the unit directories looked up under `root`.
 pub fn verify_in(path: &Path, root: &Path) -> Verified {
     let load = load_file(path);
-    let mut errors = match &load.result {
-        Err(e) if !load.masked => vec![Problem::from(e)],
-        _ => Vec::new(),
+    // Every refused key, not only the first: a copied unit shows all at once.
+    let mut errors: Vec<Problem> = if load.masked {
+        Vec::new()
+    } else {
+        load.errors.iter().map(Problem::from).collect()
     };
     let (mut mode, mut unit_file, mut summary) = (String::new(), None, String::new());
+    let (mut used, mut ignored) = (Vec::new(), Vec::new());
     if let (Ok(spec), false) = (&load.result, load.masked) {
+        used = uses(spec);
+        ignored = spec.notices.iter().map(ToString::to_string).collect();
         unit_file = find_unit_file(root, &spec.template_unit()).map(|p| p.display().to_string());
         match describe_mode(spec, unit_file.as_deref()) {
             Ok((m, s)) => (mode, summary) = (m.to_string(), s),
@@ -95,7 +106,78 @@ pub fn verify_in(path: &Path, root: &Path) -> Verified {
         mode,
         unit_file,
         summary,
+        used,
+        ignored,
     }
+}
+
+/// What of `spec` is used, for people.
+fn uses(spec: &SocketSpec) -> Vec<String> {
+    let n = match spec.distribute {
+        distribute_config::Distribute::Count(n) => format!("{n}"),
+        distribute_config::Distribute::Cpus => "one per CPU".to_string(),
+    };
+    let mut out = Vec::new();
+    if let Some(d) = &spec.description {
+        out.push(format!("Description={d}"));
+    }
+    for d in &spec.documentation {
+        out.push(format!("Documentation={d}"));
+    }
+    for r in spec.fd_order() {
+        out.push(match r {
+            distribute_config::FdRef::Distributed(i) => {
+                let l = &spec.listen[i];
+                let key = match l.kind {
+                    distribute_config::ListenKind::Stream => "ListenStream",
+                    distribute_config::ListenKind::Datagram => "ListenDatagram",
+                };
+                format!(
+                    "{key}={}: distributed, one SO_REUSEPORT socket per instance ({n} instances)",
+                    l.original
+                )
+            }
+            distribute_config::FdRef::Companion(i) => {
+                let c = &spec.companions[i];
+                format!(
+                    "{}={}: companion, bound once and shared by every instance (the kernel \
+                     cannot distribute it)",
+                    c.kind.key(),
+                    c.path
+                )
+            }
+        });
+    }
+    out
+}
+
+/// The text output of `distributectl verify`: (stdout, stderr). Stdout has, per
+/// valid config, its mode, what is used and what is ignored; stderr every
+/// problem (`file:line: Key=value: message`) and masked configs.
+pub fn render_text(results: &[Verified]) -> (String, String) {
+    let (mut out, mut err) = (String::new(), String::new());
+    for r in results {
+        if r.masked {
+            err.push_str(&format!(
+                "{}: config is masked (empty, or a symlink to /dev/null); not checked\n",
+                r.file
+            ));
+        }
+        for e in &r.errors {
+            err.push_str(&e.text);
+            err.push('\n');
+        }
+        if r.errors.is_empty() && !r.summary.is_empty() {
+            out.push_str(&format!("{}: {}\n", r.file, r.summary));
+            for u in &r.used {
+                out.push_str(&format!("  used: {u}\n"));
+            }
+            for i in &r.ignored {
+                out.push_str(&format!("  note: {i}\n"));
+            }
+        }
+    }
+    (out, err)
 }
 
 /// The template's unit file under `root`, in systemd's search order.
@@ -166,6 +248,40 @@ mod tests {
 
     const GOOD: &str =
         "[Socket]\nListenStream=8080\nDistribute=2\n\n[Service]\nExecStart=/bin/true\n";
+
+    /// Golden: `tests/verify/NAME.socket` (socket units as distributions ship
+    /// them, copied with `Distribute=` added or not) against `NAME.expected`,
+    /// the exact text `distributectl verify` prints (stdout, then stderr), with
+    /// templates looked up in `tests/verify/root`. `UPDATE_GOLDEN=1` rewrites.
+    #[test]
+    fn verify_output_golden() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verify");
+        let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+        let mut names: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "socket"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 4, "{names:?}");
+        let mut failures = Vec::new();
+        for file in names {
+            let v = verify_in(&file, &dir.join("root"));
+            let (out, err) = render_text(&[v]);
+            let got = format!("--- stdout\n{out}--- stderr\n{err}")
+                .replace(&format!("{}/", dir.display()), "");
+            let expected = file.with_extension("expected");
+            if update {
+                fs::write(&expected, &got).unwrap();
+                continue;
+            }
+            let want = fs::read_to_string(&expected).unwrap_or_default();
+            if got != want {
+                failures.push(format!("{}:\n{got}\nwant:\n{want}", file.display()));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
 
     #[test]
     fn good_file_passes() {
