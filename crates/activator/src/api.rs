@@ -947,6 +947,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "Description",
                 "Distribute",
                 "Error",
                 "Instances",

@@ -342,16 +342,17 @@ mod tests {
         };
         let text = dropin_text(&s, &own, helper, sock);
         assert!(text.contains("FileDescriptorStoreMax=7\n"));
-        // Companion listeners count too.
-        let s = spec(
-            "[Socket]\nListenStream=80\nListenStream=/run/app.sock\nListenFIFO=/run/app.fifo\n",
-        );
-        let text = dropin_text(&s, &OwnSettings::default(), helper, sock);
-        assert!(text.contains("\nFileDescriptorStoreMax=3\n"), "{text}");
+
         assert!(
             !text.contains("NotifyAccess"),
             "must not weaken NotifyAccess=all"
         );
+        // Companion listeners count too.
+        let s = spec(
+            "[Socket]\nListenStream=80\nListenStream=/run/app.sock\nListenFIFO=/run/app.fifo\n",
+        );
+        let shared = dropin_text(&s, &OwnSettings::default(), helper, sock);
+        assert!(shared.contains("\nFileDescriptorStoreMax=3\n"), "{shared}");
     }
 
     #[test]
