@@ -212,7 +212,10 @@ pub fn bind_one(c: &Companion, opts: &SocketOptions) -> Result<OwnedFd, Companio
     }
     if c.kind == CompanionKind::Fifo {
         let fd = open_fifo(path, opts).map_err(|(op, e)| fail(op, e))?;
-        set_owner_and_mode(path, opts).map_err(|e| fail("owner and mode", e))?;
+        set_owner_and_mode(path, opts).map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            fail("owner and mode", e)
+        })?;
         return Ok(fd);
     }
     let socket = Socket::new(Domain::UNIX, sock_type(c.kind).cloexec(), None)
@@ -266,7 +269,16 @@ pub fn bind_one(c: &Companion, opts: &SocketOptions) -> Result<OwnedFd, Companio
     .map_err(|e| fail("address", e))?;
     socket.bind(&addr).map_err(|e| fail("bind", e))?;
     if !c.is_abstract() {
-        set_owner_and_mode(path, opts).map_err(|e| fail("owner and mode", e))?;
+        if let Err(e) = set_owner_and_mode(path, opts) {
+            // Not left behind half-configured.
+            let _ = std::fs::remove_file(path);
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (SocketUser=/SocketGroup= need CAP_CHOWN)"
+            } else {
+                ""
+            };
+            return Err(fail(&format!("owner and mode{hint}"), e));
+        }
     }
     if c.kind != CompanionKind::Datagram {
         let backlog = opts
@@ -318,15 +330,21 @@ fn open_fifo(path: &Path, opts: &SocketOptions) -> Result<OwnedFd, (&'static str
     Ok(fd)
 }
 
-/// Creates the missing parent directories of `path` with `mode`.
+/// Creates the missing parent directories of `path` with exactly `mode` (not
+/// narrowed by the daemon's `UMask=`, as systemd's own are not).
 fn make_parents(path: &Path, mode: u32) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(dir),
-        _ => Ok(()),
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(mode).create(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }
 
 /// `SocketMode=` (default 0666) and `SocketUser=`/`SocketGroup=` on the node.

@@ -75,7 +75,7 @@ fn hint_for(err: &io::Error, addr: &SocketAddr, op: &str) -> String {
                 .into()
         }
         ("SO_MARK", Some(libc::EPERM)) => {
-            return "; Mark= needs CAP_NET_ADMIN".into();
+            return "; Mark= needs CAP_NET_RAW (Linux >= 5.17) or CAP_NET_ADMIN".into();
         }
         _ => {}
     }
