@@ -375,6 +375,35 @@ pub fn check_config_keys(src: &str) -> Vec<String> {
             }
         }
     }
+    // systemd.socket(5) keys we refuse: each named, with its reason, in the
+    // page's list of unsupported options; the [Unit] keys we use, documented.
+    let checks: [(&str, Vec<&str>); 2] = [
+        (
+            "UNSUPPORTED SYSTEMD.SOCKET OPTIONS",
+            distribute_config::UNSUPPORTED_SOCKET_KEYS.to_vec(),
+        ),
+        (
+            "[UNIT] AND [INSTALL] SECTIONS",
+            distribute_config::UNIT_KEYS
+                .iter()
+                .chain(distribute_config::INSTALL_KEYS)
+                .copied()
+                .collect(),
+        ),
+    ];
+    for (title, keys) in checks {
+        let Some(section) = page.section(title) else {
+            problems.push(format!("distribute.socket.5: no section {title}"));
+            continue;
+        };
+        for key in keys {
+            if !has_word(&section.text, &format!("{key}=")) {
+                problems.push(format!(
+                    "distribute.socket.5: {key}= is not named under {title}"
+                ));
+            }
+        }
+    }
     problems
 }
 

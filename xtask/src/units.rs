@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Highest acceptable `systemd-analyze security` exposure of
-/// systemd-distribute.service, in tenths (1.7 today; see README.md).
-pub const MAX_EXPOSURE: u32 = 17;
+/// systemd-distribute.service, in tenths (2.0 today: CAP_CHOWN and @chown for SocketUser=/SocketGroup= cost 0.3; see README.md).
+pub const MAX_EXPOSURE: u32 = 20;
 
 pub fn run() -> Result<()> {
     crate::cargo(&["build", "--bins"])?;
