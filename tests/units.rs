@@ -104,6 +104,7 @@ fn copied_unit_with_tcp_and_unix_listeners_serves_both() {
     a.write_config("web", &text);
     a.reload();
     let sock = a.sb.host_path("/run/copied/web.sock");
+    println!("systemd {}", a.sb.systemd_version());
 
     // Owner, mode and directory as configured, and the symlink.
     let meta = std::fs::metadata(&sock).unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
@@ -264,4 +265,46 @@ fn a_config_with_only_unix_listeners_is_refused() {
         .host_path("/run/docker-copy.sock")
         .symlink_metadata()
         .is_err());
+}
+
+#[test]
+fn template_mode_instances_get_the_companion_through_the_hand_off() {
+    let p = port(112);
+    let Some(a) = Activator::start("copied-template", &[]) else {
+        return;
+    };
+    let unit = "[Unit]\nDescription=companion template %i\n[Service]\nType=notify\n\
+                ExecStart=@BIN@/distribute-hello --notify --idle-timeout 30s --show-env LISTEN_FDNAMES\n\
+                Environment=DISTRIBUTE_INSTANCE=%i\nDynamicUser=yes\n"
+        .replace("@BIN@", &a.bin);
+    a.sb.install_unit("tplc@.service", &unit).unwrap();
+    a.write_config(
+        "tplc",
+        &format!(
+            "[Unit]\nDescription=copied, template mode\n[Socket]\nListenStream=/run/tplc/app.sock\n\
+             ListenStream=127.0.0.1:{p}\nDistribute=2\nService=tplc@.service\n[Install]\nWantedBy=sockets.target\n"
+        ),
+    );
+    a.reload();
+    let dropin = std::fs::read_to_string(
+        a.sb.host_path("/run/systemd/system/tplc@.service.d/99-systemd-distribute.conf"),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    assert!(dropin.contains("\nFileDescriptorStoreMax=2\n"), "{dropin}");
+
+    // The unix socket first: instance 0 starts and gets both sockets, the
+    // shared one first (config order).
+    let sock = a.sb.host_path("/run/tplc/app.sock");
+    let (h, resp) = get_hello_unix(&sock).unwrap_or_else(|e| panic!("unix: {e:#}\n{}", a.log()));
+    assert_eq!(h.instance, "0", "{resp}");
+    assert!(
+        resp.contains("LISTEN_FDNAMES=tplc.socket:tplc.socket"),
+        "{resp}"
+    );
+    let (hellos, failures) = fire(addr(p), 4, 25, Duration::ZERO);
+    assert_eq!(failures.total(), 0, "{failures:?}\n{}", a.log());
+    let t = tally(&hellos);
+    assert_eq!(t.keys().cloned().collect::<Vec<_>>(), ["0", "1"], "{t:?}");
+    let (h, _) = get_hello_unix(&sock).expect("unix with both running");
+    assert!(["0", "1"].contains(&h.instance.as_str()), "{h:?}");
 }
