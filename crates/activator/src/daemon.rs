@@ -496,7 +496,9 @@ impl Daemon {
         };
         let want = resolve_n(spec.distribute);
         // Sockets taken back after a restart are stored already.
-        let more = (want as usize * spec.listen.len()).saturating_sub(self.store.stored_for(&name));
+        // Companion listeners are stored once per config.
+        let more = (want as usize * spec.listen.len() + spec.companions.len())
+            .saturating_sub(self.store.stored_for(&name));
         if let Err(e) = self.store.room_for(more) {
             return self.not_served(&name, e);
         }

@@ -210,7 +210,10 @@ impl FdStore {
         self.stored
             .borrow()
             .iter()
-            .filter(|n| parse_fd_name(n).is_some_and(|(c, _, _)| c == config))
+            .filter(|n| {
+                parse_fd_name(n).is_some_and(|(c, _, _)| c == config)
+                    || (crate::companion::is_fd_name(n) && n.rsplitn(3, '/').nth(2) == Some(config))
+            })
             .count()
     }
 
