@@ -24,7 +24,11 @@
 //!   Sources     as   files the effective config came from, in the order applied
 //!   Instances   a(ussuttus)
 //!                    index, unit, state, main PID (0 = none), activations,
-//!                    failures, accept-queue depth (read live), reason ("" = none)
+//!                    failures, accept-queue depth (read live), reason ("" = none);
+//!                    state `stuck`: running but not accepting, new
+//!                    connections go to the others (reason says why)
+//!   Stuck       a(uts)  the stuck instances: index, since (µs since the epoch,
+//!                    CLOCK_REALTIME), why
 //!   SetDistribute(u n)
 //!   StartInstance(u index)
 //!   StopInstance(u index)
@@ -85,6 +89,9 @@ pub type SocketEntry = (String, OwnedObjectPath, Vec<String>, u32, u32, String);
 /// One entry of the `Instances` property: `(index, unit, state, main_pid,
 /// activations, failures, queue_depth, reason)`, `(ussuttus)`.
 pub type InstanceEntry = (u32, String, String, u32, u64, u64, u32, String);
+
+/// One entry of the `Stuck` property: `(index, since_usec, why)`, `(uts)`.
+pub type StuckEntry = (u32, u64, String);
 
 /// Errors of our methods.
 ///
@@ -236,6 +243,14 @@ fn instance_entry(i: &InstanceInfo) -> InstanceEntry {
         i.queue_depth,
         i.reason.clone(),
     )
+}
+
+fn stuck_entries(s: &SocketInfo) -> Vec<StuckEntry> {
+    s.instances
+        .iter()
+        .filter(|i| i.stuck_since_usec != 0)
+        .map(|i| (i.index, i.stuck_since_usec, i.reason.clone()))
+        .collect()
 }
 
 fn socket_entry(s: &SocketInfo) -> SocketEntry {
@@ -505,6 +520,13 @@ impl Socket {
             .map(instance_entry)
             .collect())
     }
+
+    /// The instances that are running but not accepting, whose new
+    /// connections go to the others: (index, since µs since the epoch, why).
+    #[zbus(property)]
+    async fn stuck(&self) -> fdo::Result<Vec<StuckEntry>> {
+        Ok(stuck_entries(&self.info().await?))
+    }
 }
 
 /// What was last announced for a socket, to put only real changes into
@@ -522,6 +544,7 @@ struct Announced {
     unit_file: String,
     /// Without the queue depth, which changes all the time and is read live.
     instances: Vec<InstanceEntry>,
+    stuck: Vec<StuckEntry>,
 }
 
 impl Announced {
@@ -545,6 +568,7 @@ impl Announced {
                     e
                 })
                 .collect(),
+            stuck: stuck_entries(info),
         }
     }
 
@@ -582,6 +606,9 @@ impl Announced {
         if old.instances != new.instances {
             let entries: Vec<InstanceEntry> = info.instances.iter().map(instance_entry).collect();
             changed.insert("Instances", Value::from(entries));
+        }
+        if old.stuck != new.stuck {
+            changed.insert("Stuck", Value::from(new.stuck));
         }
         changed
     }
@@ -859,6 +886,7 @@ impl Announced {
                 0,
                 String::new(),
             )],
+            stuck: vec![(u32::MAX, 0, String::new())],
         }
     }
 }
@@ -933,6 +961,7 @@ mod tests {
                     failures: 0,
                     queue_depth: 0,
                     reason: String::new(),
+                    stuck_since_usec: 0,
                 })
                 .collect(),
         }
@@ -956,6 +985,7 @@ mod tests {
                 "Service",
                 "Sources",
                 "State",
+                "Stuck",
                 "UnitFile"
             ]
         );
@@ -969,6 +999,14 @@ mod tests {
         let c = Announced::changes(&old, &info);
         assert_eq!(c.keys().copied().collect::<Vec<_>>(), ["Instances"]);
         assert_eq!(c["Instances"].value_signature().to_string(), "a(ussuttus)");
+        info.instances[1].state = "stuck".into();
+        info.instances[1].reason = "accept queue 9 has not drained".into();
+        info.instances[1].stuck_since_usec = 1_700_000_000_000_000;
+        let c = Announced::changes(&Announced::of(&fixture()), &info);
+        let mut keys: Vec<_> = c.keys().copied().collect();
+        keys.sort();
+        assert_eq!(keys, ["Instances", "Stuck"]);
+        assert_eq!(c["Stuck"].value_signature().to_string(), "a(uts)");
     }
 
     #[test]

@@ -148,7 +148,9 @@ pub struct InstanceInfo {
     pub index: u32,
     /// `SERVICE@I.service`.
     pub unit: String,
-    /// `listening`, `starting`, `running`, `backoff`, `failed`, or `draining`.
+    /// `listening`, `starting`, `running`, `stuck` (running, but not
+    /// accepting: new connections go to the others), `backoff`, `failed`,
+    /// or `draining`.
     pub state: String,
     /// Main PID of the running instance (0 if none or unknown).
     pub main_pid: u32,
@@ -158,16 +160,19 @@ pub struct InstanceInfo {
     pub failures: u64,
     /// Connections waiting in the accept queue of its stream sockets, summed.
     pub queue_depth: u32,
-    /// Why it is in `backoff`/`failed` ("" otherwise).
+    /// Why it is in `backoff`/`failed`/`stuck` ("" otherwise).
     pub reason: String,
+    /// `stuck`: since when its queue has not drained, µs since the epoch
+    /// (`CLOCK_REALTIME`); 0 otherwise.
+    pub stuck_since_usec: u64,
 }
 
 impl SocketInfo {
-    /// Instances currently running.
+    /// Instances currently running (stuck ones too).
     pub fn running(&self) -> usize {
         self.instances
             .iter()
-            .filter(|i| i.state == "running")
+            .filter(|i| i.state == "running" || i.state == "stuck")
             .count()
     }
 }

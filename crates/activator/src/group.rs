@@ -93,6 +93,8 @@ pub fn socket_level_change(a: &SocketSpec, b: &SocketSpec) -> bool {
         o.file_descriptor_name = None;
         o.warm_queue_depth = None;
         o.drain_timeout_usec = None;
+        o.stuck_timeout_usec = None;
+        o.stuck_restart_usec = None;
         o
     };
     // Companions by what they bind, not by the line they are on.
@@ -252,11 +254,16 @@ impl Group {
             let task = tokio::task::spawn_local(companion_monitor(Rc::downgrade(&group)));
             *group.companion_task.borrow_mut() = Some(task);
         }
+        tokio::task::spawn_local(crate::health::monitor(
+            Rc::downgrade(&group),
+            shared.clone(),
+        ));
         Ok(group)
     }
 
     /// Attaches the steering program that the mode and the current N (and
-    /// warm pool, and any drain in progress) call for, or detaches it.
+    /// warm pool, any drain in progress, and stuck instances) call for, or
+    /// detaches it.
     pub fn apply_steering(&self) {
         let slots = self.slots.borrow();
         let Some(first) = slots.first() else { return };
@@ -265,16 +272,20 @@ impl Group {
             .filter(|h| !h.slot.status.borrow().draining)
             .count() as u32;
         let open = slots.len() as u32;
-        let program = match self.spec.borrow().options.steering {
-            Steering::Hash if open > m => Some(steering::Program::FirstM(m)),
-            Steering::Hash => None,
-            Steering::Cpu => Some(steering::Program::Cpu(m)),
-            Steering::Warm => Some(steering::Program::FirstM(
-                self.warm.get().clamp(1, m.max(1)),
-            )),
-        };
+        // Active sockets whose instance is not stuck. When every one is,
+        // steering cannot help: spread as if none were.
+        let healthy: Vec<u32> = (0..m)
+            .filter(|&i| slots[i as usize].slot.status.borrow().stuck.is_none())
+            .collect();
+        let program = steering_program(
+            self.spec.borrow().options.steering,
+            m,
+            open,
+            self.warm.get(),
+            &healthy,
+        );
         for bs in &first.slot.sockets {
-            let r = match program {
+            let r = match &program {
                 Some(p) => steering::attach(bs.socket.as_fd(), p),
                 None => steering::detach(bs.socket.as_fd()),
             };
@@ -591,19 +602,30 @@ impl Group {
                 .filter(|s| s.listen.kind == ListenKind::Stream)
                 .map(|s| sockets::accept_queue_depth(&s.socket))
                 .sum();
+            let stuck = st.stuck.as_ref().filter(|_| !st.draining);
             instances.push(InstanceInfo {
                 index: slot.index,
                 unit: slot.unit.clone(),
                 state: if st.draining {
                     "draining".into()
+                } else if stuck.is_some() {
+                    "stuck".into()
                 } else {
                     st.state.as_str().into()
                 },
+                stuck_since_usec: stuck.map_or(0, |s| {
+                    s.since
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as u64)
+                }),
                 main_pid,
                 activations: st.activations,
                 failures: st.failures,
                 queue_depth,
-                reason: st.reason,
+                reason: match stuck {
+                    Some(s) => s.why.clone(),
+                    None => st.reason.clone(),
+                },
             });
         }
         let draining = instances.iter().any(|i| i.state == "draining");
@@ -668,6 +690,65 @@ impl Group {
     }
 }
 
+/// The program for `steering` with `m` active sockets of `open`, a warm pool
+/// of `warm`, and the active sockets in `healthy` (ascending) not stuck;
+/// `None`: the kernel's own hash.
+pub fn steering_program(
+    steering: Steering,
+    m: u32,
+    open: u32,
+    warm: u32,
+    healthy: &[u32],
+) -> Option<steering::Program> {
+    use steering::{Program, Source};
+    let all_healthy = healthy.is_empty() || healthy.len() as u32 == m;
+    match steering {
+        Steering::Hash if all_healthy && open > m => Some(Program::FirstM(m)),
+        Steering::Hash if all_healthy => None,
+        Steering::Hash => Some(Program::Pick {
+            source: Source::Random,
+            to: healthy.to_vec(),
+        }),
+        Steering::Cpu if all_healthy => Some(Program::Cpu(m)),
+        // CPU c still maps to socket c % m; a stuck one's CPUs are dealt
+        // out among the others.
+        Steering::Cpu => Some(Program::Pick {
+            source: Source::Cpu,
+            to: (0..m)
+                .map(|i| {
+                    if healthy.contains(&i) {
+                        i
+                    } else {
+                        healthy[i as usize % healthy.len()]
+                    }
+                })
+                .collect(),
+        }),
+        Steering::Warm => {
+            let r = warm.clamp(1, m.max(1));
+            if all_healthy {
+                return Some(Program::FirstM(r));
+            }
+            let pool: Vec<u32> = healthy.iter().copied().filter(|&i| i < r).collect();
+            if pool.len() as u32 == r {
+                return Some(Program::FirstM(r));
+            }
+            // The pool without its stuck members; if that leaves nobody,
+            // the first healthy instance outside it (the monitor grows the
+            // pool from there).
+            let to = if pool.is_empty() {
+                vec![healthy[0]]
+            } else {
+                pool
+            };
+            Some(Program::Pick {
+                source: Source::Random,
+                to,
+            })
+        }
+    }
+}
+
 /// `Steering=warm`: grows the pool of sockets that get new connections when
 /// every warm one has a queue, and shrinks it after a calm second, so the
 /// instance at the top of the pool stops getting connections and exits on
@@ -709,8 +790,11 @@ async fn warm_monitor(group: std::rc::Weak<Group>) {
             .unwrap_or(DEFAULT_WARM_QUEUE_DEPTH);
         let m = g.active();
         let r = g.warm.get().clamp(1, m.max(1));
+        // Stuck instances (crate::health) get no new connections: they
+        // neither show that the pool is behind nor that it is calm.
         let depths: Vec<u32> = g.slots.borrow()[..r as usize]
             .iter()
+            .filter(|h| h.slot.status.borrow().stuck.is_none())
             .map(|h| slot_depth(&h.slot))
             .collect();
         let behind = depths.iter().all(|&d| d > threshold);

@@ -3,7 +3,8 @@
 //! The flow, module by module:
 //! config (`distribute_config`) → [`sockets`] (N reuseport fds per address,
 //! kept across restarts by [`fdstore`]) → [`group`] (one config: its slots,
-//! rescaling with [`steering`]) → [`supervisor`] (watch fd i, start
+//! rescaling with [`steering`], steering around stuck instances with
+//! [`health`]) → [`supervisor`] (watch fd i, start
 //! `NAME@i.service` through [`systemd`], wait for the unit to go away) →
 //! [`daemon`] (startup, reload, signals, sd_notify) → [`control`] → [`api`]
 //! (`org.distribute1`).
@@ -20,6 +21,7 @@ pub mod fdpass;
 pub mod fdstore;
 pub mod group;
 pub mod handoff;
+pub mod health;
 pub mod sockets;
 pub mod steering;
 pub mod supervisor;

@@ -481,6 +481,89 @@ fn is_listening(socket: &Socket) -> bool {
     r == 0 && v != 0
 }
 
+/// How full a socket's queue is, for the health check ([`crate::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueSample {
+    /// Connections waiting to be accepted (stream), or bytes of datagrams
+    /// waiting to be received (datagram: `SK_MEMINFO_RMEM_ALLOC`).
+    pub depth: u64,
+    /// When `depth` reaches this the queue is full: the listen backlog
+    /// (`tcpi_sacked` of a listener), or the receive buffer.
+    pub limit: u64,
+    /// Datagrams dropped because the receive buffer was full, since the
+    /// socket was created (`SK_MEMINFO_DROPS`; 0 for stream sockets).
+    pub drops: u64,
+}
+
+impl QueueSample {
+    /// Whether new connections or datagrams are being dropped now.
+    pub fn full(&self) -> bool {
+        self.limit > 0 && self.depth >= self.limit
+    }
+}
+
+/// Samples the queue of `socket` (a listener or a datagram socket). Errors
+/// read as an empty queue: the health check then simply sees nothing wrong.
+pub fn queue_sample(socket: &Socket, kind: ListenKind) -> QueueSample {
+    use std::os::fd::AsRawFd;
+    match kind {
+        ListenKind::Stream => {
+            if !is_listening(socket) {
+                return QueueSample::default();
+            }
+            // SAFETY: tcp_info is plain old data; zeroed is a valid value.
+            let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            // SAFETY: getsockopt into a live tcp_info with its size.
+            let r = unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    (&mut info as *mut libc::tcp_info).cast(),
+                    &mut len,
+                )
+            };
+            if r != 0 {
+                return QueueSample::default();
+            }
+            // A listener reports its accept queue in tcpi_unacked and the
+            // backlog in tcpi_sacked; the kernel drops SYNs once the queue
+            // holds more than the backlog.
+            QueueSample {
+                depth: info.tcpi_unacked.into(),
+                limit: u64::from(info.tcpi_sacked) + 1,
+                drops: 0,
+            }
+        }
+        ListenKind::Datagram => {
+            // SK_MEMINFO_RMEM_ALLOC, _RCVBUF, …, _DROPS (linux/sock_diag.h).
+            const SO_MEMINFO: libc::c_int = 55;
+            const VARS: usize = 9;
+            let mut mem = [0u32; VARS];
+            let mut len = std::mem::size_of_val(&mem) as libc::socklen_t;
+            // SAFETY: getsockopt into a live u32 array with its size.
+            let r = unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_MEMINFO,
+                    mem.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            };
+            if r != 0 {
+                return QueueSample::default();
+            }
+            QueueSample {
+                depth: mem[0].into(),
+                limit: mem[1].into(),
+                drops: mem[8].into(),
+            }
+        }
+    }
+}
+
 /// Connections waiting in a listening TCP socket's accept queue. For a
 /// listener, the kernel reports the queue length in `tcpi_unacked` (and the
 /// backlog in `tcpi_sacked`). Datagram sockets report 0.

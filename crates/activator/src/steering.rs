@@ -7,6 +7,12 @@
 //! connections; the sockets being removed then drain (their instances accept
 //! what is queued), and are closed highest index first, once empty.
 //!
+//! The same programs steer around an instance that stopped accepting
+//! ([`crate::health`]): [`Program::Pick`] maps a random number or the CPU id
+//! onto a list of socket indices, so any subset of the group (not only a
+//! prefix) gets the new connections, while the sockets left out keep their
+//! queues.
+//!
 //! Why classic BPF and not `net.ipv4.tcp_migrate_req`: the sysctl is global and
 //! would change every other service's behaviour behind the admin's back; a
 //! cBPF program is per group, needs no eBPF loader, and also works for UDP.
@@ -32,6 +38,13 @@ const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_ALU_MOD_K: u16 = 0x94;
 /// `BPF_RET | BPF_A` (0x06 | 0x10).
 const BPF_RET_A: u16 = 0x16;
+/// `BPF_RET | BPF_K` (0x06 | 0x00).
+const BPF_RET_K: u16 = 0x06;
+/// `BPF_JMP | BPF_JEQ | BPF_K` (0x05 | 0x10 | 0x00).
+const BPF_JEQ_K: u16 = 0x15;
+/// Most sockets a [`Program::Pick`] can list: 2 instructions each, and the
+/// kernel takes at most `BPF_MAXINSNS` (4096) per program.
+pub const MAX_PICK: usize = 2000;
 
 fn insn(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -42,22 +55,64 @@ fn insn(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-/// A steering program for a reuseport group.
+/// Where a [`Program::Pick`] gets its number from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A random number per packet.
+    Random,
+    /// The id of the CPU processing the packet.
+    Cpu,
+}
+
+/// A steering program for a reuseport group.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Program {
     /// Uniformly random among the first `m` sockets (`random() % m`).
     FirstM(u32),
     /// The socket of the CPU processing the packet (`cpu % m`).
     Cpu(u32),
+    /// `to[source % to.len()]`: the number picks an entry of the list, which
+    /// names the socket (at most [`MAX_PICK`] entries; an empty list acts
+    /// like one entry 0).
+    Pick {
+        /// Random or CPU.
+        source: Source,
+        /// Socket indices.
+        to: Vec<u32>,
+    },
 }
 
 impl Program {
     /// The classic BPF instructions: load the random number or CPU id, take
-    /// it modulo m, return it as the socket index.
-    pub fn instructions(self) -> Vec<libc::sock_filter> {
+    /// it modulo m, return it as the socket index (or, for `Pick`, compare
+    /// it with 0, 1, … and return the listed index).
+    pub fn instructions(&self) -> Vec<libc::sock_filter> {
         let (ancillary, m) = match self {
-            Program::FirstM(m) => (SKF_AD_RANDOM, m),
-            Program::Cpu(m) => (SKF_AD_CPU, m),
+            Program::FirstM(m) => (SKF_AD_RANDOM, *m),
+            Program::Cpu(m) => (SKF_AD_CPU, *m),
+            Program::Pick { source, to } => {
+                let ancillary = match source {
+                    Source::Random => SKF_AD_RANDOM,
+                    Source::Cpu => SKF_AD_CPU,
+                };
+                let to = &to[..to.len().min(MAX_PICK)];
+                let mut v = vec![
+                    insn(BPF_LD_W_ABS, SKF_AD_OFF.wrapping_add(ancillary)),
+                    insn(BPF_ALU_MOD_K, (to.len() as u32).max(1)),
+                ];
+                for (i, &index) in (0u32..).zip(to) {
+                    // A == i ? return index : skip the return.
+                    v.push(libc::sock_filter {
+                        code: BPF_JEQ_K,
+                        jt: 0,
+                        jf: 1,
+                        k: i,
+                    });
+                    v.push(insn(BPF_RET_K, index));
+                }
+                v.push(insn(BPF_RET_K, to.first().copied().unwrap_or(0)));
+                return v;
+            }
         };
         vec![
             insn(BPF_LD_W_ABS, SKF_AD_OFF.wrapping_add(ancillary)),
@@ -70,12 +125,12 @@ impl Program {
 /// Makes the reuseport group that `member` belongs to pick only among its
 /// first `m` sockets.
 pub fn steer_to_first(member: BorrowedFd<'_>, m: u32) -> io::Result<()> {
-    attach(member, Program::FirstM(m))
+    attach(member, &Program::FirstM(m))
 }
 
 /// Attaches `program` to the reuseport group that `member` belongs to
 /// (replacing any earlier program).
-pub fn attach(member: BorrowedFd<'_>, program: Program) -> io::Result<()> {
+pub fn attach(member: BorrowedFd<'_>, program: &Program) -> io::Result<()> {
     let mut prog = program.instructions();
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
@@ -161,7 +216,7 @@ mod tests {
             return;
         }
         let (socks, addr) = group(2);
-        attach(socks[0].as_fd(), Program::Cpu(2)).unwrap();
+        attach(socks[0].as_fd(), &Program::Cpu(2)).unwrap();
         // On loopback the SYN is processed on the sending CPU.
         let a = connect_on_cpu(addr, 1);
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -201,5 +256,24 @@ mod tests {
             "after detach the kernel hash uses every socket again"
         );
         drop((conns, more));
+    }
+
+    #[test]
+    fn pick_program_skips_the_sockets_left_out() {
+        let (socks, addr) = group(4);
+        let pick = Program::Pick {
+            source: Source::Random,
+            to: vec![0, 2, 3],
+        };
+        attach(socks[1].as_fd(), &pick).unwrap();
+        let conns: Vec<_> = (0..60)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!queued(socks[1].as_fd()).unwrap(), "socket 1 was left out");
+        for i in [0, 2, 3] {
+            assert!(queued(socks[i].as_fd()).unwrap(), "socket {i} got nothing");
+        }
+        drop(conns);
     }
 }

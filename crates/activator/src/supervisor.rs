@@ -68,6 +68,10 @@ pub enum SlotCommand {
     Stop,
     /// Stop, then start.
     Restart,
+    /// The instance is stuck ([`crate::health`], `StuckRestartSec=`): kill it
+    /// (`SIGKILL`: it does not answer, a graceful stop would only wait for
+    /// `TimeoutStopSec=`) and start a new one, which serves the queue.
+    KillAndRestart,
     /// The slot is being removed (rescale down, config removed): let the
     /// instance finish, serve what is queued, and end once the queue is empty.
     Drain,
@@ -118,6 +122,18 @@ pub struct SlotStatus {
     /// up (0: not running, or not asked yet), so status queries ask systemd
     /// once per instance life rather than on every change.
     pub main_pid: u32,
+    /// Set while the running instance is not accepting ([`crate::health`]):
+    /// new connections are steered to the other instances.
+    pub stuck: Option<Stuck>,
+}
+
+/// Why and since when an instance counts as stuck.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// When its queue stopped draining (wall clock, for the control plane).
+    pub since: std::time::SystemTime,
+    /// What was seen, e.g. "accept queue 37 (Backlog= 4096) has not drained for 520ms".
+    pub why: String,
 }
 
 /// `DrainTimeoutSec=` default: how long a draining instance may keep running.
@@ -228,6 +244,8 @@ pub struct GroupLink {
     pub mode: RefCell<Mode>,
     /// Woken whenever a slot changes state (the warm-steering monitor sleeps on it).
     pub activity: tokio::sync::Notify,
+    /// The same for the health monitor ([`crate::health`]).
+    pub health: tokio::sync::Notify,
     /// Current N (for `Steering=cpu` pinning).
     pub size: std::cell::Cell<u32>,
     /// Set when the config is removed or replaced: its monitor tasks end.
@@ -279,6 +297,7 @@ impl Slot {
                 failures: 0,
                 reason: String::new(),
                 main_pid: 0,
+                stuck: None,
             }),
         }
     }
@@ -406,6 +425,7 @@ impl SlotTask {
         }
         self.slot.link.activity.notify_one();
         self.slot.link.companion_wake.notify_one();
+        self.slot.link.health.notify_one();
         (self.shared.on_change)(&self.slot.name);
     }
 
@@ -474,7 +494,7 @@ impl SlotTask {
             cmd = self.commands.recv() => match cmd {
                 None => Next::End,
                 Some(SlotCommand::Start | SlotCommand::Restart) => Next::StartNow,
-                Some(SlotCommand::Stop) => Next::Watch,
+                Some(SlotCommand::Stop | SlotCommand::KillAndRestart) => Next::Watch,
                 Some(SlotCommand::Drain) => { self.mark_draining(); Next::Watch }
             },
             ev = self.events.recv() => self.event_while_down(ev),
@@ -629,6 +649,10 @@ impl SlotTask {
                         restart = true;
                         self.stop_unit().await;
                     }
+                    Some(SlotCommand::KillAndRestart) => {
+                        restart = true;
+                        self.kill_unit().await;
+                    }
                     Some(SlotCommand::Start) => {}
                     Some(SlotCommand::Drain) => self.mark_draining(),
                 },
@@ -695,6 +719,18 @@ impl SlotTask {
         }
     }
 
+    /// `SIGKILL` to every process of the unit.
+    async fn kill_unit(&self) {
+        if let Err(e) = self
+            .shared
+            .manager()
+            .kill_unit(&self.slot.unit, "all", libc::SIGKILL)
+            .await
+        {
+            tracing::warn!("{}: KillUnit: {e}", self.slot.unit);
+        }
+    }
+
     /// Counts a failure: backoff, or `failed` after too many in a row.
     async fn failure(&mut self, what: String) -> Next {
         self.consecutive_failures += 1;
@@ -721,7 +757,7 @@ impl SlotTask {
                         self.consecutive_failures = 0;
                         Next::StartNow
                     }
-                    Some(SlotCommand::Stop) => Next::Watch,
+                    Some(SlotCommand::Stop | SlotCommand::KillAndRestart) => Next::Watch,
                     Some(SlotCommand::Drain) => { self.mark_draining(); Next::Watch }
                 },
                 // Only a hand-off (someone else started it) ends the backoff;
@@ -757,7 +793,7 @@ impl SlotTask {
                     self.starts.clear();
                     return Next::StartNow;
                 }
-                Some(SlotCommand::Stop) => {}
+                Some(SlotCommand::Stop | SlotCommand::KillAndRestart) => {}
                 // Nothing can serve the queue of a failed slot: close it.
                 Some(SlotCommand::Drain) => return Next::End,
             }

@@ -39,6 +39,9 @@ pub trait Manager {
     /// Stops a unit.
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// `KillUnit(name, whom, signal)`.
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+
     /// Forgets a unit's failed state so it can be garbage-collected.
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
 

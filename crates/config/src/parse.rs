@@ -63,6 +63,8 @@ pub const SOCKET_KEYS: &[&str] = &[
     "Steering",
     "WarmQueueDepth",
     "DrainTimeoutSec",
+    "StuckTimeoutSec",
+    "StuckRestartSec",
     "Accept",
     "ReusePort",
     "FlushPending",
@@ -651,6 +653,12 @@ impl Builder<'_> {
             }
             "DrainTimeoutSec" => {
                 o.drain_timeout_usec = opt(value, values::parse_time_span)?;
+            }
+            "StuckTimeoutSec" => {
+                o.stuck_timeout_usec = opt(value, values::parse_time_span)?;
+            }
+            "StuckRestartSec" => {
+                o.stuck_restart_usec = opt(value, values::parse_time_span)?;
             }
             "ReusePort" => {
                 // SO_REUSEPORT is always on (it is how the sockets are

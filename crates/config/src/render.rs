@@ -85,6 +85,12 @@ pub fn render_spec(spec: &SocketSpec) -> String {
     if let Some(d) = o.drain_timeout_usec {
         line("drain_timeout_usec", &d);
     }
+    if let Some(d) = o.stuck_timeout_usec {
+        line("stuck_timeout_usec", &d);
+    }
+    if let Some(d) = o.stuck_restart_usec {
+        line("stuck_restart_usec", &d);
+    }
     // The options added for copied systemd units: only when set, like the above.
     let set = |v: &dyn std::fmt::Display| v.to_string();
     let extra: [(&str, Option<String>); 21] = [

@@ -336,6 +336,13 @@ pub struct SocketOptions {
     /// an instance being drained (shrink, config removed) may keep running
     /// before it is stopped. `None`: the default.
     pub drain_timeout_usec: Option<u64>,
+    /// `StuckTimeoutSec=` in microseconds (`0` or `u64::MAX` = off): an
+    /// instance whose queue stays non-empty without draining this long (or is
+    /// full) is steered around until it has drained it. `None`: the default.
+    pub stuck_timeout_usec: Option<u64>,
+    /// `StuckRestartSec=` in microseconds (`0` or `u64::MAX` = off, the
+    /// default): an instance stuck this long is killed and started again.
+    pub stuck_restart_usec: Option<u64>,
 }
 
 /// `Timestamping=`.

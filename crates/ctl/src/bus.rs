@@ -76,6 +76,9 @@ pub trait Socket {
     #[zbus(property)]
     #[allow(clippy::type_complexity)]
     fn instances(&self) -> zbus::Result<Vec<(u32, String, String, u32, u64, u64, u32, String)>>;
+    /// Stuck instances: (index, since µs since the epoch, why).
+    #[zbus(property)]
+    fn stuck(&self) -> zbus::Result<Vec<(u32, u64, String)>>;
 }
 
 /// One row of `ListSockets()`.
@@ -102,7 +105,7 @@ pub struct Instance {
     pub index: u32,
     /// `SERVICE@I.service`.
     pub unit: String,
-    /// listening | starting | running | backoff | failed | draining.
+    /// listening | starting | running | stuck | backoff | failed | draining.
     pub state: String,
     /// Main PID, 0 if none.
     pub main_pid: u32,
@@ -112,8 +115,10 @@ pub struct Instance {
     pub failures: u64,
     /// Connections waiting in the accept queue.
     pub queue_depth: u32,
-    /// Why backoff/failed.
+    /// Why backoff/failed/stuck.
     pub reason: String,
+    /// Stuck: since when its queue has not drained (µs since the epoch); 0 otherwise.
+    pub stuck_since_usec: u64,
 }
 
 /// Everything about one socket config.
@@ -310,14 +315,16 @@ impl Client {
             unit_file: p.unit_file().await.map_err(err)?,
             // An older daemon has no Description property: show none.
             description: p.description().await.unwrap_or_default(),
-            instances: p
-                .instances()
-                .await
-                .map_err(err)?
-                .into_iter()
-                .map(
-                    |(index, unit, state, main_pid, activations, failures, queue_depth, reason)| {
-                        Instance {
+            instances: {
+                // An older daemon has no `Stuck`: nothing is stuck then.
+                let stuck = p.stuck().await.unwrap_or_default();
+                let mut v: Vec<Instance> = p
+                    .instances()
+                    .await
+                    .map_err(err)?
+                    .into_iter()
+                    .map(
+                        |(
                             index,
                             unit,
                             state,
@@ -326,10 +333,28 @@ impl Client {
                             failures,
                             queue_depth,
                             reason,
-                        }
-                    },
-                )
-                .collect(),
+                        )| {
+                            Instance {
+                                index,
+                                unit,
+                                state,
+                                main_pid,
+                                activations,
+                                failures,
+                                queue_depth,
+                                reason,
+                                stuck_since_usec: 0,
+                            }
+                        },
+                    )
+                    .collect();
+                for (index, since, _) in stuck {
+                    if let Some(i) = v.iter_mut().find(|i| i.index == index) {
+                        i.stuck_since_usec = since;
+                    }
+                }
+                v
+            },
         })
     }
 }

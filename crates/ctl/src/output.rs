@@ -75,6 +75,7 @@ impl Style {
             "running" | "serving" => self.paint(GREEN, state),
             "failed" => self.paint(RED, state),
             "backoff" | "draining" | "starting" => self.paint(YELLOW, state),
+            "stuck" => self.paint(RED, state),
             _ => state.to_string(),
         }
     }
@@ -198,13 +199,43 @@ pub fn format_list(sockets: &[SocketSummary], legend: bool, style: &Style) -> St
     out
 }
 
+fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `since 12:03:04 UTC, 3.2s ago` for a time in µs since the epoch.
+pub fn since(usec: u64, now_usec: u64) -> String {
+    let secs = usec / 1_000_000;
+    let day = secs % 86_400;
+    let ago = now_usec.saturating_sub(usec) as f64 / 1e6;
+    let ago = if ago < 10.0 {
+        format!("{ago:.1}s")
+    } else if ago < 3600.0 {
+        format!("{}min {}s", ago as u64 / 60, ago as u64 % 60)
+    } else {
+        format!("{}h {}min", ago as u64 / 3600, ago as u64 % 3600 / 60)
+    };
+    format!(
+        "since {:02}:{:02}:{:02} UTC, {ago} ago",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60
+    )
+}
+
 /// `distributectl status NAME`: a systemctl-status-like view.
 pub fn format_status(s: &SocketStatus, legend: bool, style: &Style) -> String {
-    let running = s.instances.iter().filter(|i| i.state == "running").count();
+    let running = s
+        .instances
+        .iter()
+        .filter(|i| i.state == "running" || i.state == "stuck")
+        .count();
     let troubled = s
         .instances
         .iter()
-        .any(|i| i.state == "failed" || i.state == "backoff");
+        .any(|i| i.state == "failed" || i.state == "backoff" || i.state == "stuck");
     let bullet = match s.state.as_str() {
         "failed" => style.paint(RED, style.bullet()),
         _ if troubled || s.state != "serving" => style.paint(YELLOW, style.bullet()),
@@ -231,7 +262,14 @@ pub fn format_status(s: &SocketStatus, legend: bool, style: &Style) -> String {
     };
     field(&mut out, "Listen", &s.listen);
     let failed = s.instances.iter().filter(|i| i.state == "failed").count();
+    let stuck = s.instances.iter().filter(|i| i.state == "stuck").count();
     let mut counts = format!("{running} running");
+    if stuck > 0 {
+        counts.push_str(&format!(
+            ", {}",
+            style.paint(RED, &format!("{stuck} stuck"))
+        ));
+    }
     if failed > 0 {
         counts.push_str(&format!(
             ", {}",
@@ -293,7 +331,15 @@ pub fn format_status(s: &SocketStatus, legend: bool, style: &Style) -> String {
                 plain(i.queue_depth.to_string()),
                 plain(i.activations.to_string()),
                 (failures, failures_shown),
-                (i.reason.clone(), Some(style.paint(GREY, &i.reason))),
+                {
+                    let reason = if i.stuck_since_usec != 0 {
+                        format!("{}: {}", since(i.stuck_since_usec, now_usec()), i.reason)
+                    } else {
+                        i.reason.clone()
+                    };
+                    let painted = style.paint(GREY, &reason);
+                    (reason, Some(painted))
+                },
             ]);
         }
         out.push_str(&t.render("  ", legend, style));
@@ -358,6 +404,7 @@ mod tests {
                     failures: fail,
                     queue_depth: q,
                     reason: reason.into(),
+                    stuck_since_usec: 0,
                 }
             };
         SocketStatus {
@@ -486,5 +533,13 @@ dns-udp  failed   12        0  ListenDatagram=53 ListenStream=53
         let got = format_list(&rows[..1], false, &PLAIN);
         assert_eq!(got, "web  serving  4  2  ListenStream=8080\n");
         assert_eq!(format_list(&[], true, &PLAIN), "0 sockets listed.\n");
+    }
+
+    #[test]
+    fn stuck_since_reads_as_clock_time_and_age() {
+        // 2023-11-14 22:13:20 UTC.
+        let t = 1_700_000_000_000_000;
+        assert_eq!(since(t, t + 3_200_000), "since 22:13:20 UTC, 3.2s ago");
+        assert_eq!(since(t, t + 95_000_000), "since 22:13:20 UTC, 1min 35s ago");
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use distribute_instance::http::{parse_request, write_response, ParseError};
-use distribute_instance::{Action, Handler, SocketKind};
+use distribute_instance::{instance_index, parse_timespan, Action, Handler, SocketKind};
 
 #[path = "../demo_common.rs"]
 mod common;
@@ -34,6 +34,45 @@ struct Cli {
     /// to see a unit's `Environment=` or `$LISTEN_PID` from outside.
     #[arg(long, value_name = "NAME")]
     show_env: Vec<String>,
+
+    /// Hang like a deadlocked or paused server, to try the activator's health
+    /// check: `[I@]AFTER[+FOR]` — AFTER (a time span) after start, at the next
+    /// connection or request, the whole event loop stops (no accept, no
+    /// answer) for FOR (default infinity), once. With `I@` only instance I
+    /// does (`$DISTRIBUTE_INSTANCE`); e.g. `--stall 2@1s+5s`.
+    #[arg(long, value_name = "SPEC", value_parser = parse_stall)]
+    stall: Option<Stall>,
+}
+
+/// `--stall`: which instance, when, for how long.
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    instance: Option<u32>,
+    after: Duration,
+    duration: Duration,
+}
+
+fn parse_stall(s: &str) -> Result<Stall, String> {
+    let (instance, rest) = match s.split_once('@') {
+        Some((i, rest)) => (
+            Some(
+                i.parse::<u32>()
+                    .map_err(|_| format!("{i:?} is not an instance index"))?,
+            ),
+            rest,
+        ),
+        None => (None, s),
+    };
+    let (after, duration) = match rest.split_once('+') {
+        Some((a, d)) => (a, Some(d)),
+        None => (rest, None),
+    };
+    let span = |t: &str| parse_timespan(t).map_err(|e| e.to_string());
+    Ok(Stall {
+        instance,
+        after: span(after)?,
+        duration: duration.map(span).transpose()?.unwrap_or(Duration::MAX),
+    })
 }
 
 struct Hello {
@@ -41,6 +80,8 @@ struct Hello {
     work: Duration,
     requests: u64,
     errors: u64,
+    /// `--stall`: when (once), and for how long.
+    stall: Option<(Instant, Duration)>,
 }
 
 #[derive(Default)]
@@ -54,6 +95,32 @@ struct HttpConn {
 }
 
 impl Hello {
+    /// `--stall`: blocks the only thread once its time has come.
+    fn maybe_stall(&mut self) {
+        let Some((at, how_long)) = self.stall else {
+            return;
+        };
+        if Instant::now() < at {
+            return;
+        }
+        self.stall = None;
+        eprintln!(
+            "{PROG}: stalling for {}",
+            distribute_instance::format_timespan(how_long)
+        );
+        match Instant::now().checked_add(how_long) {
+            Some(end) => {
+                while let Some(left) = end.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(left);
+                }
+            }
+            None => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+        }
+        eprintln!("{PROG}: stall over");
+    }
+
     fn spin(&self) {
         if self.work.is_zero() {
             return;
@@ -121,10 +188,12 @@ impl Handler for Hello {
     type Conn = HttpConn;
 
     fn on_connect(&mut self, _fd: BorrowedFd<'_>) -> HttpConn {
+        self.maybe_stall();
         HttpConn::default()
     }
 
     fn on_data(&mut self, conn: &mut HttpConn, input: &[u8], out: &mut Vec<u8>) -> Action {
+        self.maybe_stall();
         conn.buf.extend_from_slice(input);
         // Parse at an offset and compact once, so a read full of pipelined requests
         // costs linear time.
@@ -164,6 +233,10 @@ fn main() -> ExitCode {
             work: Duration::from_micros(cli.work_us),
             requests: 0,
             errors: 0,
+            stall: cli
+                .stall
+                .filter(|s| s.instance.is_none() || s.instance == instance_index())
+                .map(|s| (Instant::now() + s.after, s.duration)),
         };
         common::serve(PROG, &cli.common, &[SocketKind::Stream], hello, |hello| {
             format!(" requests={} errors={}", hello.requests, hello.errors)
