@@ -180,9 +180,23 @@ fn instance_that_never_accepts_fills_its_queue_while_others_serve() {
     );
     // The other config is unaffected.
     get_hellos(addr(good), 20);
-    // The operator sees why: the instance runs and its accept queue is full.
+    // The operator sees why: the instance runs, its accept queue is full,
+    // and the health check calls it stuck (with one instance there is no
+    // other to steer to).
+    assert!(
+        distribute_tests::wait_until(Duration::from_secs(10), || a
+            .ctl(&["--json=short", "status", "stuck"])
+            .ok()
+            .output()
+            .contains("\"state\":\"stuck\"")),
+        "{}",
+        a.log()
+    );
     let json = a.ctl(&["--json=short", "status", "stuck"]).ok().output();
-    assert!(json.contains("\"state\":\"running\""), "{json}");
+    assert!(
+        json.contains("full, new connections dropped") || json.contains("has not drained"),
+        "{json}"
+    );
     assert!(
         json.contains(&format!("\"queue_depth\":{}", established.len())),
         "status shows the full queue: {json}"

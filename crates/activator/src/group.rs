@@ -965,3 +965,65 @@ fn forget_stored(spec: &SocketSpec, failed_index: u32, store: &FdStore) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use steering::{Program, Source};
+
+    #[test]
+    fn every_steering_mode_leaves_stuck_sockets_out() {
+        let all = [0, 1, 2, 3];
+        // Nothing stuck: as before.
+        assert_eq!(steering_program(Steering::Hash, 4, 4, 1, &all), None);
+        assert_eq!(
+            steering_program(Steering::Hash, 3, 4, 1, &all[..3]),
+            Some(Program::FirstM(3))
+        );
+        assert_eq!(
+            steering_program(Steering::Cpu, 4, 4, 1, &all),
+            Some(Program::Cpu(4))
+        );
+        assert_eq!(
+            steering_program(Steering::Warm, 4, 4, 2, &all),
+            Some(Program::FirstM(2))
+        );
+        // Socket 2 stuck.
+        let healthy = [0, 1, 3];
+        assert_eq!(
+            steering_program(Steering::Hash, 4, 4, 1, &healthy),
+            Some(Program::Pick {
+                source: Source::Random,
+                to: vec![0, 1, 3]
+            })
+        );
+        assert_eq!(
+            steering_program(Steering::Cpu, 4, 4, 1, &healthy),
+            Some(Program::Pick {
+                source: Source::Cpu,
+                to: vec![0, 1, 3, 3]
+            })
+        );
+        // Warm pool 0..3 without 2; a pool of only stuck sockets moves on.
+        assert_eq!(
+            steering_program(Steering::Warm, 4, 4, 3, &healthy),
+            Some(Program::Pick {
+                source: Source::Random,
+                to: vec![0, 1]
+            })
+        );
+        assert_eq!(
+            steering_program(Steering::Warm, 4, 4, 2, &healthy),
+            Some(Program::FirstM(2))
+        );
+        assert_eq!(
+            steering_program(Steering::Warm, 4, 4, 1, &[1, 2, 3]),
+            Some(Program::Pick {
+                source: Source::Random,
+                to: vec![1]
+            })
+        );
+        // Every socket stuck: nowhere better to go.
+        assert_eq!(steering_program(Steering::Hash, 4, 4, 1, &[]), None);
+    }
+}

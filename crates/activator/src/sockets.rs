@@ -605,6 +605,37 @@ mod tests {
     }
 
     #[test]
+    fn queue_sample_of_a_datagram_socket_counts_bytes_and_drops() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sock = Socket::from(rx.try_clone().unwrap());
+        sock.set_recv_buffer_size(4096).unwrap();
+        let empty = queue_sample(&sock, ListenKind::Datagram);
+        assert_eq!((empty.depth, empty.drops), (0, 0));
+        assert!(empty.limit > 0);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..64 {
+            tx.send_to(&[0u8; 512], rx.local_addr().unwrap()).unwrap();
+        }
+        let s = queue_sample(&sock, ListenKind::Datagram);
+        assert!(s.depth > 0, "{s:?}");
+        assert!(
+            s.drops > 0,
+            "a 4 KiB buffer cannot hold 64 datagrams: {s:?}"
+        );
+    }
+
+    #[test]
+    fn queue_sample_of_a_listener_sees_the_backlog() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = Socket::from(l.try_clone().unwrap());
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let s = queue_sample(&sock, ListenKind::Stream);
+        assert_eq!(s.depth, 1);
+        assert!(s.limit > 1 && !s.full(), "{s:?}");
+    }
+
+    #[test]
     fn queue_depth_counts_unaccepted_connections() {
         let s = bind_one(&stream("127.0.0.1:0"), &SocketOptions::default()).unwrap();
         let addr = s.local_addr().unwrap().as_socket().unwrap();
