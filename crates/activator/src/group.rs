@@ -38,6 +38,13 @@ pub const DEFAULT_WARM_QUEUE_DEPTH: u32 = 4;
 pub const WARM_TICK: Duration = Duration::from_millis(10);
 /// Ticks in a row with short queues before the warm pool shrinks by one.
 pub const WARM_SHRINK_TICKS: u32 = 100;
+/// `Steering=warm`: an instance that used at least this share of a CPU
+/// (its cgroup's `cpu.stat`) over the last [`WARM_BUSY_WINDOW`] counts as
+/// busy, like one with a long queue: keep-alive work, which never shows in
+/// the accept queue, grows the pool too.
+pub const WARM_BUSY: f64 = 0.5;
+/// How often the warm monitor reads the instances' CPU time.
+pub const WARM_BUSY_WINDOW: Duration = Duration::from_millis(100);
 
 /// A slot as its group holds it.
 pub struct SlotHandle {
@@ -248,7 +255,7 @@ impl Group {
         }
         group.apply_steering();
         if group.spec.borrow().options.steering == Steering::Warm {
-            tokio::task::spawn_local(warm_monitor(Rc::downgrade(&group)));
+            tokio::task::spawn_local(warm_monitor(Rc::downgrade(&group), shared.clone()));
         }
         if !group.link.companions.borrow().is_empty() {
             let task = tokio::task::spawn_local(companion_monitor(Rc::downgrade(&group)));
@@ -754,8 +761,9 @@ pub fn steering_program(
 /// instance at the top of the pool stops getting connections and exits on
 /// idle. Every socket stays watched by its slot, so whatever reached a socket
 /// outside the pool is still served. Ticks only while an instance runs.
-async fn warm_monitor(group: std::rc::Weak<Group>) {
+async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
     let mut calm_ticks = 0u32;
+    let mut cpu = crate::load::CpuMeter::default();
     loop {
         let Some(g) = group.upgrade() else { return };
         if g.link.closed.get() {
@@ -777,6 +785,7 @@ async fn warm_monitor(group: std::rc::Weak<Group>) {
                 g.apply_steering();
             }
             calm_ticks = 0;
+            cpu.clear();
             let link = g.link.clone();
             drop(g);
             link.activity.notified().await;
@@ -792,19 +801,55 @@ async fn warm_monitor(group: std::rc::Weak<Group>) {
         let r = g.warm.get().clamp(1, m.max(1));
         // Stuck instances (crate::health) get no new connections: they
         // neither show that the pool is behind nor that it is calm.
-        let depths: Vec<u32> = g.slots.borrow()[..r as usize]
+        let pool: Vec<Rc<Slot>> = g.slots.borrow()[..r as usize]
             .iter()
             .filter(|h| h.slot.status.borrow().stuck.is_none())
-            .map(|h| slot_depth(&h.slot))
+            .map(|h| h.slot.clone())
             .collect();
-        let behind = depths.iter().all(|&d| d > threshold);
+        let depths: Vec<u32> = pool.iter().map(|s| slot_depth(s)).collect();
+        // CPU time of the pool's instances: keep-alive work shows here.
+        let busy: Vec<Option<f64>> = {
+            let running: Vec<Rc<Slot>> = pool
+                .iter()
+                .filter(|s| s.status.borrow().state == SlotState::Running)
+                .cloned()
+                .collect();
+            drop(g);
+            let b = cpu.sample(&shared, &running, WARM_BUSY_WINDOW).await;
+            pool.iter()
+                .map(|s| {
+                    running
+                        .iter()
+                        .position(|x| Rc::ptr_eq(x, s))
+                        .and_then(|i| b[i])
+                })
+                .collect()
+        };
+        let Some(g) = group.upgrade() else { return };
+        let behind = depths
+            .iter()
+            .zip(&busy)
+            .all(|(&d, b)| d > threshold || b.is_some_and(|b| b >= WARM_BUSY));
+        let calm = depths
+            .iter()
+            .zip(&busy)
+            .all(|(&d, b)| d <= threshold / 2 && !b.is_some_and(|b| b >= WARM_BUSY / 2.0));
         if behind && r < m {
             g.warm.set(r + 1);
             g.apply_steering();
             let _ = g.command(r, SlotCommand::Start);
-            tracing::info!("{}: warm pool {r} → {} (queues {depths:?})", g.name, r + 1);
+            let busy: Vec<String> = busy
+                .iter()
+                .map(|b| b.map_or("?".into(), |b| format!("{:.0}%", b * 100.0)))
+                .collect();
+            tracing::info!(
+                "{}: warm pool {r} → {} (queues {depths:?}, CPU {})",
+                g.name,
+                r + 1,
+                busy.join(" ")
+            );
             calm_ticks = 0;
-        } else if r > 1 && depths.iter().all(|&d| d <= threshold / 2) {
+        } else if r > 1 && calm {
             calm_ticks += 1;
             if calm_ticks >= WARM_SHRINK_TICKS {
                 g.warm.set(r - 1);

@@ -22,6 +22,7 @@ pub mod fdstore;
 pub mod group;
 pub mod handoff;
 pub mod health;
+pub mod load;
 pub mod sockets;
 pub mod steering;
 pub mod supervisor;

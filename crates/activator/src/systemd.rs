@@ -203,6 +203,10 @@ pub trait Service {
     /// `FileDescriptorStoreMax=` (of our own unit: how many sockets we may store).
     #[zbus(property)]
     fn file_descriptor_store_max(&self) -> zbus::Result<u32>;
+
+    /// The instance's cgroup, relative to the cgroup2 mount ("" if none).
+    #[zbus(property)]
+    fn control_group(&self) -> zbus::Result<String>;
 }
 
 /// `org.freedesktop.systemd1.Job`, to tell a stop from a restart of ourselves.

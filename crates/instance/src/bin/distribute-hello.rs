@@ -42,6 +42,13 @@ struct Cli {
     /// does (`$DISTRIBUTE_INSTANCE`); e.g. `--stall 2@1s+5s`.
     #[arg(long, value_name = "SPEC", value_parser = parse_stall)]
     stall: Option<Stall>,
+
+    /// Close a keep-alive connection after this many requests (answering the
+    /// last with `Connection: close`), like nginx's `keepalive_requests`, so
+    /// that clients reconnect and steering sees their connections again.
+    /// 0: never.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keepalive_requests: u64,
 }
 
 /// `--stall`: which instance, when, for how long.
@@ -82,6 +89,8 @@ struct Hello {
     errors: u64,
     /// `--stall`: when (once), and for how long.
     stall: Option<(Instant, Duration)>,
+    /// `--keepalive-requests`.
+    keepalive_requests: u64,
 }
 
 #[derive(Default)]
@@ -92,6 +101,8 @@ struct HttpConn {
     skip: u64,
     /// Shutting down: answer the request in progress with `Connection: close`.
     draining: bool,
+    /// Requests answered on this connection.
+    served: u64,
 }
 
 impl Hello {
@@ -157,7 +168,10 @@ impl Hello {
                 write_response(out, 501, false, &[], body, false);
                 return Action::Close;
             }
-            let keep_alive = req.keep_alive && !conn.draining;
+            conn.served += 1;
+            let keep_alive = req.keep_alive
+                && !conn.draining
+                && (self.keepalive_requests == 0 || conn.served < self.keepalive_requests);
             let head_only = req.method == "HEAD";
             if req.method == "GET" || head_only {
                 self.spin();
@@ -237,6 +251,7 @@ fn main() -> ExitCode {
                 .stall
                 .filter(|s| s.instance.is_none() || s.instance == instance_index())
                 .map(|s| (Instant::now() + s.after, s.duration)),
+            keepalive_requests: cli.keepalive_requests,
         };
         common::serve(PROG, &cli.common, &[SocketKind::Stream], hello, |hello| {
             format!(" requests={} errors={}", hello.requests, hello.errors)
