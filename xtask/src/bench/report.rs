@@ -752,18 +752,23 @@ fn steering_section(w: &mut String, st: &SteeringResult, img: &Path) -> Result<(
          `CPUAffinity=` is set), so a connection stays on one CPU from softirq to user space.\n\
          - **warm**: a program that picks randomly among the first *k* sockets only, *k* starting at 1; \
          the activator checks the warm sockets' accept queues every 10 ms and warms one more instance \
-         when all of them hold more than `WarmQueueDepth=` (4) connections, and shrinks the pool by one \
-         after a calm second. Light load: one instance; heavy load: up to N.\n"
+         when all of them hold more than `WarmQueueDepth=` (4) connections or used at least half a CPU \
+         over the last 100 ms (their cgroups' `cpu.stat`: keep-alive work shows there, not in the \
+         accept queue), and shrinks the pool by one after a calm second. Light load: one instance; \
+         heavy load: up to N.\n"
     )?;
     writeln!(
         w,
-        "Setup: `distribute-hello --idle-timeout 0 --work-us {}`, `Distribute={}`, started by systemd-distribute \
+        "Setup: `distribute-hello --idle-timeout 0 --work-us {} --keepalive-requests {}` (a keep-alive \
+         connection is closed after that many requests and the client reconnects, like nginx's \
+         `keepalive_requests`; before, connections lived for the whole run), `Distribute={}`, started by systemd-distribute \
          in the sandbox; one config per row, each on its own port. {} rounds in a rotating order; capacity \
          (closed loop, {} connections) and fairness are medians over the rounds, latency is the best fixed-rate \
          round, at {:.0}% of the capacity of `hash` in the same budget. Every ratio is against `hash` \
          **in the same budget and the same run**: capacity ratio higher is better; p50, p99 and fairness \
          ratios lower is better. Fairness is over both instances: ∞ when one served nothing.\n",
         st.work_us,
+        st.keepalive_requests,
         st.n,
         rounds,
         st.connections,
@@ -941,6 +946,75 @@ fn steering_section(w: &mut String, st: &SteeringResult, img: &Path) -> Result<(
         }
     )?;
     steering_findings(w, st)?;
+    stall_section(w, st)?;
+    Ok(())
+}
+
+/// "One of N instances stalls": with and without the health check.
+fn stall_section(w: &mut String, st: &SteeringResult) -> Result<()> {
+    let Some(first) = st.stall.first() else {
+        return Ok(());
+    };
+    writeln!(
+        w,
+        "### One of {} instances stalls for {:.0} s
+",
+        first.n, first.stall_s
+    )?;
+    writeln!(
+        w,
+        "`Distribute={}`, `Steering=hash`, `Activation=eager`, `distribute-hello --work-us {}`, budget \
+         split (clients CPU 0, instances `CPUAffinity=1`). Short connections at a fixed {:.0} req/s (half of \
+         `hash / split` short capacity above) for {:.0} s; 2 s into the window instance 1 gets `SIGSTOP`, \
+         {:.0} s later `SIGCONT`. One config with the health check (`StuckTimeoutSec=` default, 500 ms), \
+         one with `StuckTimeoutSec=0`, one after the other in the same run. Latency counts from the \
+         intended send time, so a request that waits in the stopped instance's queue, or for a free \
+         connection slot (at most {} in flight), counts its wait.\n",
+        first.n,
+        st.work_us,
+        first.rate,
+        first.window_s,
+        first.stall_s,
+        st.connections
+    )?;
+    writeln!(
+        w,
+        "| health check | completed | p50 | p99 | p99.9 | max | failed | unsent |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for r in &st.stall {
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            if r.health_check { "on (500ms)" } else { "off" },
+            r.completed,
+            us(r.p50_us),
+            us(r.p99_us),
+            us(r.p999_us),
+            us(r.max_us),
+            r.failed,
+            r.unsent
+        )?;
+    }
+    let log: Vec<String> = st
+        .stall
+        .iter()
+        .flat_map(|r| r.log.iter().map(|l| format!("- `{l}`")))
+        .collect();
+    writeln!(
+        w,
+        "\nWithout the check, a quarter of the new connections go to the stopped instance for the whole \
+         {:.0} s and wait there until it continues; with it, only those that arrived before the \
+         detection wait, and the others are served by the three running instances. Nothing is reset \
+         either way: the queued connections are served after `SIGCONT`. One run on a shared 2-core VM: \
+         the tail figures are noisy; the difference between the two rows is not. The activator's log \
+         during the run:\n\n{}\n",
+        first.stall_s,
+        if log.is_empty() {
+            "- (none)".to_string()
+        } else {
+            log.join("\n")
+        }
+    )?;
     Ok(())
 }
 
@@ -984,14 +1058,13 @@ fn steering_findings(w: &mut String, st: &SteeringResult) -> Result<()> {
          - **warm**: instances serving at {:.0}% load: {} (split keep-alive, split short, both-CPUs \
          keep-alive, both-CPUs short). With short connections the pool grows under load (fixed rate: \
          {} and {} instances; capacity {:.2} and {:.2} of `hash`) and shrinks again ({} growths and {} \
-         shrinks in the activator's log). With keep-alive it does not help: `warm` steers \
-         *connections*, and the {} keep-alive connections of a run are opened at its start, all land on \
-         the one warm socket and stay with instance 0; a pool that grows a moment later only sends \
-         *new* connections to instance 1 (instances serving in the capacity runs: {}). Where the instances have two CPUs to use, that halves \
-         capacity ({:.2} of `hash`), and the fixed rate ({:.0}/s, {:.0}% of `hash`'s capacity) is then \
-         more than the one instance can serve: p50 {}, {} requests failed or unsent. The growth signal \
-         is the accept queue, which stays short while the instance accepts promptly and falls behind on \
-         requests.\n",
+         shrinks in the activator's log). Keep-alive: `warm` steers *connections*; the {} keep-alive \
+         connections of a run are opened at its start and all land on the one warm socket. The pool now \
+         also grows on the instances' CPU time, and the instances close a connection after {} requests, \
+         so the clients' new connections follow the grown pool (instances serving in the capacity runs: \
+         {}): capacity {:.2} of `hash` on both CPUs (the previous run, with the accept queue as the only \
+         signal and connections that lived for the whole run: 0.50). At the fixed rate ({:.0}/s, {:.0}% \
+         of `hash`'s capacity): p50 {}, {} requests failed or unsent.\n",
         cpu_k.throughput_ratio,
         cpu_s.throughput_ratio,
         cpu_k.p50_ratio,
@@ -1007,6 +1080,7 @@ fn steering_findings(w: &mut String, st: &SteeringResult) -> Result<()> {
         grew,
         st.warm_pool_log.len() - grew,
         st.connections,
+        st.keepalive_requests,
         warm_k.served_capacity,
         warm_k.throughput_ratio,
         warm_k.rate,

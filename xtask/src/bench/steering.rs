@@ -14,6 +14,21 @@ use std::time::Duration;
 const STEER_N: usize = 2;
 /// The light-load runs offer this fraction of the budget's `hash` capacity.
 const LIGHT_FRACTION: f64 = 0.1;
+/// Keep-alive connections are closed by the instance after this many
+/// requests (`distribute-hello --keepalive-requests`, like nginx's
+/// `keepalive_requests`), so that the clients reconnect and steering, warm's
+/// pool in particular, sees keep-alive clients again.
+const KEEPALIVE_REQUESTS: u64 = 100;
+/// The stall runs: instances of their configs.
+const STALL_N: usize = 4;
+/// How long instance 1 is stopped (`SIGSTOP` … `SIGCONT`).
+const STALL_FOR: Duration = Duration::from_secs(5);
+/// Measured window of a stall run (seconds): the stall starts 2 s into it.
+const STALL_WINDOW_S: f64 = 20.0;
+/// The stall runs offer this fraction of `hash / split` short capacity.
+const STALL_FRACTION: f64 = 0.5;
+/// The two stall configs: (config, health check on).
+const STALL: [(&str, bool); 2] = [("st-stall-check", true), ("st-stall-nocheck", false)];
 
 /// Where the servers and the clients of a steering variant run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +173,36 @@ pub struct SteeringResult {
     /// The activator's `warm pool A → B` log lines during the scenario.
     pub warm_pool_log: Vec<String>,
     pub runs: Vec<Run>,
+    /// "One of N instances stalls for 5 s", with and without the health
+    /// check (`StuckTimeoutSec=` default vs `0`).
+    #[serde(default)]
+    pub stall: Vec<StallRow>,
+    /// `--keepalive-requests` of the instances.
+    #[serde(default)]
+    pub keepalive_requests: u64,
+}
+
+/// One stall run: short connections at a fixed rate on `Distribute=4`
+/// (`split` budget) while instance 1 is stopped for [`STALL_FOR`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StallRow {
+    /// The health check was on (`StuckTimeoutSec=` default).
+    pub health_check: bool,
+    pub n: usize,
+    pub stall_s: f64,
+    pub window_s: f64,
+    pub rate: f64,
+    pub completed: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// Failed requests (connect, reset, timeout, bad answer).
+    pub failed: u64,
+    /// Scheduled but never sent: every allowed connection was waiting.
+    pub unsent: u64,
+    /// Activator log lines about the stuck instance during the run.
+    pub log: Vec<String>,
 }
 
 impl SteeringResult {
@@ -195,6 +240,19 @@ fn top_share(r: &LoadResult) -> f64 {
 /// The activator's configs of this scenario, one per [`STEER`] variant.
 pub(super) fn configs(bin: &str, p: &Profile) -> Vec<(String, String)> {
     let w = p.work_us;
+    let stall = STALL.iter().enumerate().map(|(i, (name, check))| {
+        (
+            name.to_string(),
+            format!(
+                "[Socket]\nListenStream=127.0.0.1:{}\nDistribute={STALL_N}\nNoDelay=yes\nBacklog=4096\n\
+                 Activation=eager\n{}\n\
+                 [Service]\nExecStart={bin}/distribute-hello --idle-timeout 0 --work-us {w}\n\
+                 CPUAffinity={SERVER_CPU}\n",
+                P_STEER + (STEER.len() + i) as u16,
+                if *check { "" } else { "StuckTimeoutSec=0\n" }
+            ),
+        )
+    });
     STEER
         .iter()
         .enumerate()
@@ -207,13 +265,97 @@ pub(super) fn configs(bin: &str, p: &Profile) -> Vec<(String, String)> {
                 v.config(),
                 format!(
                     "[Socket]\nListenStream=127.0.0.1:{}\nDistribute={STEER_N}\nNoDelay=yes\nBacklog=4096\nSteering={}\n\n\
-                     [Service]\nExecStart={bin}/distribute-hello --idle-timeout 0 --work-us {w}\n{affinity}",
+                     [Service]\nExecStart={bin}/distribute-hello --idle-timeout 0 --work-us {w} \
+                     --keepalive-requests {KEEPALIVE_REQUESTS}\n{affinity}",
                     P_STEER + i as u16,
                     v.steering
                 ),
             )
         })
+        .chain(stall)
         .collect()
+}
+
+/// One stall run on `config` (port `port`): load for [`STALL_WINDOW_S`],
+/// instance 1 stopped from 2 s into it for [`STALL_FOR`].
+fn stall_run(
+    bed: &Bed,
+    p: &Profile,
+    pr: &Progress,
+    config: &str,
+    check: bool,
+    port: u16,
+    rate: f64,
+) -> Result<StallRow> {
+    let unit = format!("{config}@1.service");
+    let pid = bed.main_pid(&unit)?;
+    let since = bed
+        .sb
+        .run("date", &["+%s"])
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut prof = p.clone();
+    prof.duration_s = STALL_WINDOW_S;
+    let load = std::thread::spawn(move || load_on(&prof, port, "short", rate, Clients::Cpu0));
+    std::thread::sleep(Duration::from_secs_f64(p.warmup_s + 2.0));
+    bed.sb.run("kill", &["-STOP", &pid.to_string()])?;
+    std::thread::sleep(STALL_FOR);
+    bed.sb.run("kill", &["-CONT", &pid.to_string()])?;
+    let (r, _busy) = load
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+    let log: Vec<String> = bed
+        .sb
+        .run(
+            "journalctl",
+            &[
+                "--no-pager",
+                "-o",
+                "cat",
+                "-u",
+                ACTIVATOR,
+                "--since",
+                &format!("@{since}"),
+            ],
+        )
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.contains(&unit) && (l.contains("not accepting") || l.contains("accepting again"))
+        })
+        .map(|l| l.trim().to_string())
+        .collect();
+    let row = StallRow {
+        health_check: check,
+        n: STALL_N,
+        stall_s: STALL_FOR.as_secs_f64(),
+        window_s: STALL_WINDOW_S,
+        rate,
+        completed: r.completed,
+        p50_us: r.latency_us.p50,
+        p99_us: r.latency_us.p99,
+        p999_us: r.latency_us.p999,
+        max_us: r.latency_us.max,
+        failed: r.errors.total(),
+        unsent: r.unsent,
+        log,
+    };
+    pr.say(format!(
+        "   stall, health check {}: @{rate:.0} {} done, p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs, failed {}, unsent {}",
+        if check { "on " } else { "off" },
+        row.completed,
+        row.p50_us,
+        row.p99_us,
+        row.p999_us,
+        row.max_us,
+        row.failed,
+        row.unsent
+    ));
+    for l in &row.log {
+        pr.say(format!("      {l}"));
+    }
+    Ok(row)
 }
 
 pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<SteeringResult> {
@@ -229,7 +371,7 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<SteeringR
         .unwrap_or_default()
         .trim()
         .to_string();
-    for i in 0..STEER.len() {
+    for i in 0..STEER.len() + STALL.len() {
         wait_port(P_STEER + i as u16)?;
     }
     let rounds = p.rounds.max(1);
@@ -407,7 +549,22 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<SteeringR
         pr.say(format!("   {u}: CPUAffinity={c}"));
     }
     pr.say(format!("   warm pool changes: {}", warm_pool_log.len()));
+    // One of N instances stalls: with and without the health check, one
+    // after the other in this run, at the same rate.
+    let stall_rate = (hash_cap(&runs, Budget::Split, "short") * STALL_FRACTION).round();
+    pr.say(format!(
+        "== 5b one of {STALL_N} instances stops for {}s (SIGSTOP … SIGCONT), short connections @{stall_rate:.0}/s for {STALL_WINDOW_S}s, \
+         clients CPU 0, instances CPUAffinity={SERVER_CPU}",
+        STALL_FOR.as_secs()
+    ));
+    let mut stall = Vec::new();
+    for (i, (config, check)) in STALL.iter().enumerate() {
+        let port = P_STEER + (STEER.len() + i) as u16;
+        stall.push(stall_run(bed, p, pr, config, *check, port, stall_rate)?);
+    }
     Ok(SteeringResult {
+        stall,
+        keepalive_requests: KEEPALIVE_REQUESTS,
         n: STEER_N,
         work_us: p.work_us,
         connections: p.connections,
