@@ -578,9 +578,10 @@ impl Group {
         drop(self.link.companions.take());
         companion::forget(&self.spec.borrow(), &store, true);
         tracing::info!("{}: removed; all its sockets are closed", self.name);
-        // Wakes the warm-steering monitor, which ends on it.
+        // Wakes the warm-steering and health monitors, which end on it.
         self.link.closed.set(true);
         self.link.activity.notify_one();
+        self.link.health.notify_one();
     }
 
     /// The control plane's view, with live queue depths and main PIDs.
