@@ -152,6 +152,23 @@ pub fn parse_response(buf: &[u8]) -> Parsed {
     Parsed::Ok(pid)
 }
 
+/// Whether the head of a response says `Connection: close`.
+pub fn says_close(buf: &[u8]) -> bool {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    buf[..end].split(|&b| b == b'\n').skip(1).any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.iter().position(|&b| b == b':').is_some_and(|colon| {
+            line[..colon].eq_ignore_ascii_case(b"connection")
+                && line[colon + 1..]
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"close")
+        })
+    })
+}
+
 fn epoll_ctl(ep: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: token };
     // SAFETY: ev is a valid epoll_event.
@@ -410,10 +427,18 @@ impl Gen {
                         match self.cfg.workload {
                             Workload::Short => self.close(idx),
                             Workload::KeepAlive => {
+                                // `Connection: close` (e.g. the server's
+                                // keep-alive request limit): reconnect
+                                // rather than send on a closing connection.
+                                let closing = says_close(&c.recv);
                                 c.phase = Phase::Idle;
                                 c.recv.clear();
                                 self.inflight -= 1;
-                                self.idle.push_back(idx);
+                                if closing {
+                                    self.close(idx);
+                                } else {
+                                    self.idle.push_back(idx);
+                                }
                             }
                         }
                     }
@@ -741,6 +766,17 @@ fn enable_option(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn connection_close_is_seen() {
+        assert!(says_close(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!says_close(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!says_close(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    }
+
     use super::*;
 
     #[test]

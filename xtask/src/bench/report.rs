@@ -964,18 +964,18 @@ fn stall_section(w: &mut String, st: &SteeringResult) -> Result<()> {
     writeln!(
         w,
         "`Distribute={}`, `Steering=hash`, `Activation=eager`, `distribute-hello --work-us {}`, budget \
-         split (clients CPU 0, instances `CPUAffinity=1`). Short connections at a fixed {:.0} req/s (half of \
-         `hash / split` short capacity above) for {:.0} s; 2 s into the window instance 1 gets `SIGSTOP`, \
-         {:.0} s later `SIGCONT`. One config with the health check (`StuckTimeoutSec=` default, 500 ms), \
-         one with `StuckTimeoutSec=0`, one after the other in the same run. Latency counts from the \
-         intended send time, so a request that waits in the stopped instance's queue, or for a free \
-         connection slot (at most {} in flight), counts its wait.\n",
+         split (clients CPU 0, instances `CPUAffinity=1`). Short connections at a fixed {:.0} req/s (30% of \
+         `hash / split` short capacity above, at most {} in flight) for {:.0} s; 2 s into the window \
+         instance 1 gets `SIGSTOP`, {:.0} s later `SIGCONT`. One config with the health check \
+         (`StuckTimeoutSec=` default, 500 ms), one with `StuckTimeoutSec=0`, one after the other in the \
+         same run. A request not answered within 2 s (the load generator's timeout) counts as failed; \
+         latency counts from the intended send time.\n",
         first.n,
         st.work_us,
         first.rate,
+        first.connections,
         first.window_s,
         first.stall_s,
-        st.connections
     )?;
     writeln!(
         w,
@@ -1003,9 +1003,10 @@ fn stall_section(w: &mut String, st: &SteeringResult) -> Result<()> {
     writeln!(
         w,
         "\nWithout the check, a quarter of the new connections go to the stopped instance for the whole \
-         {:.0} s and wait there until it continues; with it, only those that arrived before the \
-         detection wait, and the others are served by the three running instances. Nothing is reset \
-         either way: the queued connections are served after `SIGCONT`. One run on a shared 2-core VM: \
+         {:.0} s and wait there (the client gives up after 2 s); with it, only those that arrived before \
+         the detection wait, and the others are served by the three running instances. The kernel \
+         resets nothing either way: what is still queued is served after `SIGCONT` (to clients that \
+         have gone by then). One run on a shared 2-core VM: \
          the tail figures are noisy; the difference between the two rows is not. The activator's log \
          during the run:\n\n{}\n",
         first.stall_s,

@@ -26,7 +26,11 @@ const STALL_FOR: Duration = Duration::from_secs(5);
 /// Measured window of a stall run (seconds): the stall starts 2 s into it.
 const STALL_WINDOW_S: f64 = 20.0;
 /// The stall runs offer this fraction of `hash / split` short capacity.
-const STALL_FRACTION: f64 = 0.5;
+const STALL_FRACTION: f64 = 0.3;
+/// Connections in flight allowed in a stall run: enough that the ones
+/// waiting in the stopped instance's queue (until the generator's 2 s
+/// timeout) never hold up the others.
+const STALL_CONNECTIONS: usize = 4000;
 /// The two stall configs: (config, health check on).
 const STALL: [(&str, bool); 2] = [("st-stall-check", true), ("st-stall-nocheck", false)];
 
@@ -192,6 +196,8 @@ pub struct StallRow {
     pub stall_s: f64,
     pub window_s: f64,
     pub rate: f64,
+    #[serde(default)]
+    pub connections: usize,
     pub completed: u64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -297,6 +303,7 @@ fn stall_run(
         .to_string();
     let mut prof = p.clone();
     prof.duration_s = STALL_WINDOW_S;
+    prof.connections = STALL_CONNECTIONS;
     let load = std::thread::spawn(move || load_on(&prof, port, "short", rate, Clients::Cpu0));
     std::thread::sleep(Duration::from_secs_f64(p.warmup_s + 2.0));
     bed.sb.run("kill", &["-STOP", &pid.to_string()])?;
@@ -332,6 +339,7 @@ fn stall_run(
         stall_s: STALL_FOR.as_secs_f64(),
         window_s: STALL_WINDOW_S,
         rate,
+        connections: STALL_CONNECTIONS,
         completed: r.completed,
         p50_us: r.latency_us.p50,
         p99_us: r.latency_us.p99,
