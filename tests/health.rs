@@ -236,7 +236,30 @@ fn a_stopped_instance_is_steered_around_and_serves_its_queue_after_sigcont() {
     );
     // Once per episode.
     assert_eq!(a.log().matches("web@2.service: not accepting").count(), 1);
+    // Four instances running, nothing queued: the check is dormant (epoll on
+    // the sockets), the activator is not woken.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = a.main_pid();
+    let runs0 = scheduled(&a, pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let runs = scheduled(&a, pid) - runs0;
+    println!("activator scheduled {runs} times in 2 s with 4 idle instances");
+    assert!(runs <= 2, "{runs} wakeups with idle instances");
     a.assert_active();
+}
+
+/// How often the threads of process `pid` in the sandbox were scheduled
+/// (/proc/PID/task/*/schedstat).
+fn scheduled(a: &Activator, pid: u32) -> u64 {
+    let out =
+        a.sb.run(
+            "/bin/sh",
+            &["-c", &format!("cat /proc/{pid}/task/*/schedstat")],
+        )
+        .expect("reading schedstat");
+    out.lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]

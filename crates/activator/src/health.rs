@@ -21,9 +21,14 @@
 //!   long, the instance is killed and started again; the queue survives in
 //!   the activator's socket and the new instance serves it.
 //!
-//! The monitor ticks only while an instance of the config runs (every
-//! [`tick`] of the timeout); otherwise it sleeps until a slot changes state,
-//! so an idle activator still has no wakeups.
+//! The monitor samples (every [`tick`] of the timeout) only while an instance
+//! of the config runs *and* something waits in a queue. When every queue of
+//! the running instances is empty it goes dormant: it waits in epoll for one
+//! of their sockets to become readable (something queued again), and then
+//! samples from the next tick on; with no instance running it waits for a
+//! slot to change state. So idle instances, and an idle activator, cost no
+//! wakeups, and under load it wakes at most twice per tick, however many
+//! connections arrive.
 
 use crate::group::Group;
 use crate::sockets::{queue_sample, QueueSample};
@@ -149,6 +154,39 @@ fn judge(
     verdict
 }
 
+/// Waits until a connection or datagram is queued on a socket of `slots`.
+///
+/// Registers duplicates of the sockets: epoll takes an fd once, and the
+/// slot's own task registers the socket itself as soon as its instance exits
+/// (which may happen while this waits).
+async fn wait_any_queued(slots: &[Rc<crate::supervisor::Slot>]) {
+    use std::os::fd::AsFd;
+    use tokio::io::unix::AsyncFd;
+    let watches: Vec<AsyncFd<std::os::fd::OwnedFd>> = slots
+        .iter()
+        .flat_map(|s| s.sockets.iter())
+        .filter_map(|b| b.socket.as_fd().try_clone_to_owned().ok())
+        // SAFETY: the AsyncFd owns the duplicate, which stays open as long
+        // as it is registered.
+        .filter_map(|fd| unsafe {
+            AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE).ok()
+        })
+        .collect();
+    if watches.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        let (res, i, _) =
+            futures_util::future::select_all(watches.iter().map(|w| Box::pin(w.readable()))).await;
+        let Ok(mut guard) = res else { return };
+        // Readiness may be stale; ask the kernel.
+        if crate::supervisor::queued(watches[i].get_ref().as_fd()).unwrap_or(true) {
+            return;
+        }
+        guard.clear_ready();
+    }
+}
+
 fn fmt_ms(d: Duration) -> String {
     if d >= Duration::from_secs(10) {
         format!("{}s", d.as_secs())
@@ -182,6 +220,9 @@ pub async fn monitor(group: Weak<Group>, shared: Rc<Shared>) {
         let now = Instant::now();
         let mut changed = false;
         let mut any_running = false;
+        // Whether every queue of every watched slot was empty at this sample.
+        let mut all_empty = true;
+        let mut watched_slots = Vec::new();
         let slots: Vec<_> = g
             .slots
             .borrow()
@@ -227,6 +268,8 @@ pub async fn monitor(group: Weak<Group>, shared: Rc<Shared>) {
                 })
                 .collect();
             let empty = samples.iter().all(|(s, _)| s.depth == 0);
+            all_empty &= empty;
+            watched_slots.push(slot.clone());
             let verdict = judge(track, &samples, now, timeout);
             if stuck {
                 if empty {
@@ -280,7 +323,22 @@ pub async fn monitor(group: Weak<Group>, shared: Rc<Shared>) {
             continue;
         }
         let period = tick(timeout.unwrap_or(DEFAULT_STUCK_TIMEOUT));
+        let link = g.link.clone();
         drop(g);
+        if all_empty && watched_slots.is_empty() {
+            // Only draining instances run: nothing to watch.
+            link.health.notified().await;
+            continue;
+        }
+        if all_empty {
+            // Dormant until something is queued again (or a slot changes).
+            let readable = wait_any_queued(&watched_slots);
+            tokio::select! {
+                _ = readable => {}
+                _ = link.health.notified() => {}
+            }
+            drop(watched_slots);
+        }
         tokio::time::sleep(period).await;
     }
 }
