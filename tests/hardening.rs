@@ -5,31 +5,6 @@
 use distribute_tests::{addr, get_hello, hello_config, port, Activator, NOBODY, ROOT};
 use std::time::Duration;
 
-/// The activator's unique bus name.
-fn activator_unique_name(a: &Activator) -> String {
-    let r = a
-        .run_as(
-            ROOT,
-            "busctl",
-            &[
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "GetNameOwner",
-                "s",
-                "org.distribute1",
-            ],
-        )
-        .ok();
-    // `s ":1.5"`
-    r.stdout
-        .trim()
-        .trim_start_matches("s ")
-        .trim_matches('"')
-        .to_string()
-}
-
 #[test]
 fn forged_systemd_signals_from_an_unprivileged_user_are_ignored() {
     let p = port(100);
@@ -37,7 +12,7 @@ fn forged_systemd_signals_from_an_unprivileged_user_are_ignored() {
         return;
     };
     let first = get_hello(addr(p), Duration::from_secs(10)).expect("served");
-    let dest = format!("--destination={}", activator_unique_name(&a));
+    let dest = format!("--destination={}", a.unique_name());
     let unit_path = "/org/freedesktop/systemd1/unit/web_400_2eservice";
     // What the issue tried: "web@0.service failed", five times, between
     // connections, sent by `nobody` straight to the activator.

@@ -282,6 +282,29 @@ impl Activator {
             .to_string()
     }
 
+    /// The activator's unique bus name (it changes with every restart).
+    pub fn unique_name(&self) -> String {
+        self.sb
+            .run(
+                "busctl",
+                &[
+                    "call",
+                    "org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus",
+                    "GetNameOwner",
+                    "s",
+                    BUS,
+                ],
+            )
+            .unwrap_or_default()
+            // `s ":1.5"`
+            .trim()
+            .trim_start_matches("s ")
+            .trim_matches('"')
+            .to_string()
+    }
+
     /// The activator's PID (in the sandbox's PID namespace).
     pub fn main_pid(&self) -> u32 {
         self.unit_property(SERVICE, "MainPID")

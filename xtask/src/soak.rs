@@ -310,7 +310,7 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
             }
             12 => {
                 // Forged "web@I failed" from an unprivileged user.
-                let unique = activator_unique_name(&a);
+                let unique = a.unique_name();
                 let i = rng.below(u64::from(web_n.max(1)));
                 let path = format!("/org/freedesktop/systemd1/unit/web_40{i}_2eservice");
                 let r = a.sb.run(
@@ -518,27 +518,6 @@ fn classify(config: &'static str, start: Instant, e: &anyhow::Error) -> Failure 
         refused: io.is_some_and(|e| e.kind() == ErrorKind::ConnectionRefused),
         what: format!("{e:#}"),
     }
-}
-
-/// The activator's unique bus name (it changes with every restart).
-fn activator_unique_name(a: &Activator) -> String {
-    a.sb.run(
-        "busctl",
-        &[
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "GetNameOwner",
-            "s",
-            "org.distribute1",
-        ],
-    )
-    .unwrap_or_default()
-    .trim()
-    .trim_start_matches("s ")
-    .trim_matches('"')
-    .to_string()
 }
 
 /// A keep-alive connection: the stream (to write) and a reader over it.

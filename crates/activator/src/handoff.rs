@@ -26,7 +26,7 @@
 
 use crate::fdpass;
 use crate::supervisor::{Shared, UnitEvent};
-use crate::systemd::UnitProxy;
+use crate::systemd::unit_at;
 use crate::template::Mode;
 use nix::sys::socket::{
     accept4, bind, getsockopt, listen, recv, socket, sockopt, AddressFamily, Backlog, MsgFlags,
@@ -266,13 +266,7 @@ async fn decide(shared: &Shared, peer: &Peer, unit: &str) -> Result<Grant, Strin
         .get_unit_by_pid(peer.pid as u32)
         .await
         .map_err(|e| format!("systemd does not know PID {}: {e}", peer.pid))?;
-    let proxy = UnitProxy::builder(&conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .path(path)
-        .map_err(|e| e.to_string())?
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
+    let proxy = unit_at(&conn, path).await.map_err(|e| e.to_string())?;
     let actual = proxy.id().await.map_err(|e| e.to_string())?;
     if actual != unit {
         return Err(format!(

@@ -30,7 +30,7 @@
 
 use crate::fdpass;
 use crate::sockets::BoundSocket;
-use crate::systemd::{ManagerProxy, UnitProxy};
+use crate::systemd::{unit_at, ManagerProxy};
 use crate::template::Mode;
 use crate::unit::{self, FdHandOff};
 use distribute_config::{SocketSpec, Steering};
@@ -1003,13 +1003,7 @@ pub async fn instance_is_up(shared: &Shared, unit: &str) -> bool {
 pub async fn instance_state(shared: &Shared, unit: &str) -> Option<InstanceState> {
     let manager = shared.manager();
     let path = manager.get_unit(unit).await.ok()?;
-    let proxy = UnitProxy::builder(manager.inner().connection())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .path(path)
-        .ok()?
-        .build()
-        .await
-        .ok()?;
+    let proxy = unit_at(manager.inner().connection(), path).await.ok()?;
     let active_state = proxy.active_state().await.ok()?;
     let job = proxy.job().await.is_ok_and(|(id, _)| id != 0);
     Some(InstanceState { active_state, job })
@@ -1022,13 +1016,7 @@ pub async fn instance_state(shared: &Shared, unit: &str) -> Option<InstanceState
 async fn fragment_on_disk(shared: &Shared, unit: &str) -> Option<String> {
     let manager = shared.manager();
     let path = manager.load_unit(unit).await.ok()?;
-    let proxy = UnitProxy::builder(manager.inner().connection())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .path(path)
-        .ok()?
-        .build()
-        .await
-        .ok()?;
+    let proxy = unit_at(manager.inner().connection(), path).await.ok()?;
     let state = proxy.active_state().await.ok()?;
     if !matches!(state.as_str(), "inactive" | "failed") {
         return None; // running: something to adopt

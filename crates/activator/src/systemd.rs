@@ -158,6 +158,20 @@ pub fn unit_object_path(unit: &str) -> String {
     format!("/org/freedesktop/systemd1/unit/{}", escape_label(unit))
 }
 
+/// A `Unit` proxy for `path` that asks systemd on every read: states change
+/// under us, and a cached value would be stale (and caching subscribes to
+/// every change of that unit).
+pub async fn unit_at(
+    conn: &zbus::Connection,
+    path: OwnedObjectPath,
+) -> zbus::Result<UnitProxy<'static>> {
+    UnitProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .path(path)?
+        .build()
+        .await
+}
+
 /// The major version from systemd's `Version` property (`252.38-1~deb12u1` → 252).
 pub fn major_version(version: &str) -> Option<u32> {
     let digits: String = version

@@ -13,7 +13,7 @@
 //! that has a unit file), and neither gives nothing to start: both are errors
 //! that name the files involved and how to choose.
 
-use crate::systemd::{ManagerProxy, UnitProxy};
+use crate::systemd::{unit_at, ManagerProxy};
 use distribute_config::SocketSpec;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -99,11 +99,7 @@ async fn unit_file_of(
         .load_unit(&unit)
         .await
         .map_err(|e| format!("asking systemd for {unit}: {e}"))?;
-    let proxy = UnitProxy::builder(manager.inner().connection())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .path(path)
-        .map_err(|e| e.to_string())?
-        .build()
+    let proxy = unit_at(manager.inner().connection(), path)
         .await
         .map_err(|e| e.to_string())?;
     let fragment = proxy.fragment_path().await.map_err(|e| e.to_string())?;
@@ -181,14 +177,9 @@ pub async fn own_settings(manager: &ManagerProxy<'_>, spec: &SocketSpec) -> OwnS
     let Ok(path) = manager.load_unit(&spec.instance_unit(0)).await else {
         return own;
     };
-    let Ok(proxy) = UnitProxy::builder(manager.inner().connection())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .path(path)
-        .map(|b| b.build())
-    else {
+    let Ok(proxy) = unit_at(manager.inner().connection(), path).await else {
         return own;
     };
-    let Ok(proxy) = proxy.await else { return own };
     let fragment = proxy.fragment_path().await.unwrap_or_default();
     let dropins = proxy.drop_in_paths().await.unwrap_or_default();
     for file in std::iter::once(fragment).chain(dropins) {
