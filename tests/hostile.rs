@@ -221,7 +221,7 @@ fn instance_ignoring_sigterm_is_killed_by_its_stop_timeout() {
     let cfg = script_config(
         stubborn,
         "",
-        "trap \"\" TERM; exec /bin/sleep 600",
+        "trap \"\" TERM; echo ignoring SIGTERM; exec /bin/sleep 600",
         "TimeoutStopSec=2s\n",
     );
     let Some(a) = Activator::start(
@@ -236,6 +236,16 @@ fn instance_ignoring_sigterm_is_killed_by_its_stop_timeout() {
         a.wait_active("stubborn@*", Duration::from_secs(10)),
         "stubborn@0 runs:\n{}",
         a.log()
+    );
+    // Only once the shell has set SIGTERM aside (a stop before that simply
+    // ends it: seen on 257, where the stop came 30 ms after the start).
+    assert!(
+        a.wait_log(Duration::from_secs(10), |_| a
+            .sb
+            .journal(Some("stubborn@0.service"))
+            .contains("ignoring SIGTERM")),
+        "stubborn@0 never got to its trap:\n{}",
+        a.sb.journal(Some("stubborn@0.service"))
     );
     // An operator stop: SIGTERM is ignored, SIGKILL after 2 s; meanwhile the
     // other config is served as usual.
