@@ -248,31 +248,14 @@ fn world_writable_configs_and_root_instances_are_warned_about_once() {
 
 /// A keep-alive HTTP connection that has had one answer: (stream, instance).
 fn keep_alive_client(target: std::net::SocketAddr) -> (std::net::TcpStream, String) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut s = std::net::TcpStream::connect(target).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("response head");
-        if let Some(v) = line.strip_prefix("Content-Length: ") {
-            len = v.trim().parse().unwrap();
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).expect("body");
-    let body = String::from_utf8(body).unwrap();
+    let mut c = distribute_tests::KeepAlive::connect(target).expect("connect");
+    let (_, body) = c.get().expect("response").expect("an answer");
     let instance = body
         .split_whitespace()
         .find_map(|w| w.strip_prefix("instance="))
         .unwrap()
         .to_string();
-    (s, instance)
+    (c.stream, instance)
 }
 
 #[test]

@@ -477,6 +477,52 @@ pub fn get_hellos(addr: SocketAddr, n: usize) -> Vec<Hello> {
         .collect()
 }
 
+/// An HTTP/1.1 keep-alive connection: the stream and a reader over it.
+pub struct KeepAlive {
+    /// The connection (for writing, and for reading what the reader left).
+    pub stream: TcpStream,
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    /// Connects to `addr`; reads time out after 10 s.
+    pub fn connect(addr: SocketAddr) -> std::io::Result<KeepAlive> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let reader = std::io::BufReader::new(stream.try_clone()?);
+        Ok(KeepAlive { stream, reader })
+    }
+
+    /// One `GET /` on the connection: `Some((status line, body))` once
+    /// answered, `None` if the server closed the connection before any byte
+    /// of an answer (an idle keep-alive connection it ended).
+    pub fn get(&mut self) -> std::io::Result<Option<(String, String)>> {
+        use std::io::BufRead;
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")?;
+        let mut status = String::new();
+        if self.reader.read_line(&mut status)? == 0 {
+            return Ok(None);
+        }
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if let Some(v) = line.strip_prefix("Content-Length: ") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body)?;
+        Ok(Some((status, String::from_utf8_lossy(&body).into_owned())))
+    }
+}
+
 /// Parses `instance=I pid=P` out of an HTTP response.
 pub fn parse_hello(resp: &str) -> Result<Hello> {
     if !resp.starts_with("HTTP/1.1 200") {

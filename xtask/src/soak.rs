@@ -26,7 +26,7 @@
 //! time; the sandbox is torn down on exit (its `Drop`).
 
 use anyhow::{bail, Context, Result};
-use distribute_tests::{get_hello, port, Activator, Rng};
+use distribute_tests::{get_hello, port, Activator, KeepAlive, Rng};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -520,43 +520,6 @@ fn classify(config: &'static str, start: Instant, e: &anyhow::Error) -> Failure 
     }
 }
 
-/// A keep-alive connection: the stream (to write) and a reader over it.
-type KeepAlive = (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>);
-
-fn connect_keep_alive(target: SocketAddr) -> std::io::Result<KeepAlive> {
-    let s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(10))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let r = std::io::BufReader::new(s.try_clone()?);
-    Ok((s, r))
-}
-
-/// One `GET /` on `c`: `Some(ok)` once answered (200 or not), `None` if the
-/// server closed the connection before any byte of an answer.
-fn ask_keep_alive(c: &mut KeepAlive) -> std::io::Result<Option<bool>> {
-    use std::io::{BufRead, Read, Write};
-    c.0.write_all(b"GET / HTTP/1.1\r\nHost: soak\r\n\r\n")?;
-    let mut status = String::new();
-    if c.1.read_line(&mut status)? == 0 {
-        return Ok(None);
-    }
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        if c.1.read_line(&mut line)? == 0 {
-            return Err(ErrorKind::UnexpectedEof.into());
-        }
-        if let Some(v) = line.strip_prefix("Content-Length: ") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; len];
-    c.1.read_exact(&mut body)?;
-    Ok(Some(status.starts_with("HTTP/1.1 200")))
-}
-
 /// One HTTP keep-alive connection to `target`, a request every 20 ms, until
 /// `stop`. A request that finds the connection closed by the server before
 /// any byte of the answer (an idle connection closed as its instance drained
@@ -564,16 +527,21 @@ fn ask_keep_alive(c: &mut KeepAlive) -> std::io::Result<Option<bool>> {
 /// only a request that then gets no answer is a failure.
 fn keep_alive_client(target: SocketAddr, stop: &AtomicBool, hard_stop: Instant) -> Tally {
     let mut t = Tally::default();
+    // Some(ok): answered, 200 or not; None: closed before any answer byte.
+    let ask = |c: &mut KeepAlive| -> std::io::Result<Option<bool>> {
+        Ok(c.get()?
+            .map(|(status, _)| status.starts_with("HTTP/1.1 200")))
+    };
     let mut conn: Option<KeepAlive> = None;
     let fresh = |conn: &mut Option<KeepAlive>| -> std::io::Result<Option<bool>> {
-        *conn = Some(connect_keep_alive(target)?);
-        ask_keep_alive(conn.as_mut().expect("just connected"))
+        *conn = Some(KeepAlive::connect(target)?);
+        ask(conn.as_mut().expect("just connected"))
     };
     while !stop.load(Ordering::Relaxed) && Instant::now() < hard_stop {
         let start = Instant::now();
         t.attempted += 1;
         let (mut result, reused) = match conn.as_mut() {
-            Some(c) => (ask_keep_alive(c), true),
+            Some(c) => (ask(c), true),
             None => (fresh(&mut conn), false),
         };
         let closed_idle = reused

@@ -26,7 +26,7 @@
 
 use crate::fdpass;
 use crate::supervisor::{Shared, UnitEvent};
-use crate::systemd::unit_at;
+use crate::systemd::{unit_at, unit_object_path};
 use crate::template::Mode;
 use nix::sys::socket::{
     accept4, bind, getsockopt, listen, recv, socket, sockopt, AddressFamily, Backlog, MsgFlags,
@@ -266,9 +266,12 @@ async fn decide(shared: &Shared, peer: &Peer, unit: &str) -> Result<Grant, Strin
         .get_unit_by_pid(peer.pid as u32)
         .await
         .map_err(|e| format!("systemd does not know PID {}: {e}", peer.pid))?;
+    // Object paths are the escaped unit names: equal paths, same unit, and
+    // the name is only asked for to say whose process it is.
+    let ours = path.as_str() == unit_object_path(unit);
     let proxy = unit_at(&conn, path).await.map_err(|e| e.to_string())?;
-    let actual = proxy.id().await.map_err(|e| e.to_string())?;
-    if actual != unit {
+    if !ours {
+        let actual = proxy.id().await.map_err(|e| e.to_string())?;
         return Err(format!(
             "PID {} belongs to {actual}, not to {unit}: only a process of the instance itself \
              may ask for its sockets",

@@ -187,45 +187,59 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
             .bind_device(Some(dev.as_bytes()))
             .map_err(|e| fail("SO_BINDTODEVICE", e))?;
     }
+    apply_changeable(&socket, listen, opts).map_err(|(op, e)| fail(op, e))?;
+    socket
+        .bind(&SockAddr::from(addr))
+        .map_err(|e| fail("bind", e))?;
+    if listen.kind == ListenKind::Stream {
+        socket
+            .listen(backlog(opts))
+            .map_err(|e| fail("listen", e))?;
+    }
+    Ok(socket)
+}
+
+/// `Backlog=` as `listen()` takes it.
+fn backlog(opts: &SocketOptions) -> libc::c_int {
+    opts.backlog.unwrap_or(DEFAULT_BACKLOG).min(i32::MAX as u32) as libc::c_int
+}
+
+/// The options a socket takes before and after it is bound alike: buffer
+/// sizes, `NoDelay=`, `KeepAlive=`, `DeferAcceptSec=` (set either way, so a
+/// reused socket loses a setting the config dropped) and the tunables. The
+/// error names the option.
+fn apply_changeable(
+    socket: &Socket,
+    listen: &Listen,
+    opts: &SocketOptions,
+) -> Result<(), (&'static str, io::Error)> {
     if let Some(size) = opts.receive_buffer {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         socket
             .set_recv_buffer_size(size)
-            .map_err(|e| fail("SO_RCVBUF", e))?;
+            .map_err(|e| ("SO_RCVBUF", e))?;
     }
     if let Some(size) = opts.send_buffer {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         socket
             .set_send_buffer_size(size)
-            .map_err(|e| fail("SO_SNDBUF", e))?;
+            .map_err(|e| ("SO_SNDBUF", e))?;
     }
     if listen.kind == ListenKind::Stream {
-        if opts.no_delay {
-            socket
-                .set_nodelay(true)
-                .map_err(|e| fail("TCP_NODELAY", e))?;
-        }
-        if opts.keep_alive {
-            socket
-                .set_keepalive(true)
-                .map_err(|e| fail("SO_KEEPALIVE", e))?;
-        }
-        if let Some(usec) = opts.defer_accept_usec.filter(|&u| u > 0) {
-            // TCP_DEFER_ACCEPT takes whole seconds; round up like systemd.
-            let secs = Duration::from_micros(usec).as_secs_f64().ceil() as libc::c_int;
-            set_int_opt(&socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)
-                .map_err(|e| fail("TCP_DEFER_ACCEPT", e))?;
-        }
+        socket
+            .set_nodelay(opts.no_delay)
+            .map_err(|e| ("TCP_NODELAY", e))?;
+        socket
+            .set_keepalive(opts.keep_alive)
+            .map_err(|e| ("SO_KEEPALIVE", e))?;
+        // TCP_DEFER_ACCEPT takes whole seconds; round up like systemd.
+        let secs = opts.defer_accept_usec.map_or(0, |usec| {
+            Duration::from_micros(usec).as_secs_f64().ceil() as libc::c_int
+        });
+        set_int_opt(socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)
+            .map_err(|e| ("TCP_DEFER_ACCEPT", e))?;
     }
-    apply_tunables(&socket, listen, opts).map_err(|(op, e)| fail(op, e))?;
-    socket
-        .bind(&SockAddr::from(addr))
-        .map_err(|e| fail("bind", e))?;
-    if listen.kind == ListenKind::Stream {
-        let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG).min(i32::MAX as u32) as i32;
-        socket.listen(backlog).map_err(|e| fail("listen", e))?;
-    }
-    Ok(socket)
+    apply_tunables(socket, listen, opts)
 }
 
 /// Applies the options of `opts` that a bound, listening socket still takes
@@ -235,24 +249,11 @@ pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindErr
 /// (a second `listen()` changes it). Address-level options (`BindIPv6Only=`,
 /// `FreeBind=`, `Transparent=`, `BindToDevice=`) only apply to new sockets.
 pub fn refresh_stored(socket: &Socket, listen: &Listen, opts: &SocketOptions) -> io::Result<()> {
-    if let Some(size) = opts.receive_buffer {
-        socket.set_recv_buffer_size(usize::try_from(size).unwrap_or(usize::MAX))?;
-    }
-    if let Some(size) = opts.send_buffer {
-        socket.set_send_buffer_size(usize::try_from(size).unwrap_or(usize::MAX))?;
-    }
-    if listen.kind == ListenKind::Stream {
-        socket.set_nodelay(opts.no_delay)?;
-        socket.set_keepalive(opts.keep_alive)?;
-        let secs = opts.defer_accept_usec.map_or(0, |usec| {
-            Duration::from_micros(usec).as_secs_f64().ceil() as libc::c_int
-        });
-        set_int_opt(socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)?;
-        let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG).min(i32::MAX as u32) as i32;
-        socket.listen(backlog)?;
-    }
-    apply_tunables(socket, listen, opts)
+    apply_changeable(socket, listen, opts)
         .map_err(|(op, e)| io::Error::new(e.kind(), format!("{op}: {e}")))?;
+    if listen.kind == ListenKind::Stream {
+        socket.listen(backlog(opts))?;
+    }
     Ok(())
 }
 
