@@ -69,6 +69,10 @@ enum Task {
         /// Only regenerate docs/benchmarks.md from bench/results/*.json.
         #[arg(long)]
         render: bool,
+        /// Idle-exit cycles per variant of the churn scenario instead of the
+        /// profile's (quick 5,000, full 20,000), e.g. for a shorter check.
+        #[arg(long)]
+        churn_cycles: Option<usize>,
     },
     /// Man pages: render them to target/man/, or with --check lint them and
     /// check that every config key, daemon option and distributectl command
@@ -147,11 +151,13 @@ fn main() -> Result<()> {
             only,
             systemd,
             render,
+            churn_cycles,
         } => bench::run(bench::Options {
             full,
             only,
             systemd,
             render_only: render,
+            churn_cycles,
         }),
         Task::Man { check } => man::run(check),
         Task::Install {

@@ -394,7 +394,7 @@ pub fn template_extra_ms(rows: &[ColdRow]) -> Option<f64> {
 
 /// Connect, send a request, wait for the first byte of the answer; reads the
 /// rest to check it is a 200.
-fn first_byte(addr: SocketAddr) -> Result<Duration> {
+pub(super) fn first_byte(addr: SocketAddr) -> Result<Duration> {
     let t = Instant::now();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).context("connect")?;
     s.set_nodelay(true)?;

@@ -134,3 +134,71 @@ pub(super) fn bar_chart(
     root.present().map_err(plotting)?;
     Ok(())
 }
+
+/// A line chart: one line per series of `(x, y)` points (the churn scenario's
+/// curves over cycles). The y axis starts at `y_from` (RSS curves sit far
+/// from 0; a 0-based axis would flatten the growth the chart is about).
+pub(super) fn line_chart(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    use plotters::prelude::*;
+    let pts = || series.iter().flat_map(|s| s.1.iter().copied());
+    let x_max = pts().map(|p| p.0).fold(1.0, f64::max);
+    let (lo, hi) = pts()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
+    // Room above and below, at least 256 KiB in all: a flat line stays flat.
+    let pad = ((hi - lo) * 0.15).max(128.0);
+    let root = SVGBackend::new(path, (760, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plotting)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..x_max, (lo - pad).max(0.0)..hi + pad)
+        .map_err(plotting)?;
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(plotting)?;
+    let palette = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xd6, 0x27, 0x28),
+    ];
+    for (si, (name, points)) in series.iter().enumerate() {
+        let color = palette[si % palette.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(plotting)?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(plotting)?;
+    root.present().map_err(plotting)?;
+    Ok(())
+}

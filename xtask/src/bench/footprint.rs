@@ -3,7 +3,7 @@
 
 use super::testbed::{Bed, ACTIVATOR};
 use super::{Profile, Progress, P_SCALE};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,30 @@ pub struct FootprintRow {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Footprint {
     pub rows: Vec<FootprintRow>,
+    /// Rescales of one config with nothing connected (`SetDistribute` on
+    /// D-Bus, as `distributectl scale` sends it); empty in results from
+    /// before they were measured.
+    #[serde(default)]
+    pub rescales: Vec<RescaleRow>,
 }
+
+/// One `SetDistribute(to)` call, timed until the activator reports N = `to`
+/// settled: its `Instances` property lists exactly `to` instances and none
+/// is still draining.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RescaleRow {
+    pub from: u32,
+    pub to: u32,
+    /// Until the `SetDistribute` call returned, ms.
+    pub call_ms: f64,
+    /// Until settled, ms (includes `call_ms`).
+    pub settled_ms: f64,
+    /// Activator RSS once settled.
+    pub rss_kb: u64,
+}
+
+/// The largest N a config may ask for (`Distribute=`, `SetDistribute`).
+pub const MAX_N: u32 = 1024;
 
 /// Label, configs (name, text), sockets.
 type ScaleCase = (String, Vec<(String, String)>, usize);
@@ -42,7 +65,7 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint
             format!("[Socket]\nListenStream=127.0.0.1:{port}\nDistribute={n}\n\n[Service]\nExecStart={hello}\n"),
         )
     };
-    let mut cases: Vec<ScaleCase> = [1usize, 16, 64, 256]
+    let mut cases: Vec<ScaleCase> = [1usize, 16, 64, 256, MAX_N as usize]
         .iter()
         .map(|&n| (format!("N={n}"), vec![one("scale", P_SCALE, n)], n))
         .collect();
@@ -53,7 +76,16 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint
             .collect(),
         100,
     ));
+    // Ports 49000..49999: the range this scenario owns ends there.
+    cases.push((
+        "1000 configs, N=1".into(),
+        (0..1000)
+            .map(|i| one(&format!("cfg{i:04}"), P_SCALE + 1000 + i as u16, 1))
+            .collect(),
+        1000,
+    ));
     let mut rows: Vec<FootprintRow> = Vec::new();
+    let mut rescales = Vec::new();
     for (label, configs, sockets) in cases {
         let wall = bed.restart_with(&configs)?;
         let timestamp_us = |prop: &str| -> f64 { bed.show(ACTIVATOR, prop).parse().unwrap_or(0.0) };
@@ -85,6 +117,17 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint
             row.ready_ms, row.start_wall_ms, rss, threads, row.idle_wakeups_per_s
         ));
         rows.push(row);
+        if label == format!("N={MAX_N}") {
+            // Under no load, with the activator as READY left it.
+            for (from, to) in [(MAX_N, 1), (1, MAX_N)] {
+                let r = rescale(bed, pid, from, to)?;
+                pr.say(format!(
+                    "   rescale {from} → {to}: call returned after {:.1} ms, settled after {:.1} ms, RSS {} KiB",
+                    r.call_ms, r.settled_ms, r.rss_kb
+                ));
+                rescales.push(r);
+            }
+        }
     }
     let (r0, t0) = (rows[0].rss_kb.max(1) as f64, rows[0].ready_ms.max(0.001));
     for r in &mut rows {
@@ -93,5 +136,63 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint
     }
     // Leave the bed as the load scenarios expect it.
     bed.restart_with(&bed.load_configs(p))?;
-    Ok(Footprint { rows })
+    Ok(Footprint { rows, rescales })
+}
+
+/// `SetDistribute(to)` on config `scale`, from inside the sandbox with
+/// `busctl` (what `distributectl scale` calls), then the `Instances`
+/// property polled until it lists `to` instances, none draining.
+fn rescale(bed: &Bed, pid: u32, from: u32, to: u32) -> Result<RescaleRow> {
+    const PATH: &str = "/org/distribute1/socket/scale";
+    const IFACE: &str = "org.distribute1.Socket";
+    let t = Instant::now();
+    bed.sb.run(
+        "busctl",
+        &[
+            "call",
+            "org.distribute1",
+            PATH,
+            IFACE,
+            "SetDistribute",
+            "u",
+            &to.to_string(),
+        ],
+    )?;
+    let call = t.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = bed.sb.run(
+            "busctl",
+            &[
+                "--json=short",
+                "get-property",
+                "org.distribute1",
+                PATH,
+                IFACE,
+                "Instances",
+            ],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        let list = v["data"].as_array().cloned().unwrap_or_default();
+        // (index, unit, state, ...): the state is the third field.
+        let draining = list.iter().any(|e| e[2].as_str() == Some("draining"));
+        if list.len() == to as usize && !draining {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "rescale {from} → {to}: not settled after 60 s ({} instances, draining: {draining})",
+                list.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let settled = t.elapsed();
+    Ok(RescaleRow {
+        from,
+        to,
+        call_ms: call.as_secs_f64() * 1000.0,
+        settled_ms: settled.as_secs_f64() * 1000.0,
+        rss_kb: bed.rss_kb(pid)?,
+    })
 }
