@@ -36,8 +36,10 @@ pub struct Footprint {
 }
 
 /// One `SetDistribute(to)` call, timed until the activator reports N = `to`
-/// settled: its `Instances` property lists exactly `to` instances and none
-/// is still draining.
+/// settled: its `Instances` property lists exactly `to` instances, none is
+/// still draining, and systemd's fd store of the activator holds exactly the
+/// sockets of `to` instances (a shrink has sent `FDSTOREREMOVE` for the
+/// others and systemd has read it; a grow has stored the new ones).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RescaleRow {
     pub from: u32,
@@ -87,7 +89,26 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint
     let mut rows: Vec<FootprintRow> = Vec::new();
     let mut rescales = Vec::new();
     for (label, configs, sockets) in cases {
+        // The previous case's activator holds its ports until it stops.
+        bed.sb.systemctl(&["stop", ACTIVATOR])?;
+        wait_ports_free(&configs, pr)?;
         let wall = bed.restart_with(&configs)?;
+        // Every config must be served, or the figures describe less than
+        // the label says.
+        let served = served_configs(bed)?;
+        if served != configs.len() {
+            bail!(
+                "{label}: the activator serves {served} of {} configs\n--- journal ---\n{}",
+                configs.len(),
+                bed.sb
+                    .journal(Some(ACTIVATOR))
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
         let timestamp_us = |prop: &str| -> f64 { bed.show(ACTIVATOR, prop).parse().unwrap_or(0.0) };
         let start_us = timestamp_us("ExecMainStartTimestampMonotonic");
         let ready_us = timestamp_us("ActiveEnterTimestampMonotonic");
@@ -119,8 +140,10 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint
         rows.push(row);
         if label == format!("N={MAX_N}") {
             // Under no load, with the activator as READY left it.
+            // What the fd store holds besides the config's sockets.
+            let other = stored(bed).saturating_sub(MAX_N as usize);
             for (from, to) in [(MAX_N, 1), (1, MAX_N)] {
-                let r = rescale(bed, pid, from, to)?;
+                let r = rescale(bed, pid, from, to, other)?;
                 pr.say(format!(
                     "   rescale {from} → {to}: call returned after {:.1} ms, settled after {:.1} ms, RSS {} KiB",
                     r.call_ms, r.settled_ms, r.rss_kb
@@ -142,7 +165,7 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Footprint
 /// `SetDistribute(to)` on config `scale`, from inside the sandbox with
 /// `busctl` (what `distributectl scale` calls), then the `Instances`
 /// property polled until it lists `to` instances, none draining.
-fn rescale(bed: &Bed, pid: u32, from: u32, to: u32) -> Result<RescaleRow> {
+fn rescale(bed: &Bed, pid: u32, from: u32, to: u32, other: usize) -> Result<RescaleRow> {
     const PATH: &str = "/org/distribute1/socket/scale";
     const IFACE: &str = "org.distribute1.Socket";
     let t = Instant::now();
@@ -176,18 +199,42 @@ fn rescale(bed: &Bed, pid: u32, from: u32, to: u32) -> Result<RescaleRow> {
         let list = v["data"].as_array().cloned().unwrap_or_default();
         // (index, unit, state, ...): the state is the third field.
         let draining = list.iter().any(|e| e[2].as_str() == Some("draining"));
-        if list.len() == to as usize && !draining {
+        // The fd store only once the instances look right (one more
+        // process per poll).
+        let store = if list.len() == to as usize && !draining {
+            stored(bed)
+        } else {
+            0
+        };
+        if store == to as usize + other {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "rescale {from} → {to}: not settled after 60 s ({} instances, draining: {draining})",
+                "rescale {from} → {to}: not settled after 60 s ({} instances, draining: {draining}, \
+                 fd store {store})",
                 list.len()
             );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
     let settled = t.elapsed();
+    // The shrink's background task ends just after the fd store caught up
+    // (it re-applies the steering program); a SetDistribute that came before
+    // would be queued behind it, answered at once and timed wrongly.
+    if to < from {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !bed
+            .sb
+            .journal(Some(ACTIVATOR))
+            .contains(&format!("scale: shrink to {to} complete"))
+        {
+            if Instant::now() > deadline {
+                bail!("rescale {from} → {to}: the activator never logged the shrink complete");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     Ok(RescaleRow {
         from,
         to,
@@ -195,4 +242,81 @@ fn rescale(bed: &Bed, pid: u32, from: u32, to: u32) -> Result<RescaleRow> {
         settled_ms: settled.as_secs_f64() * 1000.0,
         rss_kb: bed.rss_kb(pid)?,
     })
+}
+
+/// `NFileDescriptorStore` of the activator's unit: the fds systemd keeps for it.
+fn stored(bed: &Bed) -> usize {
+    bed.show(ACTIVATOR, "NFileDescriptorStore")
+        .parse()
+        .unwrap_or(0)
+}
+
+/// How many configs the activator serves: entries of `ListSockets` (name,
+/// path, listen lines, N, running, state) in the `serving` state.
+fn served_configs(bed: &Bed) -> Result<usize> {
+    let out = bed.sb.run(
+        "busctl",
+        &[
+            "--json=short",
+            "call",
+            "org.distribute1",
+            "/org/distribute1",
+            "org.distribute1.Manager",
+            "ListSockets",
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())?;
+    Ok(v["data"][0].as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|e| e[5].as_str() == Some("serving"))
+            .count()
+    }))
+}
+
+/// Waits until every port the configs listen on can be bound. This
+/// scenario's ports (48000..49999) lie in the kernel's default ephemeral
+/// range (32768..60999): while other load runs on the machine, a client
+/// connection's local port, or its TIME-WAIT (60 s), may hold one of them,
+/// and the activator's bind fails with EADDRINUSE like systemd's would. The
+/// probe binds with SO_REUSEADDR (Rust's std does on Unix), as the activator.
+fn wait_ports_free(configs: &[(String, String)], pr: &Progress) -> Result<()> {
+    let ports: Vec<u16> = configs
+        .iter()
+        .filter_map(|(_, text)| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("ListenStream=127.0.0.1:"))
+                .and_then(|p| p.trim().parse().ok())
+        })
+        .collect();
+    let busy = || {
+        ports
+            .iter()
+            .copied()
+            .filter(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
+            .collect::<Vec<u16>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut said = false;
+    loop {
+        let b = busy();
+        if b.is_empty() {
+            return Ok(());
+        }
+        if !said {
+            pr.say(format!(
+                "   waiting for {} port(s) to be free (e.g. {}): client connections of other \
+                 load on this machine hold them (ephemeral range)",
+                b.len(),
+                b[0]
+            ));
+            said = true;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "ports still busy after 180 s: {b:?} (in the ephemeral port range; other load on \
+                 this machine holds them)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

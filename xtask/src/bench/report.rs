@@ -714,7 +714,11 @@ fn footprint_section(
          process's own start-up to `READY=1`); RSS = `VmRSS` 0.5 s after READY; idle wakeups = growth of \
          voluntary + involuntary context switches of all its threads over {:.0} s without traffic \
          (target 0). Baseline: N=1. Targets: RSS ≤ 8 MiB at N=256; at N={max} (the maximum) RSS ≤ 16 MiB \
-         and READY ≤ 1 s.\n",
+         and READY ≤ 1 s; READY ≤ 1 s also with 1,000 configs. Every config is checked to be served \
+         (`ListSockets`) before it is measured. This scenario's ports (48000–49999) lie in the kernel's \
+         default ephemeral port range: while other load runs on the machine, a client connection (or \
+         its TIME-WAIT) can hold one, and a bind fails for the activator as for systemd; the scenario \
+         waits until every port it needs can be bound.\n",
         f.rows.first().map_or(0.0, |r| r.idle_window_s),
         max = MAX_N
     )?;
@@ -728,7 +732,9 @@ fn footprint_section(
         } else {
             String::new()
         };
-        let ready_target = if r.case == format!("N={MAX_N}") {
+        // READY ≤ 1 s (issue 18) holds for the largest cases: N = 1024 and
+        // 1,000 configs.
+        let ready_target = if r.case == format!("N={MAX_N}") || r.configs >= 1000 {
             format!(" {}", verdict(r.ready_ms <= 1000.0))
         } else {
             String::new()
@@ -1428,9 +1434,12 @@ fn rescale_table(w: &mut String, f: &Footprint) -> Result<()> {
         w,
         "\nRescaling the N={MAX_N} config with nothing connected: `SetDistribute` on D-Bus (what \
          `distributectl scale` sends), called from inside the sandbox with `busctl`, timed until the \
-         call returned and until the activator reports the new N settled (its `Instances` property, \
-         polled every 5 ms, lists exactly N instances and none is draining; a shrink drains in the \
-         background after the call returned):\n"
+         call returned and until the new N is settled: the activator's `Instances` property (polled \
+         every 5 ms) lists exactly N instances, none draining, and systemd's fd store of the activator \
+         (`NFileDescriptorStore`) holds exactly N sockets of this config (a shrink drains in the \
+         background after the call returned, then removes the sockets from the store with \
+         `FDSTOREREMOVE=1`; a grow binds and stores the new ones before it answers). The grow starts \
+         once the activator has logged the shrink complete:\n"
     )?;
     writeln!(
         w,
