@@ -49,6 +49,10 @@ pub struct Activation {
     /// empty when not recorded (the host's 252: the shim).
     #[serde(default)]
     pub handoff: String,
+    /// Where the time goes (journal timestamps against the client's); empty
+    /// in results from before it was measured.
+    #[serde(default)]
+    pub breakdown: Vec<Breakdown>,
 }
 
 /// systemd < 257: `StandardInputFileDescriptor=` and the exec shim.
@@ -239,6 +243,10 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); variants.len()];
     let mut failures = vec![0usize; variants.len()];
     let mut growth = vec![0i64; variants.len()];
+    // CLOCK_MONOTONIC at connect and at the first byte of every activation,
+    // for the breakdown against the journal's timestamps (same clock: the
+    // sandbox has no time namespace).
+    let mut stamps: Vec<Vec<(u64, u64)>> = vec![Vec::new(); variants.len()];
     let rss_start = bed.pid1_rss_kb()?;
     let t = Instant::now();
     let blocks = p.activations.div_ceil(BLOCK);
@@ -258,8 +266,12 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 std::thread::sleep(QUIET);
+                let t0 = mono_us();
                 match first_byte(addr) {
-                    Ok(d) => samples[v].push(d.as_micros() as u64),
+                    Ok(d) => {
+                        samples[v].push(d.as_micros() as u64);
+                        stamps[v].push((t0, t0 + d.as_micros() as u64));
+                    }
                     Err(e) => {
                         failures[v] += 1;
                         if failures[v] <= 3 {
@@ -336,6 +348,29 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
             template_extra_ms(&rows).unwrap_or(0.0)
         ));
     }
+    let breakdown = breakdown(
+        bed,
+        &variants.iter().map(|v| v.0).collect::<Vec<_>>(),
+        &stamps,
+    );
+    for b in &breakdown {
+        pr.say(format!(
+            "   {:<48} connect → PID 1 logs Started p50 {:>7}, Started → first byte p50 {:>7} ({} matched){}",
+            b.variant,
+            signed_us(b.to_started_p50_us),
+            signed_us(b.started_to_byte_p50_us),
+            b.matched,
+            if b.start_call_p50_us > 0 {
+                format!(
+                    ", connect → StartTransientUnit sent p50 {}, its round trip p50 {}",
+                    signed_us(b.wake_p50_us),
+                    us(b.start_call_p50_us)
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
     let act_after = bed.rss_kb(act_pid)?;
     bed.sb.systemctl(&[
         "stop",
@@ -349,7 +384,145 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
         systemd,
         systemd_major: bed.sb.systemd_version(),
         handoff: how.to_string(),
+        breakdown,
     })
+}
+
+/// Where a cold start's time goes, per variant (medians over the activations
+/// matched in the journal).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Breakdown {
+    pub variant: String,
+    /// Activations whose `Started` line of PID 1 was found.
+    pub matched: usize,
+    /// Client connect → PID 1 logs `Started UNIT` (the job is done: for
+    /// `Type=simple`, right after the fork). For systemd-distribute this
+    /// includes the activator's wake-up and its D-Bus call.
+    pub to_started_p50_us: i64,
+    /// PID 1's `Started` → the client reads the first byte: exec of the
+    /// service (through the shim, or the hand-off helper before it, where
+    /// there is one), its start-up, accept and answer.
+    pub started_to_byte_p50_us: i64,
+    /// Transient mode only: the activator's `StartTransientUnit` call, sent →
+    /// answered (its `started (…)` log line); 0 for the others.
+    pub start_call_p50_us: u64,
+    /// Transient mode only: connect → the activator sent that call (its
+    /// line's journal timestamp minus the call's duration), 0 for the others.
+    #[serde(default)]
+    pub wake_p50_us: i64,
+}
+
+/// CLOCK_MONOTONIC in µs, the clock of the journal's monotonic timestamps.
+fn mono_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// `[SECONDS.MICROS] ...` of `journalctl -o short-monotonic`, as µs.
+fn journal_mono_us(line: &str) -> Option<u64> {
+    let inner = line
+        .trim_start()
+        .strip_prefix('[')?
+        .split(']')
+        .next()?
+        .trim();
+    let (s, frac) = inner.split_once('.')?;
+    Some(s.parse::<u64>().ok()? * 1_000_000 + frac.parse::<u64>().ok()?)
+}
+
+/// Pairs every activation with the first `Started` line of its unit that PID 1
+/// logged between connect and first byte; the transient variant's
+/// `StartTransientUnit` round trips from the activator's own lines.
+fn breakdown(bed: &Bed, variants: &[&str], stamps: &[Vec<(u64, u64)>]) -> Vec<Breakdown> {
+    let journal = bed.sb.journal(None);
+    let started = |unit_prefix: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = journal
+            .lines()
+            .filter(|l| l.contains(" systemd[1]: Started ") && l.contains(unit_prefix))
+            .filter_map(journal_mono_us)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    fn p50<T: Ord + Copy + Default>(mut v: Vec<T>) -> T {
+        v.sort_unstable();
+        v.get(((v.len() as f64 * 0.5).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    }
+    let mut out = Vec::new();
+    for (name, st) in variants.iter().zip(stamps) {
+        let prefix = match *name {
+            V_TRANSIENT => "Started cold@0.service",
+            V_TEMPLATE => "Started coldtpl@0.service",
+            V_NO => "Started coldno.service",
+            _ => "Started coldyes@",
+        };
+        let lines = started(prefix);
+        let (mut to, mut from) = (Vec::new(), Vec::new());
+        for &(t0, t1) in st {
+            // journald stamps a line when it receives it, which can be after
+            // the client's first byte: any line up to 40 ms after it still
+            // belongs to this activation (the next one starts 50 ms after
+            // the instance is gone). Excluding late ones would bias the
+            // split towards the variants journald keeps up with.
+            let i = lines.partition_point(|&x| x < t0);
+            if let Some(&ts) = lines.get(i).filter(|&&ts| ts <= t1 + 40_000) {
+                to.push(ts as i64 - t0 as i64);
+                from.push(t1 as i64 - ts as i64);
+            }
+        }
+        // The activator's line, logged when StartTransientUnit was answered:
+        // (its journal timestamp, the call's duration).
+        let calls: Vec<(u64, u64)> = if *name == V_TRANSIENT {
+            journal
+                .lines()
+                .filter_map(|l| {
+                    let (_, rest) = l.split_once("cold@0.service: started (")?;
+                    Some((journal_mono_us(l)?, duration_us(rest.split_once(')')?.0)?))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let call: Vec<u64> = calls.iter().map(|c| c.1).collect();
+        // Connect → the call was sent: the kernel's wake-up of the activator,
+        // its epoll loop and building the call.
+        let mut wake = Vec::new();
+        for &(t0, t1) in st {
+            if let Some(&(ts, d)) = calls.iter().find(|&&(ts, _)| ts >= t0 && ts <= t1 + 40_000) {
+                wake.push(ts as i64 - d as i64 - t0 as i64);
+            }
+        }
+        out.push(Breakdown {
+            variant: name.to_string(),
+            matched: to.len(),
+            to_started_p50_us: p50(to),
+            started_to_byte_p50_us: p50(from),
+            start_call_p50_us: p50(call),
+            wake_p50_us: p50(wake),
+        });
+    }
+    out
+}
+
+/// A `Duration`'s `Debug` form (`8.668694ms`, `950.2µs`, `1.2s`) as µs.
+fn duration_us(d: &str) -> Option<u64> {
+    let (num, unit) = d.split_at(d.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?);
+    let x: f64 = num.parse().ok()?;
+    let f = match unit {
+        "ns" => 0.001,
+        "µs" | "us" => 1.0,
+        "ms" => 1000.0,
+        "s" => 1_000_000.0,
+        _ => return None,
+    };
+    Some((x * f).round() as u64)
 }
 
 /// The hand-off the activator chose at its start (its log line), checked
@@ -409,4 +582,13 @@ pub(super) fn first_byte(addr: SocketAddr) -> Result<Duration> {
         bail!("unexpected answer {:?}", String::from_utf8_lossy(&rest));
     }
     Ok(d)
+}
+
+/// [`us`] of a value that may be negative.
+pub fn signed_us(v: i64) -> String {
+    if v < 0 {
+        format!("-{}", us(v.unsigned_abs()))
+    } else {
+        us(v as u64)
+    }
 }
