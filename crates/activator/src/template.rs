@@ -240,6 +240,12 @@ pub fn write_dropin(unit_dir: &Path, template: &str, text: &str) -> std::io::Res
     }
     let tmp = path.with_extension("conf.tmp");
     std::fs::write(&tmp, text)?;
+    // 0644 like any unit file, not what the daemon's UMask=0077 leaves:
+    // systemd logs "is marked world-inaccessible" for a 0600 drop-in each
+    // time it loads the instance, i.e. on every start of an idle-exit
+    // instance (the churn benchmark saw one such line per activation).
+    // Nothing in it is secret.
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     std::fs::rename(&tmp, &path)?;
     Ok(true)
 }
@@ -353,6 +359,12 @@ mod tests {
         let text = format!("{MARKER} for app.socket\n[Service]\n");
         assert!(write_dropin(&dir, "app@.service", &text).unwrap());
         assert!(!write_dropin(&dir, "app@.service", &text).unwrap());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dropin_path(&dir, "app@.service"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o644, "readable like a unit file");
         // Someone else's file of the same name is left alone.
         let foreign = dropin_path(&dir, "other@.service");
         std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
