@@ -1403,13 +1403,27 @@ fn churn_findings(w: &mut String, c: &Churn) -> Result<()> {
         };
         writeln!(
             w,
-            "{}: {what}; the journal grew by {} KiB ({:.1} KiB per 1,000 cycles, in /run, not in PID 1).",
+            "{}: {what}; the journal grew by {} KiB ({:.0} KiB per 1,000 cycles; in /run, not in PID 1).",
             v.variant,
             b.journal_kb.saturating_sub(a.journal_kb),
             b.journal_kb.saturating_sub(a.journal_kb) as f64 * 1000.0 / v.cycles.max(1) as f64
         )?;
     }
-    writeln!(w)?;
+    // The sandbox's journald cap, from the harness's own configuration.
+    let cap = distribute_sandbox::units::JOURNALD_CONF
+        .lines()
+        .find_map(|l| l.strip_prefix("RuntimeMaxUse="))
+        .unwrap_or("?");
+    writeln!(
+        w,
+        "\nThe journal is the one thing that grows with every cycle (PID 1 logs each start and stop; \
+         systemd-distribute adds its own lines, below); journald bounds it \
+         (`RuntimeMaxUse=`, {cap} in these sandboxes; by default 10% of /run) by rotating and \
+         deleting old files, so it levels off at the cap too. What our side adds per start: the \
+         activator's `NAME@I.service: started (…)` line, in template mode also its hand-off line, \
+         the helper's line and PID 1's `Starting …` (the `ExecStartPre=` makes the start a two-step \
+         one).\n"
+    )?;
     Ok(())
 }
 
