@@ -137,6 +137,15 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
         "== 3 cold activation: connect → first byte on an idle socket, {} activations per variant",
         p.activations
     ));
+    // The sandboxes share the host's network namespace: a second benchmark
+    // on this machine binds the same ports, and since the activator's
+    // sockets are SO_REUSEPORT the kernel would hand some of these
+    // connections to the other one's instances (seen: a third of the
+    // transient activations never reached this activator).
+    only_listener(P_COLD_DIST, 1)?;
+    only_listener(P_COLD_TPL, 1)?;
+    only_listener(P_COLD_NO, 0)?;
+    only_listener(P_COLD_YES, 0)?;
     let server = format!("{}/distribute-bench-server --model listen-fds", bed.bin);
     bed.sb.install_unit(
         &format!("{NATIVE_NO}.socket"),
@@ -591,4 +600,22 @@ pub fn signed_us(v: i64) -> String {
     } else {
         us(v as u64)
     }
+}
+
+/// Fails unless exactly `ours` TCP listeners are bound to 127.0.0.1:`port`
+/// (`ss`, host network namespace, which every sandbox shares).
+pub(super) fn only_listener(port: u16, ours: usize) -> Result<()> {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .context("running ss")?;
+    let n = String::from_utf8_lossy(&out.stdout).lines().count();
+    if n != ours {
+        bail!(
+            "port {port} has {n} listener(s), expected {ours}: another benchmark (or test) on this \
+             machine uses it, and with SO_REUSEPORT it would take some of this run's connections; \
+             run one benchmark at a time"
+        );
+    }
+    Ok(())
 }

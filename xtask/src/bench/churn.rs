@@ -470,6 +470,10 @@ pub(super) fn measure(p: &Profile, pr: &Progress) -> Result<Churn> {
         "== churn: {cycles} idle-exit cycles per variant, the 4 variants at once, each in a \
          sandbox of its own (host systemd); sample every {every} cycles"
     ));
+    // Nobody else may listen there (see activation::only_listener).
+    for i in 0..VARIANTS.len() {
+        super::activation::only_listener(P_CHURN + i as u16, 0)?;
+    }
     let t = Instant::now();
     let results: Vec<Result<ChurnVariant>> = std::thread::scope(|s| {
         let handles: Vec<_> = VARIANTS

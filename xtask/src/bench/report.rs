@@ -1493,8 +1493,11 @@ fn breakdown_table(w: &mut String, a: &Activation) -> Result<()> {
          `Type=simple`). *Started → first byte*: the exec (for the transient variant on systemd < 257 \
          through the exec shim: one more execve, the shim's start-up, then the server's exec), the \
          server's start-up, accept and answer. An activation whose `Started` line is not found up to \
-         40 ms after its first byte is left out (*matched* counts the others; why some lines are not \
-         found for systemd-distribute's variants is not established).\n"
+         40 ms after its first byte is left out (*matched* counts the others). Fewer matched than \
+         activations means connections that no start of this sandbox served: a second benchmark on \
+         the machine listening on the same port (the sandboxes share the network namespace, and the \
+         activator's sockets are `SO_REUSEPORT`); the scenario now refuses to start when anything else \
+         listens on its ports.\n"
     )?;
     writeln!(
         w,
