@@ -300,6 +300,11 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Activatio
             ));
         }
     }
+    // A second benchmark that started meanwhile would have taken some of
+    // these connections: then the figures are not this sandbox's.
+    for port in [P_COLD_DIST, P_COLD_TPL, P_COLD_NO, P_COLD_YES] {
+        only_listener(port, 1).context("after the activations")?;
+    }
     let rss_end = bed.pid1_rss_kb()?;
     let mut rows = Vec::new();
     for (v, (name, _, _)) in variants.iter().enumerate() {
