@@ -78,10 +78,18 @@ pub(super) fn measure(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<DataPath
     )?;
     wait_port(P_DP_ACT)?;
     let port = |v: &str| if v == "hand" { P_DP_HAND } else { P_DP_ACT };
+    // Many short interleaved rounds (as in the models scenario), the ratios
+    // paired by round on the page.
+    let (nrounds, run_s) = super::models::rounds(p);
+    let short = Profile {
+        duration_s: run_s,
+        ..p.clone()
+    };
+    let p = &short;
     let (rates, runs) = alternating_rounds(
         p,
         pr,
-        p.rounds,
+        nrounds.max(p.rounds),
         &["hand", "distribute"],
         |v| format!("{v:<10}"),
         |v, _, _| Ok((port(v), None)),
@@ -99,7 +107,16 @@ pub(super) fn measure(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<DataPath
                 workload: w.to_string(),
                 hand_rps: cap("hand", w),
                 dist_rps: cap("distribute", w),
-                throughput_ratio: cap("distribute", w) / cap("hand", w),
+                // Median of the per-round ratios (paired: drift cancels).
+                throughput_ratio: super::models::median_range(&super::models::paired_ratios(
+                    &runs,
+                    "distribute",
+                    "hand",
+                    w,
+                    "capacity",
+                    |r| r.result.throughput,
+                ))
+                .0,
                 rate,
                 hand_p50_us: best_of(&runs, "hand", w, |r| r.latency_us.p50),
                 dist_p50_us: best_of(&runs, "distribute", w, |r| r.latency_us.p50),

@@ -27,8 +27,10 @@ mod activation;
 mod chart;
 mod datapath;
 mod footprint;
+mod herd;
 mod measure;
 mod models;
+mod peers;
 mod report;
 mod steering;
 mod testbed;
@@ -216,7 +218,15 @@ impl Which {
 
 /// The scenarios, in the order they run and appear in the report; the names
 /// `--only` accepts and `bench/results/NAME.json` is named after.
-pub const SCENARIOS: &[&str] = &["datapath", "models", "activation", "footprint", "steering"];
+pub const SCENARIOS: &[&str] = &[
+    "datapath",
+    "models",
+    "activation",
+    "footprint",
+    "steering",
+    "herd",
+    "peers",
+];
 
 /// The scenarios measured on every systemd `--systemd` picks (what they
 /// compare is what systemd does); the others measure the data path and the
@@ -366,6 +376,8 @@ pub fn run(opts: Options) -> Result<()> {
                 "activation" => write_json(&file, &activation::measure(bed, profile, p)?)?,
                 "footprint" => write_json(&file, &footprint::measure(bed, profile, p)?)?,
                 "steering" => write_json(&file, &steering::measure(bed, profile, p)?)?,
+                "herd" => write_json(&file, &herd::measure(bed, profile, p)?)?,
+                "peers" => write_json(&file, &peers::measure(bed, profile, p)?)?,
                 _ => unreachable!("every name in SCENARIOS has a scenario"),
             }
             measured.push(file);

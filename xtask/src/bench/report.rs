@@ -27,6 +27,8 @@ pub(super) fn render() -> Result<()> {
         .collect();
     let fp: Option<Footprint> = read_json("footprint");
     let st: Option<SteeringResult> = read_json("steering");
+    let herd: Option<super::herd::Herd> = read_json("herd");
+    let peers: Option<super::peers::Peers> = read_json("peers");
     let docs = crate::root().join("docs");
     let img = docs.join("benchmarks");
     std::fs::create_dir_all(&img)?;
@@ -45,6 +47,12 @@ pub(super) fn render() -> Result<()> {
     }
     if let Some(st) = &st {
         steering_section(w, st, &img)?;
+    }
+    if let Some(h) = &herd {
+        super::herd::section(w, h, &img)?;
+    }
+    if let Some(pe) = &peers {
+        super::peers::section(w, pe, &img)?;
     }
     let path = docs.join("benchmarks.md");
     std::fs::write(&path, md)?;
@@ -161,24 +169,28 @@ fn datapath_section(w: &mut String, dp: &DataPath, img: &Path) -> Result<()> {
         w,
         "`distribute-hello --work-us {}`, N={}: started by `systemd-distribute` in the sandbox versus the \
          same binary as {} processes with their own `SO_REUSEPORT` sockets started by hand \
-         (`distribute-bench-server --model exec`). {} alternating rounds: capacity is the median, latency the best round. \
-         Throughput ratio = distribute / by hand; p50 and p99 ratio = by hand / distribute (all: 1.00 = \
-         identical, lower = distribute slower). Target: ≥ 0.97.\n",
+         (`distribute-bench-server --model exec`). {} alternating rounds of {} s: capacity is the median, latency the best round. \
+         Throughput ratio = distribute / by hand, the median of the per-round ratios (each round measures \
+         both, back to back); p50 and p99 ratio = by hand / distribute of the best rounds (all: 1.00 = \
+         identical, lower = distribute slower). In brackets after every ratio: the smallest and largest \
+         per-round ratio, the spread of this run. Target: ≥ 0.97.\n",
         dp.work_us,
         dp.n,
         dp.n,
-        dp.runs.iter().map(|r| r.round + 1).max().unwrap_or(0)
+        dp.runs.iter().map(|r| r.round + 1).max().unwrap_or(0),
+        dp.runs.first().map_or(0.0, |r| r.result.duration_s)
     )?;
     writeln!(w, "| workload | by hand req/s | distribute req/s | throughput ratio | fixed rate | by hand p50 / p99 | distribute p50 / p99 | p50 ratio | p99 ratio | generator |")?;
     writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for r in &dp.rows {
         writeln!(
             w,
-            "| {} | {:.0} | {:.0} | **{:.3}** {} | {:.0}/s | {} / {} | {} / {} | {:.3} | **{:.3}** {} | {:.0}% |",
+            "| {} | {:.0} | {:.0} | **{:.3}** {} {} | {:.0}/s | {} / {} | {} / {} | {:.3} {} | **{:.3}** {} {} | {:.0}% |",
             r.workload,
             r.hand_rps,
             r.dist_rps,
             r.throughput_ratio,
+            dp_range(&dp.runs, &r.workload, "capacity", |x| x.result.throughput, false),
             verdict(r.throughput_ratio >= 0.97),
             r.rate,
             us(r.hand_p50_us),
@@ -186,7 +198,9 @@ fn datapath_section(w: &mut String, dp: &DataPath, img: &Path) -> Result<()> {
             us(r.dist_p50_us),
             us(r.dist_p99_us),
             r.p50_ratio(),
+            dp_range(&dp.runs, &r.workload, "fixed", |x| x.result.latency_us.p50 as f64, true),
             r.p99_ratio,
+            dp_range(&dp.runs, &r.workload, "fixed", |x| x.result.latency_us.p99 as f64, true),
             verdict(r.p99_ratio >= 0.97),
             r.gen_busy_max * 100.0
         )?;
@@ -216,9 +230,20 @@ fn models_section(w: &mut String, m: &Models, img: &Path) -> Result<()> {
         "Same handler, same level-triggered epoll loop (`distribute-bench-server`), N={} workers, {} µs \
          of work per request, all workers on one CPU. Baseline: (a). Capacity ratio = model / (a) \
          (higher is better); p99 vs (a) = model p99 / (a) p99 at the same offered rate (lower is better). \
-         Capacity and fairness: medians over the rounds; latency: the best round (outside \
-         interference only adds latency). In (d) the workers are threads and `pid=` carries the thread id.\n",
-        m.n, m.work_us
+         {} interleaved rounds of {} s (the order reversed every other round). Capacity ratio: the \
+         median of the per-round ratios model / (a) (each round runs every model back to back, so drift \
+         cancels within a round); in brackets the smallest and largest per-round ratio, the spread of \
+         this run — a difference inside it is noise. p99 vs (a): best round over best round (outside \
+         interference only adds latency), in brackets the per-round range. Fairness: median over the rounds. \
+         In (d) the workers are threads and `pid=` carries the thread id.\n",
+        m.n,
+        m.work_us,
+        m.runs.iter().map(|r| r.round + 1).max().unwrap_or(0),
+        if m.run_s > 0.0 {
+            m.run_s
+        } else {
+            m.runs.first().map_or(0.0, |r| r.result.duration_s)
+        }
     )?;
     writeln!(w, "| model | |\n|---|---|")?;
     for (id, desc, _) in MODELS {
@@ -236,15 +261,17 @@ fn models_section(w: &mut String, m: &Models, img: &Path) -> Result<()> {
         for r in &rows {
             writeln!(
                 w,
-                "| ({}) | {:.0} | **{:.2}** | {:.0}/s | {} | {} | {} | **{:.2}** | {} ({}) | {} | {:.0}% |",
+                "| ({}) | {:.0} | **{:.2}** {} | {:.0}/s | {} | {} | {} | **{:.2}** {} | {} ({}) | {} | {:.0}% |",
                 r.model,
                 r.capacity_rps,
                 r.throughput_ratio,
+                range(r.throughput_ratio_range),
                 r.rate,
                 us(r.p50_us),
                 us(r.p99_us),
                 us(r.p999_us),
                 r.p99_vs_a,
+                range(r.p99_vs_a_range),
                 ratio_or_infinity(r.fairness.is_finite().then_some(r.fairness)),
                 r.workers_seen,
                 select(&m.runs, &r.model, &r.workload, "fixed")
@@ -281,6 +308,78 @@ fn models_section(w: &mut String, m: &Models, img: &Path) -> Result<()> {
     )?;
     writeln!(w, "![capacity ratios](benchmarks/models-throughput.svg)\n")?;
     writeln!(w, "![p99 ratios](benchmarks/models-p99.svg)\n")?;
+    a_vs_a_prime(w, m)?;
+    Ok(())
+}
+
+/// `[lo–hi]` of a per-round range; empty for a result without one.
+fn range((lo, hi): (f64, f64)) -> String {
+    if lo.is_finite() && hi.is_finite() && hi > 0.0 {
+        format!("[{lo:.2}–{hi:.2}]")
+    } else {
+        String::new()
+    }
+}
+
+/// The smallest and largest per-round data-path ratio: distribute / hand of
+/// `f`, or hand / distribute with `inverse` (latency).
+fn dp_range(runs: &[Run], workload: &str, kind: &str, f: fn(&Run) -> f64, inverse: bool) -> String {
+    let (a, b) = if inverse {
+        ("hand", "distribute")
+    } else {
+        ("distribute", "hand")
+    };
+    let v = super::models::paired_ratios(runs, a, b, workload, kind, f);
+    let (_, r) = super::models::median_range(&v);
+    range(r)
+}
+
+/// What (a) costs against (a'), decomposed by the two diagnostic models.
+fn a_vs_a_prime(w: &mut String, m: &Models) -> Result<()> {
+    let row = |id: &str, wl: &str| m.rows.iter().find(|r| r.model == id && r.workload == wl);
+    if row("a'-systemd", "keepalive").is_none() {
+        return Ok(());
+    }
+    writeln!(w, "### (a) against (a'): what differs\n")?;
+    writeln!(
+        w,
+        "(a) and (a') run the same event loop on the same kind of sockets; (a) is started by systemd \
+         through systemd-distribute (a transient unit per instance, its own cgroup, `CPUAffinity=`, the \
+         socket from `$LISTEN_FDS`, the activator holding a duplicate of each socket), (a') forks its \
+         workers by hand. The two rows at the bottom of the tables move one of these at a time: \
+         (a'-systemd) is the (a') server as one systemd service (systemd's cgroup placement and \
+         affinity, no systemd-distribute), (a-by-hand) the (a) binary and its `$LISTEN_FDS` path without \
+         systemd. Capacity ratios to (a), median [per-round range]:\n"
+    )?;
+    writeln!(
+        w,
+        "| workload | (a') | (a'-systemd) | (a-by-hand) |\n|---|---:|---:|---:|"
+    )?;
+    for wl in WORKLOADS {
+        let cell = |id: &str| {
+            row(id, wl).map_or("–".to_string(), |r| {
+                format!(
+                    "{:.3} {}",
+                    r.throughput_ratio,
+                    range(r.throughput_ratio_range)
+                )
+            })
+        };
+        writeln!(
+            w,
+            "| {wl} | {} | {} | {} |",
+            cell("a'"),
+            cell("a'-systemd"),
+            cell("a-by-hand")
+        )?;
+    }
+    if !m.placement.is_empty() {
+        writeln!(w, "\nPlacement in this run:\n")?;
+        for (k, v) in &m.placement {
+            writeln!(w, "- {k}: `{v}`")?;
+        }
+    }
+    writeln!(w)?;
     Ok(())
 }
 
