@@ -40,6 +40,10 @@ pub struct DataPath {
     pub work_us: u64,
     pub rows: Vec<DataPathRow>,
     pub runs: Vec<Run>,
+    /// Runs answered by more processes than the variant has (see
+    /// `models::foreign_runs`).
+    #[serde(default)]
+    pub foreign_runs: usize,
 }
 
 /// The activator's config of this scenario.
@@ -94,6 +98,7 @@ pub(super) fn measure(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<DataPath
         |v| format!("{v:<10}"),
         |v, _, _| Ok((port(v), None)),
     )?;
+    let foreign = super::models::foreign_runs(&runs, |_| 2, pr);
     let cap = |v: &str, w: &str| median_of(&runs, v, w, "capacity", |r| r.result.throughput);
     let rows = WORKLOADS
         .iter()
@@ -142,5 +147,6 @@ pub(super) fn measure(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<DataPath
         work_us: p.work_us,
         rows,
         runs,
+        foreign_runs: foreign,
     })
 }

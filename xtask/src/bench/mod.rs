@@ -113,9 +113,14 @@ dbus-daemon and the activator unpinned (idle during load runs); the steering sce
 adds a second budget with clients and servers on both CPUs (see its section)";
 
 // Ports (127.0.0.1). Integration tests use 47000 + a small offset.
-const P_DP_ACT: u16 = 47810;
-const P_DP_HAND: u16 = 47811;
-const P_MODELS: u16 = 47820;
+// The data-path and models ports moved from 47810/47820 into 47870–47999:
+// two benches running at once on one machine (two worktrees) bound the same
+// ports with SO_REUSEPORT as the same user, so the kernel joined their
+// sockets into one group and each bench's load was split over both benches'
+// servers (seen as 8 answering PIDs for N=4; see models::foreign_runs).
+const P_DP_ACT: u16 = 47950;
+const P_DP_HAND: u16 = 47951;
+const P_MODELS: u16 = 47960;
 const P_COLD_DIST: u16 = 47830;
 const P_COLD_NO: u16 = 47831;
 const P_COLD_YES: u16 = 47832;

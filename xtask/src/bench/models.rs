@@ -53,6 +53,10 @@ pub struct Models {
     /// and the controllers enabled for the children of their parent slice.
     #[serde(default)]
     pub placement: Vec<(String, String)>,
+    /// Runs answered by more processes than the model has (see
+    /// [`foreign_runs`]).
+    #[serde(default)]
+    pub foreign_runs: usize,
 }
 
 /// Runs per model and seconds per run: many short interleaved rounds, so
@@ -154,10 +158,7 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Models> {
     )?;
     bed.sb.systemctl(&["start", SD_UNIT])?;
     wait_port(sd_port)?;
-    let placement = placement(bed);
-    for (what, v) in &placement {
-        pr.say(format!("   {what}: {v}"));
-    }
+
     let model = |id: &str| {
         let i = MODELS.iter().position(|m| m.0 == id).expect("known model");
         (i, MODELS[i])
@@ -214,8 +215,14 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Models> {
     };
     let ids: Vec<&str> = MODELS.iter().map(|m| m.0).collect();
     let measured = alternating_rounds(p, pr, nrounds, &ids, |id| format!("({id})"), serve);
+    // Now that (a)'s instances have been started on demand.
+    let placement = placement(bed);
+    for (what, v) in &placement {
+        pr.say(format!("   {what}: {v}"));
+    }
     let _ = bed.sb.systemctl(&["stop", SD_UNIT]);
     let (rates, runs) = measured?;
+    let foreign = foreign_runs(&runs, |id| if id == "e" { 1 } else { p.models_n }, pr);
     let mut rows = Vec::new();
     for (w, &rate) in WORKLOADS.iter().zip(&rates) {
         let p99_a = best_of(&runs, "a", w, |r| r.latency_us.p99).max(1) as f64;
@@ -263,7 +270,32 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Models> {
         runs,
         run_s,
         placement,
+        foreign_runs: foreign,
     })
+}
+
+/// Runs answered by more processes than the variant has: a socket of
+/// someone else's server joined the reuseport group of the port (same port,
+/// same user, `SO_REUSEPORT`), which splits the load and spoils the
+/// comparison. Warns about each one; returns how many there were.
+pub(super) fn foreign_runs(runs: &[Run], expected: impl Fn(&str) -> usize, pr: &Progress) -> usize {
+    let mut n = 0;
+    for r in runs {
+        let want = expected(&r.variant);
+        if r.result.workers.len() > want {
+            n += 1;
+            pr.say(format!(
+                "   WARNING: round {} {} {} {} answered by {} processes (expected at most {want}): \
+                 another server shares the port's SO_REUSEPORT group",
+                r.round,
+                r.variant,
+                r.workload,
+                r.kind,
+                r.result.workers.len()
+            ));
+        }
+    }
+    n
 }
 
 /// Where systemd placed (a)'s instance 0 and the (a'-systemd) service, and
@@ -280,8 +312,14 @@ fn placement(bed: &Bed) -> Vec<(String, String)> {
     for unit in ["models@0.service", SD_UNIT] {
         if let Ok(pid) = bed.main_pid(unit) {
             let cg = read(&format!("/proc/{pid}/cgroup"));
+            // The path as the host sees it; inside the sandbox's cgroup
+            // namespace its first component (the sandbox's cgroup) is the root.
             let path = cg.rsplit("::").next().unwrap_or_default().to_string();
-            let parent = path.rsplit_once('/').map_or("", |(p, _)| p).to_string();
+            let inner = path
+                .trim_start_matches('/')
+                .split_once('/')
+                .map_or(String::new(), |(_, rest)| format!("/{rest}"));
+            let parent = inner.rsplit_once('/').map_or("", |(p, _)| p).to_string();
             out.push((format!("{unit} cgroup"), path.clone()));
             out.push((
                 format!("{unit}: controllers of {parent}/*"),

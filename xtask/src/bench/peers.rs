@@ -197,8 +197,18 @@ impl Peer {
         .args(argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .process_group(0);
+        .stderr(std::fs::File::create(log)?);
+        // A session (and so a process group) of its own, as systemd would
+        // start nginx.service or lighttpd.service: with autogroup scheduling
+        // a session is one CPU scheduling group (master and workers share
+        // it), while each Distribute=N instance is a session of its own.
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
         let child = cmd.spawn().with_context(|| format!("starting {argv:?}"))?;
         let p = Peer { child };
         wait_port(port).with_context(|| format!("{argv:?}"))?;

@@ -220,6 +220,7 @@ fn datapath_section(w: &mut String, dp: &DataPath, img: &Path) -> Result<()> {
     )?;
     writeln!(w, "\n![data path ratios](benchmarks/datapath.svg)\n")?;
     writeln!(w, "{}\n", spread_note(&dp.runs))?;
+    foreign_note(w, dp.foreign_runs)?;
     Ok(())
 }
 
@@ -308,7 +309,22 @@ fn models_section(w: &mut String, m: &Models, img: &Path) -> Result<()> {
     )?;
     writeln!(w, "![capacity ratios](benchmarks/models-throughput.svg)\n")?;
     writeln!(w, "![p99 ratios](benchmarks/models-p99.svg)\n")?;
+    foreign_note(w, m.foreign_runs)?;
     a_vs_a_prime(w, m)?;
+    Ok(())
+}
+
+/// A warning when runs were answered by someone else's server too.
+fn foreign_note(w: &mut String, n: usize) -> Result<()> {
+    if n > 0 {
+        writeln!(
+            w,
+            "**Warning: {n} run(s) of this section were answered by more processes than the variant has** \
+             — another server bound the same port with `SO_REUSEPORT` as the same user (for example a \
+             second `cargo xtask bench` on the machine), joined the kernel's reuseport group and took part \
+             of the load. Those figures do not compare; run again alone.\n"
+        )?;
+    }
     Ok(())
 }
 
