@@ -389,6 +389,37 @@ fn a_vs_a_prime(w: &mut String, m: &Models) -> Result<()> {
             cell("a-by-hand")
         )?;
     }
+    writeln!(
+        w,
+        "\n**What the earlier 0.88 was, and what (a) costs.** Two things on this shared machine, \
+         neither of them systemd-distribute:\n\n\
+         1. **Autogroup scheduling.** This kernel groups CPU time by session \
+         (`/proc/sys/kernel/sched_autogroup_enabled` = 1, Debian's default): every session is one CFS \
+         group. systemd starts every service process in a session of its own (`setsid()`), so N \
+         instances of (a) are N groups, while N workers forked by hand shared the session of the \
+         benchmark that started them: one group. As long as CPU 1 runs nothing else that makes no \
+         difference; when other work lands on CPU 1 (compiles and test runs of other users of this \
+         VM), N groups get N shares of it and one group gets one. In a run with the servers still in \
+         the benchmark's session, every model started by hand reached only 0.43–0.64 of (a)'s capacity \
+         and (a'-systemd), one session for its N workers, 0.62–0.74. Since this change every server \
+         process started by hand (`distribute-bench-server`, its forked workers, the peers) calls \
+         `setsid()` like a service, and (a'), (a'-systemd) and (a-by-hand) are within the rounds' spread \
+         of (a) (table above). The models that are one process, (d) and (e), are one group however \
+         many workers they have: under outside load they lose against N processes for this reason too. \
+         On a machine whose CPUs the benchmark has to itself, this does not arise.\n\
+         2. **Two benchmarks at once.** `cargo xtask bench` from a second checkout bound the same \
+         ports (47810, 47820, …) as the same user with `SO_REUSEPORT`; the kernel put both benchmarks' \
+         sockets into one reuseport group, so part of the load on (a) was answered by the other \
+         checkout's instances (8 answering PIDs for N = 4). The data-path and models ports are now in \
+         47950–47968, and a run answered by more processes than its variant has is flagged above the \
+         tables.\n\n\
+         What is left between (a) and (a') is within the per-round spread of this run: the cgroup \
+         placement (below; systemd 252 enables no CPU controller for the instances' cgroups here, \
+         `CPUAccounting=yes` reads the cgroup's `cpu.stat`, which costs nothing per switch), \
+         `CPUAffinity=` against `sched_setaffinity` (the same mask, set before exec or after fork) and the \
+         instance path (`$LISTEN_FDS`, the exec shim: once per start, not per request) showed no \
+         cost beyond that spread."
+    )?;
     if !m.placement.is_empty() {
         writeln!(w, "\nPlacement in this run:\n")?;
         for (k, v) in &m.placement {
