@@ -468,9 +468,10 @@ fn findings(w: &mut String, h: &Herd) -> Result<()> {
     writeln!(
         w,
         "- (c) `EPOLLEXCLUSIVE` also wakes about one process per connection ({:.2} at N = {n}), but which \
-         one is not spread: only **{} of {n}** processes served any connection in this run (the kernel \
-         wakes the first exclusive waiter in its queue, and a process that just served goes back to \
-         the front). (a) spread the same connections over {} of {n}.",
+         one is not spread: only **{} of {n}** processes served any connection in this run. The socket's \
+         wait queue holds the N epoll instances in the order they registered; the kernel wakes the \
+         first whose process is asleep in `epoll_wait`, and at a moderate rate that is almost always \
+         the first or second one. (a) spread the same connections over {} of {n}.",
         c.wakeups_per_conn, c.served_by, a.served_by
     )?;
     let act: Vec<f64> = h

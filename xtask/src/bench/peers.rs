@@ -687,6 +687,16 @@ pub(super) fn section(w: &mut String, p: &Peers, img: &Path) -> Result<()> {
          per-round figures. Worker share: the busier worker's part of both workers' CPU time \
          (`/proc/PID/task/*/schedstat`) during the run, median of the rounds; 50% is even.\n"
     )?;
+    writeln!(
+        w,
+        "Scheduling groups: each peer started by hand is one session (`setsid`, master and workers \
+         together), as it would be as one systemd service; each lighttpd instance under \
+         `Distribute=2` is a session of its own. With the kernel's autogroup scheduling (on here) a \
+         session is one CFS group, so when other work shares CPU 1 (this VM is shared), the two \
+         instances get two shares where a 2-worker server gets one; with CPU 1 to themselves, as \
+         intended, that makes no difference. wrk's own closed loop and the shared VM make the \
+         per-round ratios wide: read the brackets.\n"
+    )?;
     for wl in PEER_WORKLOADS {
         writeln!(w, "### {wl}\n")?;
         writeln!(

@@ -399,8 +399,8 @@ fn a_vs_a_prime(w: &mut String, m: &Models) -> Result<()> {
          instances of (a) are N groups, while N workers forked by hand shared the session of the \
          benchmark that started them: one group. As long as CPU 1 runs nothing else that makes no \
          difference; when other work lands on CPU 1 (compiles and test runs of other users of this \
-         VM), N groups get N shares of it and one group gets one. In a run with the servers still in \
-         the benchmark's session, every model started by hand reached only 0.43–0.64 of (a)'s capacity \
+         VM), N groups get N shares of it and one group gets one. In a run just before this change \
+         (servers still in the benchmark's session, ports already moved), every model started by hand reached only 0.43–0.64 of (a)'s capacity \
          and (a'-systemd), one session for its N workers, 0.62–0.74. Since this change every server \
          process started by hand (`distribute-bench-server`, its forked workers, the peers) calls \
          `setsid()` like a service, and (a'), (a'-systemd) and (a-by-hand) are within the rounds' spread \
@@ -413,17 +413,24 @@ fn a_vs_a_prime(w: &mut String, m: &Models) -> Result<()> {
          checkout's instances (8 answering PIDs for N = 4). The data-path and models ports are now in \
          47950–47968, and a run answered by more processes than its variant has is flagged above the \
          tables.\n\n\
-         What is left between (a) and (a') is within the per-round spread of this run: the cgroup \
-         placement (below; systemd 252 enables no CPU controller for the instances' cgroups here, \
-         `CPUAccounting=yes` reads the cgroup's `cpu.stat`, which costs nothing per switch), \
-         `CPUAffinity=` against `sched_setaffinity` (the same mask, set before exec or after fork) and the \
-         instance path (`$LISTEN_FDS`, the exec shim: once per start, not per request) showed no \
-         cost beyond that spread."
+         With both fixed, what is left between (a) and (a') is within the per-round spread of this \
+         run, and so is each of the differences the two diagnostic rows isolate: the cgroup placement \
+         (listed below; this host mounts the `cpu` controller on cgroup v1, where every process here \
+         shares one group, and the sandbox's systemd runs on the v2 hierarchy, whose \
+         `cgroup.subtree_control` is empty: `CPUAccounting=yes` only reads the cgroup's basic \
+         `cpu.stat`, no CPU controller schedules by cgroup), `CPUAffinity=` against \
+         `sched_setaffinity` (the same mask, set before exec or after fork), and the instance path \
+         (`$LISTEN_FDS`, the exec shim: once per start, not per request). This run cannot resolve \
+         differences smaller than its spread."
     )?;
     if !m.placement.is_empty() {
         writeln!(w, "\nPlacement in this run:\n")?;
         for (k, v) in &m.placement {
-            writeln!(w, "- {k}: `{v}`")?;
+            if v.is_empty() {
+                writeln!(w, "- {k}: (none)")?;
+            } else {
+                writeln!(w, "- {k}: `{v}`")?;
+            }
         }
     }
     writeln!(w)?;
