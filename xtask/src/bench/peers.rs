@@ -550,6 +550,14 @@ pub(super) fn measure(bed: &Bed, p: &Profile, pr: &Progress) -> Result<Peers> {
                     cpu.iter().map(|c| format!("{c:.2}s")).collect::<Vec<_>>().join(" / "),
                     if o.errors > 0 { format!("  ERRORS {}", o.errors) } else { String::new() }
                 ));
+                // Every worker must have served: for the instances this is
+                // the check that lighttpd took its socket from $LISTEN_FDS
+                // (it could not bind the port itself: the activator's
+                // SO_REUSEPORT sockets hold it, and lighttpd's own has no
+                // SO_REUSEPORT).
+                if cpu.iter().any(|&c| c <= 0.0) {
+                    bail!("{id} {w} round {round}: a worker used no CPU time: {cpu:?}");
+                }
                 runs.push(PeerRun {
                     variant: id.to_string(),
                     workload: w.to_string(),
@@ -686,6 +694,14 @@ pub(super) fn section(w: &mut String, p: &Peers, img: &Path) -> Result<()> {
          rounds, and in brackets the smallest and largest per-round ratio. p50/p99: medians of wrk's \
          per-round figures. Worker share: the busier worker's part of both workers' CPU time \
          (`/proc/PID/task/*/schedstat`) during the run, median of the rounds; 50% is even.\n"
+    )?;
+    writeln!(
+        w,
+        "lighttpd's socket activation, verified in every run: both instances under `Distribute=2` \
+         served (each one's CPU time is checked to be above zero, or the scenario fails) and neither \
+         could have bound the port itself (the activator's `SO_REUSEPORT` sockets hold it and \
+         lighttpd's own socket would have no `SO_REUSEPORT`), so each served the socket it got as \
+         fd 3 with `$LISTEN_FDS=1`.\n"
     )?;
     writeln!(
         w,
