@@ -384,8 +384,16 @@ pub fn fork_workers(n: usize, mut child: impl FnMut(usize) -> io::Result<()>) ->
         // `child` and exits without returning into the parent's code.
         let pid = cvt(unsafe { libc::fork() })?;
         if pid == 0 {
-            // SAFETY: prctl/_exit have no memory-safety preconditions.
+            // SAFETY: prctl/setsid/_exit have no memory-safety preconditions.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            // A session of its own, as systemd gives every service process
+            // (and so every Distribute=N instance): with the kernel's
+            // autogroup scheduling (sched_autogroup_enabled=1, Debian's
+            // default) a session is a CFS group, and N workers sharing the
+            // starter's session would get one share of a contended CPU where
+            // N instances get N. Without this the models compared the
+            // scheduler's grouping, not the distribution (issue 18, item 6).
+            unsafe { libc::setsid() };
             let code = match child(i) {
                 Ok(()) => 0,
                 Err(e) => {

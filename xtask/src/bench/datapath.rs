@@ -40,6 +40,10 @@ pub struct DataPath {
     pub work_us: u64,
     pub rows: Vec<DataPathRow>,
     pub runs: Vec<Run>,
+    /// Runs answered by more processes than the variant has (see
+    /// `models::foreign_runs`).
+    #[serde(default)]
+    pub foreign_runs: usize,
 }
 
 /// The activator's config of this scenario.
@@ -78,14 +82,23 @@ pub(super) fn measure(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<DataPath
     )?;
     wait_port(P_DP_ACT)?;
     let port = |v: &str| if v == "hand" { P_DP_HAND } else { P_DP_ACT };
+    // Many short interleaved rounds (as in the models scenario), the ratios
+    // paired by round on the page.
+    let (nrounds, run_s) = super::models::rounds(p);
+    let short = Profile {
+        duration_s: run_s,
+        ..p.clone()
+    };
+    let p = &short;
     let (rates, runs) = alternating_rounds(
         p,
         pr,
-        p.rounds,
+        nrounds.max(p.rounds),
         &["hand", "distribute"],
         |v| format!("{v:<10}"),
         |v, _, _| Ok((port(v), None)),
     )?;
+    let foreign = super::models::foreign_runs(&runs, |_| 2, pr);
     let cap = |v: &str, w: &str| median_of(&runs, v, w, "capacity", |r| r.result.throughput);
     let rows = WORKLOADS
         .iter()
@@ -99,7 +112,16 @@ pub(super) fn measure(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<DataPath
                 workload: w.to_string(),
                 hand_rps: cap("hand", w),
                 dist_rps: cap("distribute", w),
-                throughput_ratio: cap("distribute", w) / cap("hand", w),
+                // Median of the per-round ratios (paired: drift cancels).
+                throughput_ratio: super::models::median_range(&super::models::paired_ratios(
+                    &runs,
+                    "distribute",
+                    "hand",
+                    w,
+                    "capacity",
+                    |r| r.result.throughput,
+                ))
+                .0,
                 rate,
                 hand_p50_us: best_of(&runs, "hand", w, |r| r.latency_us.p50),
                 dist_p50_us: best_of(&runs, "distribute", w, |r| r.latency_us.p50),
@@ -125,5 +147,6 @@ pub(super) fn measure(_bed: &Bed, p: &Profile, pr: &Progress) -> Result<DataPath
         work_us: p.work_us,
         rows,
         runs,
+        foreign_runs: foreign,
     })
 }

@@ -28,8 +28,10 @@ mod chart;
 mod churn;
 mod datapath;
 mod footprint;
+mod herd;
 mod measure;
 mod models;
+mod peers;
 mod report;
 mod steering;
 mod testbed;
@@ -118,9 +120,14 @@ dbus-daemon and the activator unpinned (idle during load runs); the steering sce
 adds a second budget with clients and servers on both CPUs (see its section)";
 
 // Ports (127.0.0.1). Integration tests use 47000 + a small offset.
-const P_DP_ACT: u16 = 47810;
-const P_DP_HAND: u16 = 47811;
-const P_MODELS: u16 = 47820;
+// The data-path and models ports moved from 47810/47820 into 47870–47999:
+// two benches running at once on one machine (two worktrees) bound the same
+// ports with SO_REUSEPORT as the same user, so the kernel joined their
+// sockets into one group and each bench's load was split over both benches'
+// servers (seen as 8 answering PIDs for N=4; see models::foreign_runs).
+const P_DP_ACT: u16 = 47950;
+const P_DP_HAND: u16 = 47951;
+const P_MODELS: u16 = 47960;
 const P_COLD_DIST: u16 = 47830;
 const P_COLD_NO: u16 = 47831;
 const P_COLD_YES: u16 = 47832;
@@ -234,6 +241,8 @@ pub const SCENARIOS: &[&str] = &[
     "footprint",
     "steering",
     "churn",
+    "herd",
+    "peers",
 ];
 
 /// The scenarios measured on every systemd `--systemd` picks (what they
@@ -389,6 +398,8 @@ pub fn run(opts: Options) -> Result<()> {
                 "steering" => write_json(&file, &steering::measure(bed, profile, p)?)?,
                 // Boots a sandbox per variant of its own (see churn.rs).
                 "churn" => write_json(&file, &churn::measure(profile, p)?)?,
+                "herd" => write_json(&file, &herd::measure(bed, profile, p)?)?,
+                "peers" => write_json(&file, &peers::measure(bed, profile, p)?)?,
                 _ => unreachable!("every name in SCENARIOS has a scenario"),
             }
             measured.push(file);

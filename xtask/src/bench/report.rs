@@ -29,6 +29,8 @@ pub(super) fn render() -> Result<()> {
     let fp: Option<Footprint> = read_json("footprint");
     let st: Option<SteeringResult> = read_json("steering");
     let churn: Option<Churn> = read_json("churn");
+    let herd: Option<super::herd::Herd> = read_json("herd");
+    let peers: Option<super::peers::Peers> = read_json("peers");
     let docs = crate::root().join("docs");
     let img = docs.join("benchmarks");
     std::fs::create_dir_all(&img)?;
@@ -50,6 +52,12 @@ pub(super) fn render() -> Result<()> {
     }
     if let Some(c) = &churn {
         churn_section(w, c, &img)?;
+    }
+    if let Some(h) = &herd {
+        super::herd::section(w, h, &img)?;
+    }
+    if let Some(pe) = &peers {
+        super::peers::section(w, pe, &img)?;
     }
     let path = docs.join("benchmarks.md");
     std::fs::write(&path, md)?;
@@ -166,24 +174,28 @@ fn datapath_section(w: &mut String, dp: &DataPath, img: &Path) -> Result<()> {
         w,
         "`distribute-hello --work-us {}`, N={}: started by `systemd-distribute` in the sandbox versus the \
          same binary as {} processes with their own `SO_REUSEPORT` sockets started by hand \
-         (`distribute-bench-server --model exec`). {} alternating rounds: capacity is the median, latency the best round. \
-         Throughput ratio = distribute / by hand; p50 and p99 ratio = by hand / distribute (all: 1.00 = \
-         identical, lower = distribute slower). Target: ≥ 0.97.\n",
+         (`distribute-bench-server --model exec`). {} alternating rounds of {} s: capacity is the median, latency the best round. \
+         Throughput ratio = distribute / by hand, the median of the per-round ratios (each round measures \
+         both, back to back); p50 and p99 ratio = by hand / distribute of the best rounds (all: 1.00 = \
+         identical, lower = distribute slower). In brackets after every ratio: the smallest and largest \
+         per-round ratio, the spread of this run. Target: ≥ 0.97.\n",
         dp.work_us,
         dp.n,
         dp.n,
-        dp.runs.iter().map(|r| r.round + 1).max().unwrap_or(0)
+        dp.runs.iter().map(|r| r.round + 1).max().unwrap_or(0),
+        dp.runs.first().map_or(0.0, |r| r.result.duration_s)
     )?;
     writeln!(w, "| workload | by hand req/s | distribute req/s | throughput ratio | fixed rate | by hand p50 / p99 | distribute p50 / p99 | p50 ratio | p99 ratio | generator |")?;
     writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for r in &dp.rows {
         writeln!(
             w,
-            "| {} | {:.0} | {:.0} | **{:.3}** {} | {:.0}/s | {} / {} | {} / {} | {:.3} | **{:.3}** {} | {:.0}% |",
+            "| {} | {:.0} | {:.0} | **{:.3}** {} {} | {:.0}/s | {} / {} | {} / {} | {:.3} {} | **{:.3}** {} {} | {:.0}% |",
             r.workload,
             r.hand_rps,
             r.dist_rps,
             r.throughput_ratio,
+            dp_range(&dp.runs, &r.workload, "capacity", |x| x.result.throughput, false),
             verdict(r.throughput_ratio >= 0.97),
             r.rate,
             us(r.hand_p50_us),
@@ -191,7 +203,9 @@ fn datapath_section(w: &mut String, dp: &DataPath, img: &Path) -> Result<()> {
             us(r.dist_p50_us),
             us(r.dist_p99_us),
             r.p50_ratio(),
+            dp_range(&dp.runs, &r.workload, "fixed", |x| x.result.latency_us.p50 as f64, true),
             r.p99_ratio,
+            dp_range(&dp.runs, &r.workload, "fixed", |x| x.result.latency_us.p99 as f64, true),
             verdict(r.p99_ratio >= 0.97),
             r.gen_busy_max * 100.0
         )?;
@@ -211,6 +225,7 @@ fn datapath_section(w: &mut String, dp: &DataPath, img: &Path) -> Result<()> {
     )?;
     writeln!(w, "\n![data path ratios](benchmarks/datapath.svg)\n")?;
     writeln!(w, "{}\n", spread_note(&dp.runs))?;
+    foreign_note(w, dp.foreign_runs)?;
     Ok(())
 }
 
@@ -221,9 +236,20 @@ fn models_section(w: &mut String, m: &Models, img: &Path) -> Result<()> {
         "Same handler, same level-triggered epoll loop (`distribute-bench-server`), N={} workers, {} µs \
          of work per request, all workers on one CPU. Baseline: (a). Capacity ratio = model / (a) \
          (higher is better); p99 vs (a) = model p99 / (a) p99 at the same offered rate (lower is better). \
-         Capacity and fairness: medians over the rounds; latency: the best round (outside \
-         interference only adds latency). In (d) the workers are threads and `pid=` carries the thread id.\n",
-        m.n, m.work_us
+         {} interleaved rounds of {} s (the order reversed every other round). Capacity ratio: the \
+         median of the per-round ratios model / (a) (each round runs every model back to back, so drift \
+         cancels within a round); in brackets the smallest and largest per-round ratio, the spread of \
+         this run — a difference inside it is noise. p99 vs (a): best round over best round (outside \
+         interference only adds latency), in brackets the per-round range. Fairness: median over the rounds. \
+         In (d) the workers are threads and `pid=` carries the thread id.\n",
+        m.n,
+        m.work_us,
+        m.runs.iter().map(|r| r.round + 1).max().unwrap_or(0),
+        if m.run_s > 0.0 {
+            m.run_s
+        } else {
+            m.runs.first().map_or(0.0, |r| r.result.duration_s)
+        }
     )?;
     writeln!(w, "| model | |\n|---|---|")?;
     for (id, desc, _) in MODELS {
@@ -241,15 +267,17 @@ fn models_section(w: &mut String, m: &Models, img: &Path) -> Result<()> {
         for r in &rows {
             writeln!(
                 w,
-                "| ({}) | {:.0} | **{:.2}** | {:.0}/s | {} | {} | {} | **{:.2}** | {} ({}) | {} | {:.0}% |",
+                "| ({}) | {:.0} | **{:.2}** {} | {:.0}/s | {} | {} | {} | **{:.2}** {} | {} ({}) | {} | {:.0}% |",
                 r.model,
                 r.capacity_rps,
                 r.throughput_ratio,
+                range(r.throughput_ratio_range),
                 r.rate,
                 us(r.p50_us),
                 us(r.p99_us),
                 us(r.p999_us),
                 r.p99_vs_a,
+                range(r.p99_vs_a_range),
                 ratio_or_infinity(r.fairness.is_finite().then_some(r.fairness)),
                 r.workers_seen,
                 select(&m.runs, &r.model, &r.workload, "fixed")
@@ -286,6 +314,131 @@ fn models_section(w: &mut String, m: &Models, img: &Path) -> Result<()> {
     )?;
     writeln!(w, "![capacity ratios](benchmarks/models-throughput.svg)\n")?;
     writeln!(w, "![p99 ratios](benchmarks/models-p99.svg)\n")?;
+    foreign_note(w, m.foreign_runs)?;
+    a_vs_a_prime(w, m)?;
+    Ok(())
+}
+
+/// A warning when runs were answered by someone else's server too.
+fn foreign_note(w: &mut String, n: usize) -> Result<()> {
+    if n > 0 {
+        writeln!(
+            w,
+            "**Warning: {n} run(s) of this section were answered by more processes than the variant has** \
+             — another server bound the same port with `SO_REUSEPORT` as the same user (for example a \
+             second `cargo xtask bench` on the machine), joined the kernel's reuseport group and took part \
+             of the load. Those figures do not compare; run again alone.\n"
+        )?;
+    }
+    Ok(())
+}
+
+/// `[lo–hi]` of a per-round range; empty for a result without one.
+fn range((lo, hi): (f64, f64)) -> String {
+    if lo.is_finite() && hi.is_finite() && hi > 0.0 {
+        format!("[{lo:.2}–{hi:.2}]")
+    } else {
+        String::new()
+    }
+}
+
+/// The smallest and largest per-round data-path ratio: distribute / hand of
+/// `f`, or hand / distribute with `inverse` (latency).
+fn dp_range(runs: &[Run], workload: &str, kind: &str, f: fn(&Run) -> f64, inverse: bool) -> String {
+    let (a, b) = if inverse {
+        ("hand", "distribute")
+    } else {
+        ("distribute", "hand")
+    };
+    let v = super::models::paired_ratios(runs, a, b, workload, kind, f);
+    let (_, r) = super::models::median_range(&v);
+    range(r)
+}
+
+/// What (a) costs against (a'), decomposed by the two diagnostic models.
+fn a_vs_a_prime(w: &mut String, m: &Models) -> Result<()> {
+    let row = |id: &str, wl: &str| m.rows.iter().find(|r| r.model == id && r.workload == wl);
+    if row("a'-systemd", "keepalive").is_none() {
+        return Ok(());
+    }
+    writeln!(w, "### (a) against (a'): what differs\n")?;
+    writeln!(
+        w,
+        "(a) and (a') run the same event loop on the same kind of sockets; (a) is started by systemd \
+         through systemd-distribute (a transient unit per instance, its own cgroup, `CPUAffinity=`, the \
+         socket from `$LISTEN_FDS`, the activator holding a duplicate of each socket), (a') forks its \
+         workers by hand. The two rows at the bottom of the tables move one of these at a time: \
+         (a'-systemd) is the (a') server as one systemd service (systemd's cgroup placement and \
+         affinity, no systemd-distribute), (a-by-hand) the (a) binary and its `$LISTEN_FDS` path without \
+         systemd. Capacity ratios to (a), median [per-round range]:\n"
+    )?;
+    writeln!(
+        w,
+        "| workload | (a') | (a'-systemd) | (a-by-hand) |\n|---|---:|---:|---:|"
+    )?;
+    for wl in WORKLOADS {
+        let cell = |id: &str| {
+            row(id, wl).map_or("–".to_string(), |r| {
+                format!(
+                    "{:.3} {}",
+                    r.throughput_ratio,
+                    range(r.throughput_ratio_range)
+                )
+            })
+        };
+        writeln!(
+            w,
+            "| {wl} | {} | {} | {} |",
+            cell("a'"),
+            cell("a'-systemd"),
+            cell("a-by-hand")
+        )?;
+    }
+    writeln!(
+        w,
+        "\n**What the earlier 0.88 was, and what (a) costs.** Two things on this shared machine, \
+         neither of them systemd-distribute:\n\n\
+         1. **Autogroup scheduling.** This kernel groups CPU time by session \
+         (`/proc/sys/kernel/sched_autogroup_enabled` = 1, Debian's default): every session is one CFS \
+         group. systemd starts every service process in a session of its own (`setsid()`), so N \
+         instances of (a) are N groups, while N workers forked by hand shared the session of the \
+         benchmark that started them: one group. As long as CPU 1 runs nothing else that makes no \
+         difference; when other work lands on CPU 1 (compiles and test runs of other users of this \
+         VM), N groups get N shares of it and one group gets one. In a run just before this change \
+         (servers still in the benchmark's session, ports already moved), every model started by hand reached only 0.43–0.64 of (a)'s capacity \
+         and (a'-systemd), one session for its N workers, 0.62–0.74. Since this change every server \
+         process started by hand (`distribute-bench-server`, its forked workers, the peers) calls \
+         `setsid()` like a service, and (a'), (a'-systemd) and (a-by-hand) are within the rounds' spread \
+         of (a) (table above). The models that are one process, (d) and (e), are one group however \
+         many workers they have: under outside load they lose against N processes for this reason too. \
+         On a machine whose CPUs the benchmark has to itself, this does not arise.\n\
+         2. **Two benchmarks at once.** `cargo xtask bench` from a second checkout bound the same \
+         ports (47810, 47820, …) as the same user with `SO_REUSEPORT`; the kernel put both benchmarks' \
+         sockets into one reuseport group, so part of the load on (a) was answered by the other \
+         checkout's instances (8 answering PIDs for N = 4). The data-path and models ports are now in \
+         47950–47968, and a run answered by more processes than its variant has is flagged above the \
+         tables.\n\n\
+         With both fixed, what is left between (a) and (a') is within the per-round spread of this \
+         run, and so is each of the differences the two diagnostic rows isolate: the cgroup placement \
+         (listed below; this host mounts the `cpu` controller on cgroup v1, where every process here \
+         shares one group, and the sandbox's systemd runs on the v2 hierarchy, whose \
+         `cgroup.subtree_control` is empty: `CPUAccounting=yes` only reads the cgroup's basic \
+         `cpu.stat`, no CPU controller schedules by cgroup), `CPUAffinity=` against \
+         `sched_setaffinity` (the same mask, set before exec or after fork), and the instance path \
+         (`$LISTEN_FDS`, the exec shim: once per start, not per request). This run cannot resolve \
+         differences smaller than its spread."
+    )?;
+    if !m.placement.is_empty() {
+        writeln!(w, "\nPlacement in this run:\n")?;
+        for (k, v) in &m.placement {
+            if v.is_empty() {
+                writeln!(w, "- {k}: (none)")?;
+            } else {
+                writeln!(w, "- {k}: `{v}`")?;
+            }
+        }
+    }
+    writeln!(w)?;
     Ok(())
 }
 
@@ -1218,7 +1371,7 @@ const LEVEL_KIB_PER_1000: f64 = 16.0;
 /// The churn scenario: PID 1, dbus-daemon and the activator over many
 /// idle-exit cycles, and the counts where growth could hide.
 fn churn_section(w: &mut String, c: &Churn, img: &Path) -> Result<()> {
-    writeln!(w, "## PID 1 memory under idle-exit churn\n")?;
+    writeln!(w, "## 6. PID 1 memory under idle-exit churn\n")?;
     writeln!(
         w,
         "{} idle-exit cycles per variant on {}: connect, send a request, read the answer to its end \

@@ -171,6 +171,11 @@ impl HostServer {
         wait_port(port)?;
         Ok(s)
     }
+
+    /// The host PID of the server (the parent of forked workers).
+    pub(super) fn pid(&self) -> u32 {
+        self.0.id()
+    }
 }
 
 impl Drop for HostServer {

@@ -48,6 +48,12 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Every server process in a session of its own, like a service started
+    // by systemd (see `fork_workers`: with autogroup scheduling a session is
+    // a CPU scheduling group). Fails harmlessly (EPERM) where the process
+    // already leads one: under systemd.
+    // SAFETY: setsid has no memory-safety preconditions.
+    unsafe { libc::setsid() };
     if let Some(cpus) = &cli.cpus {
         let cpus = distribute_bench::parse_cpu_list(cpus).map_err(anyhow::Error::msg)?;
         distribute_bench::pin_to(&cpus).context("sched_setaffinity")?;
