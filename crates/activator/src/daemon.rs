@@ -171,7 +171,7 @@ pub async fn run(opts: Options) -> Result<()> {
     trim_heap();
     tokio::task::spawn_local(daemon.clone().publish_changes());
 
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    crate::notify::send(&[sd_notify::NotifyState::Ready], &[]);
     daemon.notify_status();
 
     loop {
@@ -194,8 +194,11 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         }
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    crate::notify::send(&[sd_notify::NotifyState::Stopping], &[]);
     daemon.shutdown().await;
+    // What systemd has not taken yet (fd store entries above all) would be
+    // lost with us.
+    crate::notify::flushed(crate::notify::SEND_TIMEOUT).await;
     Ok(())
 }
 
@@ -390,10 +393,10 @@ impl Daemon {
         if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
             states.push(now);
         }
-        let _ = sd_notify::notify(false, &states);
+        crate::notify::send(&states, &[]);
         let summary = self.reload().await;
         trim_heap();
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        crate::notify::send(&[sd_notify::NotifyState::Ready], &[]);
         summary
     }
 
@@ -733,7 +736,7 @@ impl Daemon {
         if failed > 0 {
             status.push_str(&format!("; {failed} config(s) failed"));
         }
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
+        crate::notify::send(&[sd_notify::NotifyState::Status(&status)], &[]);
     }
 
     /// On `systemctl stop`, instances are stopped too (no instance outlives the
