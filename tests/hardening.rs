@@ -1,6 +1,6 @@
 //! Hardening (issue 14): what an unprivileged local user or bad timing must not
 //! be able to do to the activator. Ports: `port(100)` to `port(109)`, `port(130)`
-//! and `port(131)`, and 100 above some of those.
+//! to `port(133)`, and 100 above some of those.
 
 use distribute_tests::{addr, get_hello, hello_config, port, Activator, NOBODY, ROOT};
 use std::time::Duration;
@@ -572,4 +572,136 @@ fn sockets_beyond_the_fd_store_are_refused_with_what_to_raise() {
     // What fits still works.
     a.ctl(&["scale", "web", "3"]).ok();
     get_hello(addr(p), Duration::from_secs(10)).expect("web served");
+}
+
+/// Keep-alive clients until `stop`: (answers, failures). A connection the
+/// server closed between requests (`None`: an old instance stopped after its
+/// drain) is opened again and does not count as a failure.
+fn keep_alive_load(
+    target: std::net::SocketAddr,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, distribute_tests::Failures)>> {
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failures) = (0, distribute_tests::Failures::default());
+                let mut conn = None;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let c = match conn.take() {
+                        Some(c) => c,
+                        None => match distribute_tests::KeepAlive::connect(target) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                eprintln!("keep-alive connect: {e}");
+                                failures.count(&e.into());
+                                continue;
+                            }
+                        },
+                    };
+                    let mut c = c;
+                    match c.get() {
+                        Ok(Some(_)) => {
+                            ok += 1;
+                            conn = Some(c);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("keep-alive request: {e}");
+                            failures.count(&e.into());
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (ok, failures)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn replacing_sockets_on_reload_binds_the_new_ones_first_and_loses_nothing() {
+    use std::io::{Read, Write};
+    let (p, p2) = (port(132), port(133));
+    // (a) the address list: port kept, one added; (b) FreeBind=, fixed at
+    // bind time. Both need new sockets.
+    let config = |added: bool, free_bind: bool| {
+        format!(
+            "[Socket]\nListenStream=127.0.0.1:{p}\n{}Distribute=2\nFreeBind={free_bind}\n\
+             DrainTimeoutSec=3s\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout 60s\n\
+             DynamicUser=yes\n",
+            if added {
+                format!("ListenStream=127.0.0.1:{p2}\n")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let Some(a) = Activator::start("make-before-break", &[("web", &config(false, false))]) else {
+        return;
+    };
+    distribute_tests::get_hellos(addr(p), 4);
+    let load = distribute_tests::SteadyLoad::start(addr(p), 4, Duration::from_millis(5));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keep_alive = keep_alive_load(addr(p), 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut queued = Vec::new();
+    for (step, text) in [(1, config(true, false)), (2, config(true, true))] {
+        // Requests sent just before the reload: on the old sockets.
+        for _ in 0..10 {
+            let mut s = std::net::TcpStream::connect(addr(p)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            queued.push(s);
+        }
+        a.write_config("web", &text);
+        a.reload();
+        assert!(
+            a.wait_log(Duration::from_secs(30), |l| l
+                .matches("web: the replaced sockets are closed")
+                .count()
+                >= step),
+            "replacement {step} did not finish:\n{}",
+            a.log()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (served, failures) = load.finish();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut kept = distribute_tests::Failures::default();
+    let mut kept_ok = 0;
+    for t in keep_alive {
+        let (o, f) = t.join().unwrap();
+        kept_ok += o;
+        kept.add(&f);
+    }
+    println!(
+        "short connections: {served} answered, {failures}; keep-alive: {kept_ok} answered, {kept}"
+    );
+    assert!(served > 100 && kept_ok > 100, "too little load to tell");
+    assert_eq!(
+        failures.total(),
+        0,
+        "short connections: {failures}\n{}",
+        a.log()
+    );
+    assert_eq!(kept.total(), 0, "keep-alive: {kept}\n{}", a.log());
+    for (i, mut s) in queued.into_iter().enumerate() {
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)
+            .unwrap_or_else(|e| panic!("queued request {i}: {e}"));
+        distribute_tests::parse_hello(&resp)
+            .unwrap_or_else(|e| panic!("queued request {i}: {e:#}"));
+    }
+    // One group per address, and the added address is served.
+    for port in [p, p2] {
+        let ss =
+            a.sb.run("ss", &["-Hltn", &format!("sport = :{port}")])
+                .expect("ss");
+        assert_eq!(ss.lines().count(), 2, "port {port}:\n{ss}");
+    }
+    distribute_tests::get_hellos(addr(p2), 4);
+    a.assert_logged("binding new sockets next to the old ones");
 }
