@@ -625,10 +625,12 @@ fn replacing_sockets_on_reload_binds_the_new_ones_first_and_loses_nothing() {
     use std::io::{Read, Write};
     let (p, p2) = (port(132), port(133));
     // (a) the address list: port kept, one added; (b) FreeBind=, fixed at
-    // bind time. Both need new sockets.
-    let config = |added: bool, free_bind: bool| {
+    // bind time; (c) the added port dropped and Distribute= 2 -> 3, (d) 3 -> 1
+    // with FreeBind= back: fewer and more new sockets than old ones in the
+    // shared reuseport group. Each needs new sockets.
+    let config = |added: bool, free_bind: bool, n: u32| {
         format!(
-            "[Socket]\nListenStream=127.0.0.1:{p}\n{}Distribute=2\nFreeBind={free_bind}\n\
+            "[Socket]\nListenStream=127.0.0.1:{p}\n{}Distribute={n}\nFreeBind={free_bind}\n\
              DrainTimeoutSec=3s\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout 60s\n\
              DynamicUser=yes\n",
             if added {
@@ -638,7 +640,8 @@ fn replacing_sockets_on_reload_binds_the_new_ones_first_and_loses_nothing() {
             }
         )
     };
-    let Some(a) = Activator::start("make-before-break", &[("web", &config(false, false))]) else {
+    let Some(a) = Activator::start("make-before-break", &[("web", &config(false, false, 2))])
+    else {
         return;
     };
     distribute_tests::get_hellos(addr(p), 4);
@@ -647,7 +650,13 @@ fn replacing_sockets_on_reload_binds_the_new_ones_first_and_loses_nothing() {
     let keep_alive = keep_alive_load(addr(p), 4, stop.clone());
     std::thread::sleep(Duration::from_millis(500));
     let mut queued = Vec::new();
-    for (step, text) in [(1, config(true, false)), (2, config(true, true))] {
+    let steps = [
+        config(true, false, 2),
+        config(true, true, 2),
+        config(false, true, 3),
+        config(false, false, 1),
+    ];
+    for (step, text) in (1..).zip(steps) {
         // Requests sent just before the reload: on the old sockets.
         for _ in 0..10 {
             let mut s = std::net::TcpStream::connect(addr(p)).expect("connect");
@@ -666,6 +675,10 @@ fn replacing_sockets_on_reload_binds_the_new_ones_first_and_loses_nothing() {
             "replacement {step} did not finish:\n{}",
             a.log()
         );
+        if step <= 2 {
+            // The added address is served.
+            distribute_tests::get_hellos(addr(p2), 2);
+        }
     }
     std::thread::sleep(Duration::from_millis(500));
     let (served, failures) = load.finish();
@@ -695,13 +708,15 @@ fn replacing_sockets_on_reload_binds_the_new_ones_first_and_loses_nothing() {
         distribute_tests::parse_hello(&resp)
             .unwrap_or_else(|e| panic!("queued request {i}: {e:#}"));
     }
-    // One group per address, and the added address is served.
-    for port in [p, p2] {
-        let ss =
-            a.sb.run("ss", &["-Hltn", &format!("sport = :{port}")])
-                .expect("ss");
-        assert_eq!(ss.lines().count(), 2, "port {port}:\n{ss}");
-    }
-    distribute_tests::get_hellos(addr(p2), 4);
+    // One group of Distribute= sockets; the added port is gone again.
+    let ss =
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{p}")])
+            .expect("ss");
+    assert_eq!(ss.lines().count(), 1, "port {p}:\n{ss}");
+    let ss =
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{p2}")])
+            .expect("ss");
+    assert_eq!(ss.lines().count(), 0, "port {p2}:\n{ss}");
+    distribute_tests::get_hellos(addr(p), 4);
     a.assert_logged("binding new sockets next to the old ones");
 }

@@ -855,11 +855,6 @@ impl Group {
     /// The closing part of [`Group::retire`]: synchronous, so nothing else
     /// steers in between.
     fn close_under(&self, new: &Group) {
-        #[derive(Clone, Copy, PartialEq)]
-        enum Member {
-            Old(usize),
-            New(u32),
-        }
         let handles: Vec<SlotHandle> = self.slots.borrow_mut().drain(..).collect();
         let mut handles: Vec<Option<SlotHandle>> = handles.into_iter().map(Some).collect();
         let mut pads: Vec<Vec<Option<socket2::Socket>>> = new
@@ -884,33 +879,12 @@ impl Group {
             // that was cut off by the timeout still holds a copy.
             let _ = socket.shutdown(std::net::Shutdown::Both);
         };
-        // The shared groups all look alike: old 0..b, pads b..padded, new.
-        let mut array: Vec<Member> = (0..padded)
-            .map(Member::Old)
-            .chain((0..m as u32).map(Member::New))
-            .collect();
-        let first_phase = (0..m.min(padded)).rev();
-        let mut order: Vec<usize> = first_phase.collect();
-        for _ in m.min(padded)..padded {
-            order.push(usize::MAX); // the last position, whatever it is then
-        }
-        for target in order {
-            let p = if target == usize::MAX {
-                array.len() - 1
-            } else {
-                target
-            };
-            let Member::Old(k) = array[p] else {
-                tracing::warn!(
-                    "{}: unexpected socket order while closing the replaced sockets",
-                    self.name
-                );
-                break;
-            };
-            if let Some(&Member::New(j)) = array.last().filter(|_| p + 1 != array.len()) {
+        for step in close_plan(padded, m) {
+            if let Some(j) = step.moving {
                 *new.avoid.borrow_mut() = shared.iter().map(|&l| (l, j)).collect();
                 new.apply_steering();
             }
+            let k = step.close;
             if k < b {
                 if let Some(h) = handles[k].take() {
                     for bs in &h.slot.sockets {
@@ -931,20 +905,10 @@ impl Group {
                     }
                 }
             }
-            array.swap_remove(p);
             {
                 let mut positions = new.positions.borrow_mut();
                 for &l in &shared {
-                    positions[l] = Some(
-                        (0..m as u32)
-                            .map(|j| {
-                                array
-                                    .iter()
-                                    .position(|x| *x == Member::New(j))
-                                    .unwrap_or(j as usize) as u32
-                            })
-                            .collect(),
-                    );
+                    positions[l] = Some(step.positions.clone());
                 }
             }
             new.avoid.borrow_mut().clear();
@@ -1070,6 +1034,68 @@ impl Group {
             .count();
         (up, slots.len())
     }
+}
+
+/// One close of [`close_plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseStep {
+    /// The old socket (or pad, from the number of old slots on) to close.
+    pub close: usize,
+    /// The new socket the kernel moves into its place, if any: left out of
+    /// steering around the close.
+    pub moving: Option<u32>,
+    /// Afterwards, the kernel position of each new socket.
+    pub positions: Vec<u32>,
+}
+
+/// The closes of a replaced group's sockets in a reuseport group that holds
+/// `padded` old ones (positions 0..padded, pads included; at least `m`)
+/// followed by `m` new ones. The kernel fills a closed socket's position with
+/// the group's last socket (`reuseport_detach_sock`), so: close positions
+/// m-1, …, 0, each taking the then-last new socket (m-1, …, 0) into its final
+/// place, then the rest from the end, where nothing moves. The new sockets
+/// end at positions 0..m.
+pub fn close_plan(padded: usize, m: usize) -> Vec<CloseStep> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Member {
+        Old(usize),
+        New(u32),
+    }
+    let mut array: Vec<Member> = (0..padded)
+        .map(Member::Old)
+        .chain((0..m as u32).map(Member::New))
+        .collect();
+    let targets = (0..m.min(padded))
+        .rev()
+        .map(Some)
+        .chain((m.min(padded)..padded).map(|_| None));
+    let mut plan = Vec::with_capacity(padded);
+    for target in targets {
+        // None: the last position, whatever is there by then.
+        let p = target.unwrap_or(array.len() - 1);
+        let Member::Old(close) = array[p] else {
+            unreachable!("position {p} holds a new socket");
+        };
+        let moving = match array.last() {
+            Some(&Member::New(j)) if p + 1 != array.len() => Some(j),
+            _ => None,
+        };
+        array.swap_remove(p);
+        let positions = (0..m as u32)
+            .map(|j| {
+                array
+                    .iter()
+                    .position(|x| *x == Member::New(j))
+                    .expect("new sockets stay") as u32
+            })
+            .collect();
+        plan.push(CloseStep {
+            close,
+            moving,
+            positions,
+        });
+    }
+    plan
 }
 
 /// The program for `steering` with `m` active sockets of `open`, a warm pool
@@ -1390,6 +1416,109 @@ fn forget_stored(spec: &SocketSpec, failed_index: u32, store: &FdStore) {
 mod tests {
     use super::*;
     use steering::{Program, Source};
+
+    #[test]
+    fn closing_replaced_sockets_leaves_the_new_ones_in_order() {
+        for b in 1..6 {
+            for m in 1..6 {
+                // As `Group::serve` pads: at least m old sockets.
+                let padded = b.max(m);
+                let plan = close_plan(padded, m);
+                let mut closed: Vec<usize> = plan.iter().map(|s| s.close).collect();
+                closed.sort();
+                assert_eq!(closed, (0..padded).collect::<Vec<_>>(), "b={b} m={m}");
+                let mut left = padded + m;
+                for step in &plan {
+                    left -= 1;
+                    // Every position named exists after the close.
+                    assert!(step.positions.iter().all(|&p| (p as usize) < left));
+                }
+                assert_eq!(
+                    plan.last().unwrap().positions,
+                    (0..m as u32).collect::<Vec<_>>(),
+                    "b={b} m={m}"
+                );
+            }
+        }
+        // Two old, two new: [o0 o1 n0 n1] -> close o1, n1 moves in; close o0, n0 moves in.
+        assert_eq!(
+            close_plan(2, 2),
+            vec![
+                CloseStep {
+                    close: 1,
+                    moving: Some(1),
+                    positions: vec![2, 1]
+                },
+                CloseStep {
+                    close: 0,
+                    moving: Some(0),
+                    positions: vec![0, 1]
+                },
+            ]
+        );
+    }
+
+    /// The plan against the kernel: old (and pad) sockets, then new ones in
+    /// one reuseport group; before, between and after the closes, every
+    /// connection lands on a new socket, and each new socket gets some.
+    #[test]
+    fn replaced_sockets_close_without_steering_a_connection_to_them() {
+        use socket2::{Domain, Socket, Type};
+        use std::os::fd::AsFd;
+        let listener = |addr: std::net::SocketAddr| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_reuse_port(true).unwrap();
+            s.bind(&addr.into()).unwrap();
+            s.listen(128).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        };
+        let accepted = |s: &Socket| {
+            let mut n = 0;
+            while s.accept().is_ok() {
+                n += 1;
+            }
+            n
+        };
+        for (b, m) in [(2, 2), (2, 3), (3, 1), (4, 2)] {
+            let padded = b.max(m);
+            let first = listener("127.0.0.1:0".parse().unwrap());
+            let addr = first.local_addr().unwrap().as_socket().unwrap();
+            let mut old: Vec<Option<Socket>> = vec![Some(first)];
+            old.extend((1..padded).map(|_| Some(listener(addr))));
+            let new: Vec<Socket> = (0..m).map(|_| listener(addr)).collect();
+            let mut positions: Vec<u32> = (padded as u32..(padded + m) as u32).collect();
+            let check = |positions: &[u32], old: &[Option<Socket>], what: &str| {
+                let program = steering::relocate(None, m as u32, positions, &[]);
+                steering::attach(new[0].as_fd(), &program).unwrap();
+                let conns: Vec<_> = (0..20 * m)
+                    .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                    .collect();
+                std::thread::sleep(Duration::from_millis(30));
+                for (k, o) in old.iter().enumerate() {
+                    if let Some(o) = o {
+                        assert_eq!(accepted(o), 0, "b={b} m={m} {what}: old socket {k}");
+                    }
+                }
+                for (j, n) in new.iter().enumerate() {
+                    assert!(
+                        accepted(n) > 0,
+                        "b={b} m={m} {what}: new socket {j} got nothing"
+                    );
+                }
+                drop(conns);
+            };
+            check(&positions, &old, "before");
+            for step in close_plan(padded, m) {
+                let s = old[step.close].take().unwrap();
+                s.shutdown(std::net::Shutdown::Both).unwrap();
+                drop(s);
+                positions = step.positions;
+                check(&positions, &old, &format!("after closing {}", step.close));
+            }
+            assert_eq!(positions, (0..m as u32).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn every_steering_mode_leaves_stuck_sockets_out() {
