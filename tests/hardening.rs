@@ -353,12 +353,16 @@ fn reloads_during_a_socket_replacement_leave_one_group() {
     a.reload();
     a.write_config("web", &config(400));
     a.reload();
-    // Served once at start, once more when the old sockets are gone.
+    // Served once at start, once more on new sockets; then the old ones are
+    // closed (and anything still pending is replaced once more).
     assert!(
         a.wait_log(Duration::from_secs(20), |l| l
             .matches("web: serving with 2 instances")
             .count()
-            >= 2),
+            >= 2
+            && l.matches("web: the replaced sockets are closed").count()
+                == l.matches("binding new sockets next to the old ones")
+                    .count()),
         "{}",
         a.log()
     );

@@ -431,14 +431,20 @@ impl Daemon {
         };
         let old = group.spec.borrow().clone();
         group.error.borrow_mut().clear();
-        if socket_level_change(&old, &spec) {
-            if let Some((_, pending)) = self.retiring.borrow_mut().get_mut(&name) {
-                // The previous replacement's old sockets are still draining.
+        if let Some((_, pending)) = self.retiring.borrow_mut().get_mut(&name) {
+            // The previous replacement's old sockets are still draining: the
+            // newest spec decides; if it needs new sockets again, they follow
+            // once the old ones are closed, otherwise it applies now (and an
+            // earlier pending one is dropped).
+            if socket_level_change(&old, &spec) {
                 *pending = Some(spec);
                 return format!(
                     "{name}: its previous sockets are still draining; new sockets follow once they are closed"
                 );
             }
+            *pending = None;
+        }
+        if socket_level_change(&old, &spec) {
             let Some(why) = replacement_needs_gap(&old, &spec) else {
                 return self.replace_live(group, spec).await;
             };
