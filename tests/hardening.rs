@@ -1,8 +1,10 @@
 //! Hardening (issue 14): what an unprivileged local user or bad timing must not
 //! be able to do to the activator. Ports: `port(100)` to `port(109)`, `port(130)`
-//! to `port(133)`, and 100 above some of those.
+//! to `port(134)`, and 100 above some of those.
 
-use distribute_tests::{addr, get_hello, hello_config, port, Activator, NOBODY, ROOT};
+use distribute_tests::{
+    addr, assert_contains_all, get_hello, hello_config, port, wait_until, Activator, NOBODY, ROOT,
+};
 use std::time::Duration;
 
 #[test]
@@ -723,4 +725,60 @@ fn replacing_sockets_on_reload_binds_the_new_ones_first_and_loses_nothing() {
     assert_eq!(ss.lines().count(), 0, "port {p2}:\n{ss}");
     distribute_tests::get_hellos(addr(p), 4);
     a.assert_logged("binding new sockets next to the old ones");
+}
+
+#[test]
+fn a_rescale_during_a_socket_replacement_answers_at_once_and_follows() {
+    let p = port(134);
+    // Old instances that ignore SIGTERM: the replacement's drain lasts until
+    // systemd kills them (TimeoutStopSec=3s), and a scale meanwhile must not
+    // wait for it.
+    let config = |free_bind: bool| {
+        distribute_tests::socket_config(
+            p,
+            2,
+            &format!("FreeBind={free_bind}\nActivation=eager\nDrainTimeoutSec=5s\n"),
+            "/bin/sh -c 'trap \"\" TERM; echo ignoring SIGTERM; exec /bin/sleep 600'",
+            "TimeoutStopSec=3s\n",
+        )
+    };
+    let Some(a) = Activator::start("scale-during-replace", &[("web", &config(false))]) else {
+        return;
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .sb
+            .journal(Some("web@1.service"))
+            .contains("ignoring SIGTERM")),
+        "web@1 never got to its trap:\n{}",
+        a.log()
+    );
+    a.write_config("web", &config(true));
+    a.reload();
+    let started = std::time::Instant::now();
+    a.ctl(&["scale", "web", "3"]).ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "scale waited {:?} for the replacement",
+        started.elapsed()
+    );
+    let status = a.ctl(&["status", "web"]).ok().output();
+    assert_contains_all(
+        &status,
+        &["State: replacing", "old sockets (replaced on reload)"],
+    );
+    a.assert_logged(
+        "web: its replaced sockets are still draining; 3 instances once they are closed",
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let ss =
+                a.sb.run("ss", &["-Hltn", &format!("sport = :{p}")])
+                    .unwrap_or_default();
+            ss.lines().count() == 3
+        }),
+        "never 3 sockets:\n{}",
+        a.log()
+    );
+    a.assert_logged("web: the replaced sockets are closed");
 }

@@ -588,7 +588,8 @@ impl Daemon {
         let daemon = self.clone();
         let replaced = name.clone();
         tokio::task::spawn_local(async move {
-            Group::retire(old, new, release).await;
+            let (shared, store) = (daemon.shared.clone(), daemon.store.clone());
+            Group::retire(old, new, release, shared, store).await;
             let pending = daemon
                 .retiring
                 .borrow_mut()

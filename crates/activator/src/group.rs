@@ -78,6 +78,9 @@ pub struct Group {
     queued: Cell<Option<u32>>,
     /// Watches the companion listeners while no instance runs.
     companion_task: RefCell<Option<JoinHandle<()>>>,
+    /// The sockets it replaced still share its reuseport groups (until
+    /// [`Group::retire`] closes them): a rescale waits for that, queued.
+    behind: Cell<bool>,
     /// Its sockets were replaced on reload ([`Group::retire`]): it no longer
     /// steers the reuseport groups it shares with its successor.
     pub retired: Cell<bool>,
@@ -353,6 +356,7 @@ impl Group {
             queued: Cell::new(None),
             companion_task: RefCell::new(None),
             retired: Cell::new(false),
+            behind: Cell::new(old.is_some()),
             positions: RefCell::new(positions),
             avoid: RefCell::new(Vec::new()),
             pads: RefCell::new(pads),
@@ -580,6 +584,19 @@ impl Group {
         store: &Rc<FdStore>,
         m: u32,
     ) -> Result<String, ControlError> {
+        if self.behind.get() {
+            // The kernel positions of our sockets are in flux until the
+            // replaced ones are closed; whoever asks gets an answer now.
+            self.queued.set(Some(m));
+            tracing::info!(
+                "{}: its replaced sockets are still draining; {m} instances once they are closed",
+                self.name
+            );
+            return Ok(format!(
+                "{}: {m} instances once the replaced sockets have drained (DrainTimeoutSec=)",
+                self.name
+            ));
+        }
         let _serial = self.rescale_lock.lock().await;
         let draining = self
             .drain
@@ -804,6 +821,8 @@ impl Group {
         old: Rc<Group>,
         new: Rc<Group>,
         mut release: std::collections::HashMap<String, oneshot::Sender<()>>,
+        shared: Rc<Shared>,
+        store: Rc<FdStore>,
     ) {
         // The new group keeps its size until the old sockets are gone.
         let _serial = new.rescale_lock.lock().await;
@@ -850,6 +869,15 @@ impl Group {
         old.link.activity.notify_one();
         old.link.health.notify_one();
         tracing::info!("{}: the replaced sockets are closed", old.name);
+        new.behind.set(false);
+        drop(_serial);
+        // A rescale asked for meanwhile.
+        if let Some(next) = new.queued.take() {
+            match new.rescale(&shared, &store, next).await {
+                Ok(summary) => tracing::info!("{summary}"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
     }
 
     /// The closing part of [`Group::retire`]: synchronous, so nothing else
