@@ -1,6 +1,6 @@
 //! Hardening (issue 14): what an unprivileged local user or bad timing must not
 //! be able to do to the activator. Ports: `port(100)` to `port(109)`, `port(130)`
-//! to `port(134)`, and 100 above some of those.
+//! to `port(135)`, and 100 above some of those.
 
 use distribute_tests::{
     addr, assert_contains_all, get_hello, hello_config, port, wait_until, Activator, NOBODY, ROOT,
@@ -781,4 +781,38 @@ fn a_rescale_during_a_socket_replacement_answers_at_once_and_follows() {
         a.log()
     );
     a.assert_logged("web: the replaced sockets are closed");
+}
+
+#[test]
+fn a_change_that_splits_the_reuseport_group_falls_back_to_drain_then_bind_and_says_why() {
+    let p = port(135);
+    // IPV6_V6ONLY differs: the kernel would keep old and new sockets in two
+    // reuseport groups on one port, and keep choosing the old one.
+    let config = |only: &str| {
+        format!(
+            "[Socket]\nListenStream=[::1]:{p}\nDistribute=2\nBindIPv6Only={only}\nDrainTimeoutSec=2s\n\
+             [Service]\nExecStart=@BIN@/distribute-hello --idle-timeout 60s\nDynamicUser=yes\n"
+        )
+    };
+    let Some(a) = Activator::start("replace-with-gap", &[("web", &config("default"))]) else {
+        return;
+    };
+    let v6: std::net::SocketAddr = format!("[::1]:{p}").parse().unwrap();
+    distribute_tests::get_hellos(v6, 2);
+    a.write_config("web", &config("ipv6-only"));
+    a.reload();
+    a.assert_logged_within(
+        Duration::from_secs(5),
+        "web: listen addresses or socket options changed; replacing its sockets with a gap (old ones closed before the new ones are bound) because BindIPv6Only= changed for [::1]:",
+    );
+    assert!(
+        a.wait_log(Duration::from_secs(20), |l| l
+            .matches("web: serving with 2 instances")
+            .count()
+            >= 2),
+        "{}",
+        a.log()
+    );
+    assert!(!a.log().contains("binding new sockets next to the old ones"));
+    distribute_tests::get_hellos(v6, 4);
 }
