@@ -1,6 +1,6 @@
 //! Hardening (issue 14): what an unprivileged local user or bad timing must not
 //! be able to do to the activator. Ports: `port(100)` to `port(109)`, `port(130)`
-//! to `port(135)`, and 100 above some of those.
+//! to `port(135)`, `port(137)`, and 100 above some of those.
 
 use distribute_tests::{
     addr, assert_contains_all, get_hello, hello_config, port, wait_until, Activator, NOBODY, ROOT,
@@ -815,4 +815,48 @@ fn a_change_that_splits_the_reuseport_group_falls_back_to_drain_then_bind_and_sa
     );
     assert!(!a.log().contains("binding new sockets next to the old ones"));
     distribute_tests::get_hellos(v6, 4);
+}
+
+#[test]
+fn a_replacement_during_a_shrink_follows_once_it_has_drained() {
+    let p = port(137);
+    let config = |free_bind: bool| {
+        distribute_tests::socket_config(
+            p,
+            3,
+            &format!("FreeBind={free_bind}\nDrainTimeoutSec=3s\n"),
+            "@BIN@/distribute-hello --idle-timeout 60s",
+            "DynamicUser=yes\n",
+        )
+    };
+    let Some(a) = Activator::start("replace-during-shrink", &[("web", &config(false))]) else {
+        return;
+    };
+    // Idle keep-alive clients on every instance: the shrink's drain lasts
+    // until DrainTimeoutSec= stops instance 2.
+    let clients: Vec<_> = (0..12).map(|_| keep_alive_client(addr(p))).collect();
+    assert!(
+        clients.iter().any(|(_, i)| i == "2"),
+        "no client on instance 2"
+    );
+    let load = distribute_tests::SteadyLoad::start(addr(p), 3, Duration::from_millis(5));
+    a.ctl(&["scale", "web", "2"]).ok();
+    a.write_config("web", &config(true));
+    a.reload();
+    a.assert_logged("web: new sockets once the shrink in progress has drained");
+    assert!(
+        a.wait_log(Duration::from_secs(30), |l| l
+            .contains("web: the replaced sockets are closed")),
+        "{}",
+        a.log()
+    );
+    let (served, failures) = load.finish();
+    println!("{served} answered, {failures}");
+    assert_eq!(failures.total(), 0, "{failures}\n{}", a.log());
+    // The file's Distribute=3 again, on new sockets.
+    let ss =
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{p}")])
+            .expect("ss");
+    assert_eq!(ss.lines().count(), 3, "{ss}\n{}", a.log());
+    drop(clients);
 }

@@ -86,6 +86,10 @@ pub struct Daemon {
     /// needs new sockets again, served once the old ones are closed (one
     /// replacement at a time keeps at most two groups per address).
     retiring: RefCell<BTreeMap<String, Retiring>>,
+    /// Configs whose sockets are replaced once the shrink in progress has
+    /// drained (its closes would move the old sockets under the new ones):
+    /// the newest spec.
+    deferred: RefCell<BTreeMap<String, SocketSpec>>,
 }
 
 /// A replaced group still draining, and a spec to serve after it (see
@@ -151,6 +155,7 @@ pub async fn run(opts: Options) -> Result<()> {
         reload_lock: tokio::sync::Mutex::new(()),
         replacing: RefCell::new(BTreeMap::new()),
         retiring: RefCell::new(BTreeMap::new()),
+        deferred: RefCell::new(BTreeMap::new()),
         helper,
         handoff_socket,
         shared,
@@ -389,6 +394,7 @@ impl Daemon {
         // A config removed while its sockets were being replaced: nothing
         // to serve once the old ones are closed.
         self.replacing.borrow_mut().retain(|n, _| seen.contains(n));
+        self.deferred.borrow_mut().retain(|n, _| seen.contains(n));
         for (n, (_, pending)) in self.retiring.borrow_mut().iter_mut() {
             if !seen.contains(n) {
                 *pending = None;
@@ -431,6 +437,16 @@ impl Daemon {
         };
         let old = group.spec.borrow().clone();
         group.error.borrow_mut().clear();
+        if let Some(pending) = self.deferred.borrow_mut().get_mut(&name) {
+            if socket_level_change(&old, &spec) {
+                *pending = spec;
+                return format!(
+                    "{name}: new sockets follow once the shrink in progress has drained"
+                );
+            }
+        }
+        // Not (or no longer) a replacement: the newest spec wins.
+        self.deferred.borrow_mut().remove(&name);
         if let Some((_, pending)) = self.retiring.borrow_mut().get_mut(&name) {
             // The previous replacement's old sockets are still draining: the
             // newest spec decides; if it needs new sockets again, they follow
@@ -531,6 +547,13 @@ impl Daemon {
     /// keep serving.
     async fn replace_live(self: &Rc<Self>, old: Rc<Group>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
+        // No rescale of the old group while new sockets join its reuseport
+        // groups behind its own (their positions are counted on).
+        let locked = old.clone();
+        let _old_serial = locked.lock_rescale().await;
+        if old.shrinking() {
+            return self.defer_replacement(old.clone(), spec);
+        }
         tracing::info!(
             "{name}: listen addresses or socket options changed; binding new sockets next to the old ones"
         );
@@ -610,6 +633,34 @@ impl Daemon {
         });
         tracing::info!("{name}: serving with {n} instances on new sockets; the old ones drain");
         format!("{name}: sockets replaced (the old ones drain)")
+    }
+
+    /// A replacement asked for while `group` shrinks: applied (under the
+    /// reload lock, newest spec) once the shrink has drained, which
+    /// `DrainTimeoutSec=` bounds. Looks every 100 ms meanwhile.
+    fn defer_replacement(self: &Rc<Self>, group: Rc<Group>, spec: SocketSpec) -> String {
+        let name = spec.name.clone();
+        tracing::info!("{name}: new sockets once the shrink in progress has drained");
+        self.deferred.borrow_mut().insert(name.clone(), spec);
+        let daemon = self.clone();
+        tokio::task::spawn_local(async move {
+            while group.shrinking() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _one_at_a_time = daemon.reload_lock.lock().await;
+            let spec = daemon.deferred.borrow_mut().remove(&group.name);
+            let current = daemon.groups.borrow().get(&group.name).cloned();
+            // Still the group it was asked of (not removed or replaced since).
+            if let (Some(spec), Some(current)) = (spec, current) {
+                if Rc::ptr_eq(&current, &group) {
+                    // Boxed: `apply` spawned this task.
+                    let again: std::pin::Pin<Box<dyn std::future::Future<Output = String>>> =
+                        Box::pin(daemon.apply(spec));
+                    tracing::info!("{}", again.await);
+                }
+            }
+        });
+        format!("{name}: new sockets follow once the shrink in progress has drained")
     }
 
     async fn serve_new(self: &Rc<Self>, spec: SocketSpec) -> String {

@@ -598,6 +598,13 @@ impl Group {
             ));
         }
         let _serial = self.rescale_lock.lock().await;
+        if self.retired.get() {
+            // Asked of this group just before a reload replaced its sockets.
+            return Err(ControlError::Failed(format!(
+                "{}: its sockets were just replaced by a reload; ask again",
+                self.name
+            )));
+        }
         let draining = self
             .drain
             .borrow()
@@ -773,14 +780,26 @@ impl Group {
         self.link.health.notify_one();
     }
 
-    /// Before a replacement: ends a shrink in progress (the retirement
-    /// drains every slot anyway), takes our sockets out of systemd's fd store
+    /// Whether a shrink is draining (its closes move sockets in the kernel's
+    /// reuseport arrays).
+    pub fn shrinking(&self) -> bool {
+        self.drain
+            .borrow()
+            .as_ref()
+            .is_some_and(|d| !d.is_finished())
+    }
+
+    /// Holds off rescales (a replacement binds next to our sockets, whose
+    /// positions must not change meanwhile).
+    pub async fn lock_rescale(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.rescale_lock.lock().await
+    }
+
+    /// Before a replacement (no shrink in progress, see [`Group::shrinking`]):
+    /// takes our sockets out of systemd's fd store
     /// (the new ones take the same names; our own fds keep ours open), and
     /// lets every slot drain, stopping its instance once its queue is empty.
     pub fn begin_retiring(&self, store: &FdStore) {
-        if let Some(d) = self.drain.borrow_mut().take() {
-            d.abort();
-        }
         let spec = self.spec.borrow().clone();
         for h in self.slots.borrow().iter() {
             for l in 0..h.slot.sockets.len() {
