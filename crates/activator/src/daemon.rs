@@ -585,6 +585,7 @@ impl Daemon {
                 Ok(g) => g,
                 Err(e) => {
                     old.restore_stored(&self.store);
+                    old.unpin();
                     *old.error.borrow_mut() =
                         format!("new sockets: {e} (still serving the last good config)");
                     self.changes.mark(&name);

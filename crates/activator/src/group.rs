@@ -81,6 +81,9 @@ pub struct Group {
     /// The sockets it replaced still share its reuseport groups (until
     /// [`Group::retire`] closes them): a rescale waits for that, queued.
     behind: Cell<bool>,
+    /// A replacement is binding sockets into our reuseport groups: new
+    /// connections must stay on ours until its program takes over.
+    pinned: Cell<bool>,
     /// Its sockets were replaced on reload ([`Group::retire`]): it no longer
     /// steers the reuseport groups it shares with its successor.
     pub retired: Cell<bool>,
@@ -291,6 +294,12 @@ impl Group {
         let mut pads: Vec<Vec<socket2::Socket>> = spec.listen.iter().map(|_| Vec::new()).collect();
         let mut positions: Vec<Option<Vec<u32>>> = vec![None; spec.listen.len()];
         if let Some(old) = old {
+            // Until our program is attached (below, once every slot is in
+            // place), new connections go to the old sockets only: the
+            // kernel's hash would also pick the pads, whose queues nobody
+            // serves (reset when they close).
+            old.pinned.set(true);
+            old.apply_steering();
             let b = old.slots.borrow().len() as u32;
             let b_padded = b.max(open);
             let old_spec = old.spec.borrow().clone();
@@ -356,6 +365,7 @@ impl Group {
             queued: Cell::new(None),
             companion_task: RefCell::new(None),
             retired: Cell::new(false),
+            pinned: Cell::new(false),
             behind: Cell::new(old.is_some()),
             positions: RefCell::new(positions),
             avoid: RefCell::new(Vec::new()),
@@ -403,13 +413,18 @@ impl Group {
         let healthy: Vec<u32> = (0..m)
             .filter(|&i| slots[i as usize].slot.status.borrow().stuck.is_none())
             .collect();
-        let program = steering_program(
+        let mut program = steering_program(
             self.spec.borrow().options.steering,
             m,
             open,
             self.warm.get(),
             &healthy,
         );
+        if self.pinned.get() && program.is_none() {
+            // The kernel's hash would spread over the sockets a replacement
+            // is adding to our groups, pads included, which nobody serves.
+            program = Some(steering::Program::FirstM(open));
+        }
         let positions = self.positions.borrow();
         let avoid = self.avoid.borrow();
         for (l, bs) in first.slot.sockets.iter().enumerate() {
@@ -789,6 +804,13 @@ impl Group {
             .is_some_and(|d| !d.is_finished())
     }
 
+    /// After a replacement failed to bind: back to our own steering (see
+    /// `pinned`).
+    pub fn unpin(&self) {
+        self.pinned.set(false);
+        self.apply_steering();
+    }
+
     /// Holds off rescales (a replacement binds next to our sockets, whose
     /// positions must not change meanwhile).
     pub async fn lock_rescale(&self) -> tokio::sync::MutexGuard<'_, ()> {
@@ -796,9 +818,8 @@ impl Group {
     }
 
     /// Before a replacement (no shrink in progress, see [`Group::shrinking`]):
-    /// takes our sockets out of systemd's fd store
-    /// (the new ones take the same names; our own fds keep ours open), and
-    /// lets every slot drain, stopping its instance once its queue is empty.
+    /// takes our sockets out of systemd's fd store (the new ones take the
+    /// same names; our own fds keep ours open until [`Group::retire`]).
     pub fn begin_retiring(&self, store: &FdStore) {
         let spec = self.spec.borrow().clone();
         for h in self.slots.borrow().iter() {
