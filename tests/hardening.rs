@@ -1,8 +1,10 @@
 //! Hardening (issue 14): what an unprivileged local user or bad timing must not
 //! be able to do to the activator. Ports: `port(100)` to `port(109)`, `port(130)`
-//! and `port(131)`, and 100 above some of those.
+//! to `port(135)`, `port(137)`, and 100 above some of those.
 
-use distribute_tests::{addr, get_hello, hello_config, port, Activator, NOBODY, ROOT};
+use distribute_tests::{
+    addr, assert_contains_all, get_hello, hello_config, port, wait_until, Activator, NOBODY, ROOT,
+};
 use std::time::Duration;
 
 #[test]
@@ -353,12 +355,16 @@ fn reloads_during_a_socket_replacement_leave_one_group() {
     a.reload();
     a.write_config("web", &config(400));
     a.reload();
-    // Served once at start, once more when the old sockets are gone.
+    // Served once at start, once more on new sockets; then the old ones are
+    // closed (and anything still pending is replaced once more).
     assert!(
         a.wait_log(Duration::from_secs(20), |l| l
             .matches("web: serving with 2 instances")
             .count()
-            >= 2),
+            >= 2
+            && l.matches("web: the replaced sockets are closed").count()
+                == l.matches("binding new sockets next to the old ones")
+                    .count()),
         "{}",
         a.log()
     );
@@ -572,4 +578,285 @@ fn sockets_beyond_the_fd_store_are_refused_with_what_to_raise() {
     // What fits still works.
     a.ctl(&["scale", "web", "3"]).ok();
     get_hello(addr(p), Duration::from_secs(10)).expect("web served");
+}
+
+/// Keep-alive clients until `stop`: (answers, failures). A connection the
+/// server closed between requests (`None`: an old instance stopped after its
+/// drain) is opened again and does not count as a failure.
+fn keep_alive_load(
+    target: std::net::SocketAddr,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, distribute_tests::Failures)>> {
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failures) = (0, distribute_tests::Failures::default());
+                let mut conn = None;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let c = match conn.take() {
+                        Some(c) => c,
+                        None => match distribute_tests::KeepAlive::connect(target) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                eprintln!("keep-alive connect: {e}");
+                                failures.count(&e.into());
+                                continue;
+                            }
+                        },
+                    };
+                    let mut c = c;
+                    match c.get() {
+                        Ok(Some(_)) => {
+                            ok += 1;
+                            conn = Some(c);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("keep-alive request: {e}");
+                            failures.count(&e.into());
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (ok, failures)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn replacing_sockets_on_reload_binds_the_new_ones_first_and_loses_nothing() {
+    use std::io::{Read, Write};
+    let (p, p2) = (port(132), port(133));
+    // (a) the address list: port kept, one added; (b) FreeBind=, fixed at
+    // bind time; (c) the added port dropped and Distribute= 2 -> 3, (d) 3 -> 1
+    // with FreeBind= back: fewer and more new sockets than old ones in the
+    // shared reuseport group. Each needs new sockets.
+    let config = |added: bool, free_bind: bool, n: u32| {
+        format!(
+            "[Socket]\nListenStream=127.0.0.1:{p}\n{}Distribute={n}\nFreeBind={free_bind}\n\
+             DrainTimeoutSec=3s\n[Service]\nExecStart=@BIN@/distribute-hello --idle-timeout 60s\n\
+             DynamicUser=yes\n",
+            if added {
+                format!("ListenStream=127.0.0.1:{p2}\n")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let Some(a) = Activator::start("make-before-break", &[("web", &config(false, false, 2))])
+    else {
+        return;
+    };
+    distribute_tests::get_hellos(addr(p), 4);
+    let load = distribute_tests::SteadyLoad::start(addr(p), 4, Duration::from_millis(5));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keep_alive = keep_alive_load(addr(p), 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut queued = Vec::new();
+    let steps = [
+        config(true, false, 2),
+        config(true, true, 2),
+        config(false, true, 3),
+        config(false, false, 1),
+    ];
+    for (step, text) in (1..).zip(steps) {
+        // Requests sent just before the reload: on the old sockets.
+        for _ in 0..10 {
+            let mut s = std::net::TcpStream::connect(addr(p)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            queued.push(s);
+        }
+        a.write_config("web", &text);
+        a.reload();
+        assert!(
+            a.wait_log(Duration::from_secs(30), |l| l
+                .matches("web: the replaced sockets are closed")
+                .count()
+                >= step),
+            "replacement {step} did not finish:\n{}",
+            a.log()
+        );
+        if step <= 2 {
+            // The added address is served.
+            distribute_tests::get_hellos(addr(p2), 2);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (served, failures) = load.finish();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut kept = distribute_tests::Failures::default();
+    let mut kept_ok = 0;
+    for t in keep_alive {
+        let (o, f) = t.join().unwrap();
+        kept_ok += o;
+        kept.add(&f);
+    }
+    println!(
+        "short connections: {served} answered, {failures}; keep-alive: {kept_ok} answered, {kept}"
+    );
+    assert!(served > 100 && kept_ok > 100, "too little load to tell");
+    assert_eq!(
+        failures.total(),
+        0,
+        "short connections: {failures}\n{}",
+        a.log()
+    );
+    assert_eq!(kept.total(), 0, "keep-alive: {kept}\n{}", a.log());
+    for (i, mut s) in queued.into_iter().enumerate() {
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)
+            .unwrap_or_else(|e| panic!("queued request {i}: {e}"));
+        distribute_tests::parse_hello(&resp)
+            .unwrap_or_else(|e| panic!("queued request {i}: {e:#}"));
+    }
+    // One group of Distribute= sockets; the added port is gone again.
+    let ss =
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{p}")])
+            .expect("ss");
+    assert_eq!(ss.lines().count(), 1, "port {p}:\n{ss}");
+    let ss =
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{p2}")])
+            .expect("ss");
+    assert_eq!(ss.lines().count(), 0, "port {p2}:\n{ss}");
+    distribute_tests::get_hellos(addr(p), 4);
+    a.assert_logged("binding new sockets next to the old ones");
+}
+
+#[test]
+fn a_rescale_during_a_socket_replacement_answers_at_once_and_follows() {
+    let p = port(134);
+    // Old instances that ignore SIGTERM: the replacement's drain lasts until
+    // systemd kills them (TimeoutStopSec=3s), and a scale meanwhile must not
+    // wait for it.
+    let config = |free_bind: bool| {
+        distribute_tests::socket_config(
+            p,
+            2,
+            &format!("FreeBind={free_bind}\nActivation=eager\nDrainTimeoutSec=5s\n"),
+            "/bin/sh -c 'trap \"\" TERM; echo ignoring SIGTERM; exec /bin/sleep 600'",
+            "TimeoutStopSec=3s\n",
+        )
+    };
+    let Some(a) = Activator::start("scale-during-replace", &[("web", &config(false))]) else {
+        return;
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .sb
+            .journal(Some("web@1.service"))
+            .contains("ignoring SIGTERM")),
+        "web@1 never got to its trap:\n{}",
+        a.log()
+    );
+    a.write_config("web", &config(true));
+    a.reload();
+    let started = std::time::Instant::now();
+    a.ctl(&["scale", "web", "3"]).ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "scale waited {:?} for the replacement",
+        started.elapsed()
+    );
+    let status = a.ctl(&["status", "web"]).ok().output();
+    assert_contains_all(
+        &status,
+        &["State: replacing", "old sockets (replaced on reload)"],
+    );
+    a.assert_logged(
+        "web: its replaced sockets are still draining; 3 instances once they are closed",
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let ss =
+                a.sb.run("ss", &["-Hltn", &format!("sport = :{p}")])
+                    .unwrap_or_default();
+            ss.lines().count() == 3
+        }),
+        "never 3 sockets:\n{}",
+        a.log()
+    );
+    a.assert_logged("web: the replaced sockets are closed");
+}
+
+#[test]
+fn a_change_that_splits_the_reuseport_group_falls_back_to_drain_then_bind_and_says_why() {
+    let p = port(135);
+    // IPV6_V6ONLY differs: the kernel would keep old and new sockets in two
+    // reuseport groups on one port, and keep choosing the old one.
+    let config = |only: &str| {
+        format!(
+            "[Socket]\nListenStream=[::1]:{p}\nDistribute=2\nBindIPv6Only={only}\nDrainTimeoutSec=2s\n\
+             [Service]\nExecStart=@BIN@/distribute-hello --idle-timeout 60s\nDynamicUser=yes\n"
+        )
+    };
+    let Some(a) = Activator::start("replace-with-gap", &[("web", &config("default"))]) else {
+        return;
+    };
+    let v6: std::net::SocketAddr = format!("[::1]:{p}").parse().unwrap();
+    distribute_tests::get_hellos(v6, 2);
+    a.write_config("web", &config("ipv6-only"));
+    a.reload();
+    a.assert_logged_within(
+        Duration::from_secs(5),
+        "web: listen addresses or socket options changed; replacing its sockets with a gap (old ones closed before the new ones are bound) because BindIPv6Only= changed for [::1]:",
+    );
+    assert!(
+        a.wait_log(Duration::from_secs(20), |l| l
+            .matches("web: serving with 2 instances")
+            .count()
+            >= 2),
+        "{}",
+        a.log()
+    );
+    assert!(!a.log().contains("binding new sockets next to the old ones"));
+    distribute_tests::get_hellos(v6, 4);
+}
+
+#[test]
+fn a_replacement_during_a_shrink_follows_once_it_has_drained() {
+    let p = port(137);
+    let config = |free_bind: bool| {
+        distribute_tests::socket_config(
+            p,
+            3,
+            &format!("FreeBind={free_bind}\nDrainTimeoutSec=3s\n"),
+            "@BIN@/distribute-hello --idle-timeout 60s",
+            "DynamicUser=yes\n",
+        )
+    };
+    let Some(a) = Activator::start("replace-during-shrink", &[("web", &config(false))]) else {
+        return;
+    };
+    // Idle keep-alive clients on every instance: the shrink's drain lasts
+    // until DrainTimeoutSec= stops instance 2.
+    let clients: Vec<_> = (0..12).map(|_| keep_alive_client(addr(p))).collect();
+    assert!(
+        clients.iter().any(|(_, i)| i == "2"),
+        "no client on instance 2"
+    );
+    let load = distribute_tests::SteadyLoad::start(addr(p), 3, Duration::from_millis(5));
+    a.ctl(&["scale", "web", "2"]).ok();
+    a.write_config("web", &config(true));
+    a.reload();
+    a.assert_logged("web: new sockets once the shrink in progress has drained");
+    assert!(
+        a.wait_log(Duration::from_secs(30), |l| l
+            .contains("web: the replaced sockets are closed")),
+        "{}",
+        a.log()
+    );
+    let (served, failures) = load.finish();
+    println!("{served} answered, {failures}");
+    assert_eq!(failures.total(), 0, "{failures}\n{}", a.log());
+    // The file's Distribute=3 again, on new sockets.
+    let ss =
+        a.sb.run("ss", &["-Hltn", &format!("sport = :{p}")])
+            .expect("ss");
+    assert_eq!(ss.lines().count(), 3, "{ss}\n{}", a.log());
+    drop(clients);
 }

@@ -2,7 +2,7 @@
 //! template unit file's (`Type=notify`, `DynamicUser=`, `StateDirectory=`,
 //! `EnvironmentFile=`, an admin drop-in), and they get their sockets through
 //! the fd store with nothing in front of `ExecStart=`. Ports: `port(90)` to
-//! `port(98)`, and `port(95) + 100`.
+//! `port(98)`, `port(95) + 100` and `port(136)`.
 
 use distribute_tests::{
     addr, fire, get_hello, port, tally, wait_until, Activator, SteadyLoad, NOBODY, ROOT,
@@ -547,4 +547,34 @@ fn instance_names_from_a_pattern_and_operator_commands() {
     let (hellos, failures) = fire(addr(p), 4, 25, Duration::ZERO);
     assert_eq!(failures.total(), 0, "{failures}\n{}", a.log());
     assert_eq!(hellos.len(), 100);
+}
+
+#[test]
+fn template_instances_follow_a_socket_replacement_without_loss() {
+    let p = port(136);
+    let Some(a) = start("template-replace", p, 2, "60s") else {
+        return;
+    };
+    fire(addr(p), 2, 5, Duration::ZERO);
+    let load = SteadyLoad::start(addr(p), 4, Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(300));
+    // FreeBind= is fixed at bind time: new sockets, handed to the same
+    // template's instances once the old ones have drained.
+    a.write_config("tpl", &format!("{}FreeBind=yes\n", config(p, 2)));
+    a.reload();
+    assert!(
+        a.wait_log(Duration::from_secs(30), |l| l
+            .contains("tpl: the replaced sockets are closed")),
+        "{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (served, failures) = load.finish();
+    println!("{served} answered, {failures}");
+    assert!(served > 50, "too little load to tell");
+    assert_eq!(failures.total(), 0, "{failures}\n{}", a.log());
+    a.assert_logged("binding new sockets next to the old ones");
+    let (hellos, failures) = fire(addr(p), 2, 10, Duration::ZERO);
+    assert_eq!(failures.total(), 0);
+    assert_eq!(hellos.len(), 20);
 }

@@ -3,7 +3,9 @@
 
 use crate::control::{Command, CommandSender, ControlError, Event, Reply, Request, SocketInfo};
 use crate::fdstore::FdStore;
-use crate::group::{refreshable_change, resolve_n, socket_level_change, Group};
+use crate::group::{
+    refreshable_change, replacement_needs_gap, resolve_n, socket_level_change, Group,
+};
 use crate::handoff;
 use crate::supervisor::{Shared, SlotCommand};
 use crate::systemd::{
@@ -79,7 +81,20 @@ pub struct Daemon {
     /// the spec to serve once that is done: the newest, if reloads come
     /// meanwhile; gone if the config was removed meanwhile.
     replacing: RefCell<BTreeMap<String, SocketSpec>>,
+    /// Configs whose new sockets serve while the old ones drain behind them
+    /// (make-before-break, `Group::retire`): the old group, and a spec that
+    /// needs new sockets again, served once the old ones are closed (one
+    /// replacement at a time keeps at most two groups per address).
+    retiring: RefCell<BTreeMap<String, Retiring>>,
+    /// Configs whose sockets are replaced once the shrink in progress has
+    /// drained (its closes would move the old sockets under the new ones):
+    /// the newest spec.
+    deferred: RefCell<BTreeMap<String, SocketSpec>>,
 }
+
+/// A replaced group still draining, and a spec to serve after it (see
+/// `Daemon::retiring`).
+type Retiring = (Rc<Group>, Option<SocketSpec>);
 
 /// Runs until SIGTERM/SIGINT. Must be called inside a `LocalSet`.
 pub async fn run(opts: Options) -> Result<()> {
@@ -139,6 +154,8 @@ pub async fn run(opts: Options) -> Result<()> {
         warned: RefCell::new(BTreeSet::new()),
         reload_lock: tokio::sync::Mutex::new(()),
         replacing: RefCell::new(BTreeMap::new()),
+        retiring: RefCell::new(BTreeMap::new()),
+        deferred: RefCell::new(BTreeMap::new()),
         helper,
         handoff_socket,
         shared,
@@ -171,7 +188,7 @@ pub async fn run(opts: Options) -> Result<()> {
     trim_heap();
     tokio::task::spawn_local(daemon.clone().publish_changes());
 
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    crate::notify::send(&[sd_notify::NotifyState::Ready], &[]);
     daemon.notify_status();
 
     loop {
@@ -194,8 +211,11 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         }
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    crate::notify::send(&[sd_notify::NotifyState::Stopping], &[]);
     daemon.shutdown().await;
+    // What systemd has not taken yet (fd store entries above all) would be
+    // lost with us.
+    crate::notify::flushed(crate::notify::SEND_TIMEOUT).await;
     Ok(())
 }
 
@@ -374,6 +394,12 @@ impl Daemon {
         // A config removed while its sockets were being replaced: nothing
         // to serve once the old ones are closed.
         self.replacing.borrow_mut().retain(|n, _| seen.contains(n));
+        self.deferred.borrow_mut().retain(|n, _| seen.contains(n));
+        for (n, (_, pending)) in self.retiring.borrow_mut().iter_mut() {
+            if !seen.contains(n) {
+                *pending = None;
+            }
+        }
         self.remove_unused_dropins().await;
         if self.groups.borrow().is_empty() && self.failed.borrow().is_empty() {
             tracing::warn!(
@@ -390,10 +416,10 @@ impl Daemon {
         if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
             states.push(now);
         }
-        let _ = sd_notify::notify(false, &states);
+        crate::notify::send(&states, &[]);
         let summary = self.reload().await;
         trim_heap();
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        crate::notify::send(&[sd_notify::NotifyState::Ready], &[]);
         summary
     }
 
@@ -411,12 +437,39 @@ impl Daemon {
         };
         let old = group.spec.borrow().clone();
         group.error.borrow_mut().clear();
+        if let Some(pending) = self.deferred.borrow_mut().get_mut(&name) {
+            if socket_level_change(&old, &spec) {
+                *pending = spec;
+                return format!(
+                    "{name}: new sockets follow once the shrink in progress has drained"
+                );
+            }
+        }
+        // Not (or no longer) a replacement: the newest spec wins.
+        self.deferred.borrow_mut().remove(&name);
+        if let Some((_, pending)) = self.retiring.borrow_mut().get_mut(&name) {
+            // The previous replacement's old sockets are still draining: the
+            // newest spec decides; if it needs new sockets again, they follow
+            // once the old ones are closed, otherwise it applies now (and an
+            // earlier pending one is dropped).
+            if socket_level_change(&old, &spec) {
+                *pending = Some(spec);
+                return format!(
+                    "{name}: its previous sockets are still draining; new sockets follow once they are closed"
+                );
+            }
+            *pending = None;
+        }
         if socket_level_change(&old, &spec) {
-            // New addresses or socket options need new sockets. The old ones
-            // drain first: a port present in both must not end up with old and
-            // new sockets in one reuseport group.
-            tracing::info!(
-                "{name}: listen addresses or socket options changed; replacing its sockets"
+            let Some(why) = replacement_needs_gap(&old, &spec) else {
+                return self.replace_live(group, spec).await;
+            };
+            // New addresses or socket options need new sockets, and these
+            // cannot join the old ones' reuseport groups: the old ones drain
+            // first, then the new ones are bound; connections arriving in
+            // between are refused.
+            tracing::warn!(
+                "{name}: listen addresses or socket options changed; replacing its sockets with a gap (old ones closed before the new ones are bound) because {why}"
             );
             self.groups.borrow_mut().remove(&name);
             self.replacing.borrow_mut().insert(name.clone(), spec);
@@ -488,6 +541,129 @@ impl Daemon {
         format!("{name}: [Service] updated; applies to instances started from now on")
     }
 
+    /// Make-before-break: binds `spec`'s sockets next to `old`'s, steers new
+    /// connections to them, and drains and closes the old ones behind them
+    /// (see `Group::retire`). If the new ones cannot be bound, the old ones
+    /// keep serving.
+    async fn replace_live(self: &Rc<Self>, old: Rc<Group>, spec: SocketSpec) -> String {
+        let name = spec.name.clone();
+        // No rescale of the old group while new sockets join its reuseport
+        // groups behind its own (their positions are counted on).
+        let locked = old.clone();
+        let _old_serial = locked.lock_rescale().await;
+        if old.shrinking() {
+            return self.defer_replacement(old.clone(), spec);
+        }
+        tracing::info!(
+            "{name}: listen addresses or socket options changed; binding new sockets next to the old ones"
+        );
+        let mode = match self.prepare_mode(&spec).await {
+            Ok(mode) => mode,
+            Err(e) => {
+                *old.error.borrow_mut() = format!("{e} (still serving the last good config)");
+                self.changes.mark(&name);
+                return format!("{name}: {e}; kept the last good config");
+            }
+        };
+        old.begin_retiring(&self.store);
+        let want = resolve_n(spec.distribute) as usize * spec.listen.len();
+        if let Err(e) = self.store.room_for(want) {
+            old.restore_stored(&self.store);
+            *old.error.borrow_mut() = format!("{e} (still serving the last good config)");
+            self.changes.mark(&name);
+            return format!("{name}: {e}; kept the last good config");
+        }
+        let mut release = HashMap::new();
+        let mut holds = HashMap::new();
+        for h in old.slots.borrow().iter() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            release.insert(h.slot.unit.clone(), tx);
+            holds.insert(h.slot.unit.clone(), rx);
+        }
+        let new =
+            match Group::serve(&self.shared, &self.store, spec, mode, Some((&old, holds))).await {
+                Ok(g) => g,
+                Err(e) => {
+                    old.restore_stored(&self.store);
+                    old.unpin();
+                    *old.error.borrow_mut() =
+                        format!("new sockets: {e} (still serving the last good config)");
+                    self.changes.mark(&name);
+                    return format!("{name}: new sockets: {e}; kept the last good config");
+                }
+            };
+        // From here the new group steers the shared reuseport groups.
+        old.retired.set(true);
+        for h in old.slots.borrow().iter() {
+            {
+                let mut st = h.slot.status.borrow_mut();
+                st.retiring = true;
+                st.draining = true;
+            }
+            let _ = h.commands.send(SlotCommand::Drain);
+        }
+        new.apply_steering();
+        let n = new.active();
+        self.groups.borrow_mut().insert(name.clone(), new.clone());
+        self.retiring
+            .borrow_mut()
+            .insert(name.clone(), (old.clone(), None));
+        self.changes.mark(&name);
+        let daemon = self.clone();
+        let replaced = name.clone();
+        tokio::task::spawn_local(async move {
+            let (shared, store) = (daemon.shared.clone(), daemon.store.clone());
+            Group::retire(old, new, release, shared, store).await;
+            let pending = daemon
+                .retiring
+                .borrow_mut()
+                .remove(&replaced)
+                .and_then(|(_, p)| p);
+            daemon.changes.mark(&replaced);
+            if let Some(spec) = pending {
+                let _one_at_a_time = daemon.reload_lock.lock().await;
+                // Still configured? (A reload may have removed it meanwhile.)
+                if daemon.groups.borrow().contains_key(&replaced) {
+                    // Boxed: `apply` spawned this task.
+                    let again: std::pin::Pin<Box<dyn std::future::Future<Output = String>>> =
+                        Box::pin(daemon.apply(spec));
+                    let summary = again.await;
+                    tracing::info!("{summary}");
+                }
+            }
+        });
+        tracing::info!("{name}: serving with {n} instances on new sockets; the old ones drain");
+        format!("{name}: sockets replaced (the old ones drain)")
+    }
+
+    /// A replacement asked for while `group` shrinks: applied (under the
+    /// reload lock, newest spec) once the shrink has drained, which
+    /// `DrainTimeoutSec=` bounds. Looks every 100 ms meanwhile.
+    fn defer_replacement(self: &Rc<Self>, group: Rc<Group>, spec: SocketSpec) -> String {
+        let name = spec.name.clone();
+        tracing::info!("{name}: new sockets once the shrink in progress has drained");
+        self.deferred.borrow_mut().insert(name.clone(), spec);
+        let daemon = self.clone();
+        tokio::task::spawn_local(async move {
+            while group.shrinking() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _one_at_a_time = daemon.reload_lock.lock().await;
+            let spec = daemon.deferred.borrow_mut().remove(&group.name);
+            let current = daemon.groups.borrow().get(&group.name).cloned();
+            // Still the group it was asked of (not removed or replaced since).
+            if let (Some(spec), Some(current)) = (spec, current) {
+                if Rc::ptr_eq(&current, &group) {
+                    // Boxed: `apply` spawned this task.
+                    let again: std::pin::Pin<Box<dyn std::future::Future<Output = String>>> =
+                        Box::pin(daemon.apply(spec));
+                    tracing::info!("{}", again.await);
+                }
+            }
+        });
+        format!("{name}: new sockets follow once the shrink in progress has drained")
+    }
+
     async fn serve_new(self: &Rc<Self>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
         let mode = match self.prepare_mode(&spec).await {
@@ -502,7 +678,7 @@ impl Daemon {
         if let Err(e) = self.store.room_for(more) {
             return self.not_served(&name, e);
         }
-        match Group::serve(&self.shared, &self.store, spec, mode).await {
+        match Group::serve(&self.shared, &self.store, spec, mode, None).await {
             Ok(group) => {
                 if group.active() > want {
                     // Sockets of a shrink that a restart interrupted: finish it.
@@ -642,7 +818,7 @@ impl Daemon {
         match request {
             Request::List => Ok(Reply::Sockets(self.list().await)),
             Request::Describe { name } => match self.group(&name) {
-                Ok(g) => Ok(Reply::Socket(g.info(&self.shared).await)),
+                Ok(g) => Ok(Reply::Socket(self.info_of(&g).await)),
                 Err(e) => match self.failed.borrow().get(&name) {
                     Some(err) => Ok(Reply::Socket(failed_info(&name, err))),
                     None => match self.replacing.borrow().get(&name) {
@@ -682,7 +858,7 @@ impl Daemon {
         let groups: Vec<Rc<Group>> = self.groups.borrow().values().cloned().collect();
         let mut out = Vec::new();
         for g in groups {
-            out.push(g.info(&self.shared).await);
+            out.push(self.info_of(&g).await);
         }
         for (name, err) in self.failed.borrow().iter() {
             out.push(failed_info(name, err));
@@ -692,6 +868,25 @@ impl Daemon {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// A group's view; while its predecessor's sockets drain (make-before-
+    /// break), state `replacing` and the old instances listed as draining.
+    async fn info_of(&self, g: &Rc<Group>) -> SocketInfo {
+        let mut info = g.info(&self.shared).await;
+        let old = self.retiring.borrow().get(&g.name).map(|(o, _)| o.clone());
+        if let Some(old) = old {
+            info.state = "replacing".into();
+            let mut previous = old.info(&self.shared).await.instances;
+            for i in &mut previous {
+                i.state = "draining".into();
+                if i.reason.is_empty() {
+                    i.reason = "old sockets (replaced on reload)".into();
+                }
+            }
+            info.instances.extend(previous);
+        }
+        info
     }
 
     fn emit(&self, e: Event) {
@@ -733,7 +928,7 @@ impl Daemon {
         if failed > 0 {
             status.push_str(&format!("; {failed} config(s) failed"));
         }
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
+        crate::notify::send(&[sd_notify::NotifyState::Status(&status)], &[]);
     }
 
     /// On `systemctl stop`, instances are stopped too (no instance outlives the
@@ -743,6 +938,11 @@ impl Daemon {
         match self.own_job_type().await {
             Some(job) if job == "stop" => {
                 tracing::info!("stopping: stopping every instance");
+                for (old, _) in self.retiring.borrow().values() {
+                    for h in old.slots.borrow().iter() {
+                        let _ = h.commands.send(SlotCommand::Stop);
+                    }
+                }
                 for g in self.groups.borrow().values() {
                     g.command_all(SlotCommand::Stop);
                     // Not on a restart: the fd store keeps the sockets, whose

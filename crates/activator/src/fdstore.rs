@@ -12,7 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// How long systemd may take to confirm a barrier.
@@ -27,13 +27,11 @@ pub fn send_barrier() -> std::io::Result<Option<OwnedFd>> {
         return Ok(None);
     }
     let (read_end, write_end) = nix::unistd::pipe()?;
-    sd_notify::notify_with_fds(
-        false,
-        &[sd_notify::NotifyState::Custom("BARRIER=1")],
-        &[write_end.as_fd()],
-    )?;
-    // systemd holds the only other copy of the write end and closes it.
-    drop(write_end);
+    // The write end goes with the message (queued behind the messages it
+    // waits for; see `crate::notify`): then systemd holds the only copy and
+    // closes it. A message dropped after its timeout closes it too, so the
+    // barrier ends then as well.
+    crate::notify::send_owned(&[sd_notify::NotifyState::Custom("BARRIER=1")], [write_end]);
     Ok(Some(read_end))
 }
 
@@ -182,12 +180,9 @@ impl FdStore {
             sd_notify::NotifyState::FdStore,
             sd_notify::NotifyState::FdName(name),
         ];
-        match sd_notify::notify_with_fds(false, &states, &[fd]) {
-            Ok(()) => {
-                self.stored.borrow_mut().insert(name.to_string());
-            }
-            Err(e) => tracing::warn!("FDSTORE=1 for {name}: {e}"),
-        }
+        // Never blocks; a failure is logged with the name (`crate::notify`).
+        crate::notify::send(&states, &[fd]);
+        self.stored.borrow_mut().insert(name.to_string());
     }
 
     /// Drops `name` from systemd's fd store (the socket is being closed).
@@ -200,9 +195,7 @@ impl FdStore {
             sd_notify::NotifyState::FdName(name),
         ];
         self.stored.borrow_mut().remove(name);
-        if let Err(e) = sd_notify::notify(false, &states) {
-            tracing::warn!("FDSTOREREMOVE=1 for {name}: {e}");
-        }
+        crate::notify::send(&states, &[]);
     }
 
     /// How many sockets of config `name` systemd holds for us.

@@ -23,7 +23,7 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// How long the slots of a removed config may take to drain before their
@@ -78,6 +78,81 @@ pub struct Group {
     queued: Cell<Option<u32>>,
     /// Watches the companion listeners while no instance runs.
     companion_task: RefCell<Option<JoinHandle<()>>>,
+    /// The sockets it replaced still share its reuseport groups (until
+    /// [`Group::retire`] closes them): a rescale waits for that, queued.
+    behind: Cell<bool>,
+    /// A replacement is binding sockets into our reuseport groups: new
+    /// connections must stay on ours until its program takes over.
+    pinned: Cell<bool>,
+    /// Its sockets were replaced on reload ([`Group::retire`]): it no longer
+    /// steers the reuseport groups it shares with its successor.
+    pub retired: Cell<bool>,
+    /// While a replaced config's old sockets share reuseport groups with
+    /// ours: per `Listen*=` line, the kernel position of each slot's socket
+    /// (`None`: position i is socket i).
+    positions: RefCell<Vec<Option<Vec<u32>>>>,
+    /// (listen line, slot) left out of steering while a close moves it.
+    avoid: RefCell<Vec<(usize, u32)>>,
+    /// Listening sockets that only pad a shared reuseport group so the old
+    /// sockets' closes leave ours at positions 0..N (see [`Group::retire`]).
+    pads: RefCell<Vec<Vec<socket2::Socket>>>,
+}
+
+/// Per unit name of a replaced group's instances: fires (or is dropped) once
+/// that instance is gone, so the new slot of that name may begin.
+pub type Holds = std::collections::HashMap<String, oneshot::Receiver<()>>;
+
+/// A slot task that ends when dropped (a held slot's inner task).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Why replacing `a`'s sockets by `b`'s cannot be done with both bound at once
+/// (then the old ones drain and close before the new ones are bound: a gap in
+/// which connections are refused), or `None`.
+pub fn replacement_needs_gap(a: &SocketSpec, b: &SocketSpec) -> Option<String> {
+    if !a.companions.is_empty() || !b.companions.is_empty() {
+        return Some(
+            "it has AF_UNIX or FIFO listeners, whose paths and abstract names can be bound only once"
+                .into(),
+        );
+    }
+    for l in &b.listen {
+        if !a
+            .listen
+            .iter()
+            .any(|o| o.kind == l.kind && o.addr == l.addr)
+        {
+            continue;
+        }
+        let (x, y) = (&a.options, &b.options);
+        // The kernel puts sockets into one reuseport group only if these
+        // match (inet_reuseport_add_sock); two groups on one port, and it
+        // keeps choosing the older one while it is open.
+        if l.addr.is_ipv6() && x.bind_ipv6_only != y.bind_ipv6_only {
+            return Some(format!(
+                "BindIPv6Only= changed for {}: sockets that differ in IPV6_V6ONLY do not share a reuseport group",
+                l.original
+            ));
+        }
+        if x.bind_to_device != y.bind_to_device {
+            return Some(format!(
+                "BindToDevice= changed for {}: sockets bound to different devices do not share a reuseport group",
+                l.original
+            ));
+        }
+        if x.socket_protocol != y.socket_protocol {
+            return Some(format!(
+                "SocketProtocol= changed for {}: sockets of different protocols do not share a reuseport group",
+                l.original
+            ));
+        }
+    }
+    None
 }
 
 /// N for a spec.
@@ -191,17 +266,58 @@ fn bind_slot_sockets(
 impl Group {
     /// Binds (or takes back from the fd store) every socket of `spec` and
     /// starts supervising its slots. All or nothing.
+    ///
+    /// `after`: the group whose sockets these replace, still open and
+    /// draining, and for each of its instances' units a signal that it is
+    /// gone: our slot of the same unit name starts watching only then (one
+    /// unit cannot serve both). On an address both configs listen on, our
+    /// sockets join its reuseport groups, behind its own (and behind pads,
+    /// see [`Group::retire`]), and the steering program sends every new
+    /// connection to ours.
     pub async fn serve(
         shared: &Rc<Shared>,
         store: &FdStore,
         spec: SocketSpec,
         mode: Mode,
+        after: Option<(&Rc<Group>, Holds)>,
     ) -> Result<Rc<Group>, String> {
         let n = resolve_n(spec.distribute);
         // Take back the stored sockets above N too (a restart during a
         // shrink): the caller drains them through `rescale`, highest first,
         // because closing them in any other order would reorder the group.
         let open = n.max(store.stored_slots(&spec.name));
+        let (old, mut holds) = match after {
+            Some((g, h)) => (Some(g), h),
+            None => (None, Default::default()),
+        };
+        // Shared reuseport groups: pad the old sockets up to `open`.
+        let mut pads: Vec<Vec<socket2::Socket>> = spec.listen.iter().map(|_| Vec::new()).collect();
+        let mut positions: Vec<Option<Vec<u32>>> = vec![None; spec.listen.len()];
+        if let Some(old) = old {
+            // Until our program is attached (below, once every slot is in
+            // place), new connections go to the old sockets only: the
+            // kernel's hash would also pick the pads, whose queues nobody
+            // serves (reset when they close).
+            old.pinned.set(true);
+            old.apply_steering();
+            let b = old.slots.borrow().len() as u32;
+            let b_padded = b.max(open);
+            let old_spec = old.spec.borrow().clone();
+            for (l, listen) in spec.listen.iter().enumerate() {
+                if !old_spec
+                    .listen
+                    .iter()
+                    .any(|o| o.kind == listen.kind && o.addr == listen.addr)
+                {
+                    continue;
+                }
+                for _ in b..b_padded {
+                    pads[l]
+                        .push(sockets::bind_one(listen, &spec.options).map_err(|e| e.to_string())?);
+                }
+                positions[l] = Some((b_padded..b_padded + open).collect());
+            }
+        }
         let mut bound = Vec::with_capacity(open as usize);
         for i in 0..open {
             match bind_slot_sockets(&spec, i, store) {
@@ -248,10 +364,20 @@ impl Group {
             drain: RefCell::new(None),
             queued: Cell::new(None),
             companion_task: RefCell::new(None),
+            retired: Cell::new(false),
+            pinned: Cell::new(false),
+            behind: Cell::new(old.is_some()),
+            positions: RefCell::new(positions),
+            avoid: RefCell::new(Vec::new()),
+            pads: RefCell::new(pads),
         });
         group.link.size.set(bound.len() as u32);
         for (i, sockets) in (0u32..).zip(bound) {
-            group.spawn(shared, i, sockets).await;
+            let unit = group.spec.borrow().instance_unit(i);
+            match holds.remove(&unit) {
+                Some(hold) => group.spawn_held(shared, i, sockets, hold),
+                None => group.spawn(shared, i, sockets).await,
+            }
         }
         group.apply_steering();
         if group.spec.borrow().options.steering == Steering::Warm {
@@ -272,6 +398,9 @@ impl Group {
     /// warm pool, any drain in progress, and stuck instances) call for, or
     /// detaches it.
     pub fn apply_steering(&self) {
+        if self.retired.get() {
+            return;
+        }
         let slots = self.slots.borrow();
         let Some(first) = slots.first() else { return };
         let m = slots
@@ -284,14 +413,32 @@ impl Group {
         let healthy: Vec<u32> = (0..m)
             .filter(|&i| slots[i as usize].slot.status.borrow().stuck.is_none())
             .collect();
-        let program = steering_program(
+        let mut program = steering_program(
             self.spec.borrow().options.steering,
             m,
             open,
             self.warm.get(),
             &healthy,
         );
-        for bs in &first.slot.sockets {
+        if self.pinned.get() && program.is_none() {
+            // The kernel's hash would spread over the sockets a replacement
+            // is adding to our groups, pads included, which nobody serves.
+            program = Some(steering::Program::FirstM(open));
+        }
+        let positions = self.positions.borrow();
+        let avoid = self.avoid.borrow();
+        for (l, bs) in first.slot.sockets.iter().enumerate() {
+            let program = match positions.get(l).and_then(Option::as_ref) {
+                Some(pos) => {
+                    let avoid: Vec<u32> = avoid
+                        .iter()
+                        .filter(|(al, _)| *al == l)
+                        .map(|&(_, i)| i)
+                        .collect();
+                    Some(steering::relocate(program.as_ref(), open, pos, &avoid))
+                }
+                None => program.clone(),
+            };
             let r = match &program {
                 Some(p) => steering::attach(bs.socket.as_fd(), p),
                 None => steering::detach(bs.socket.as_fd()),
@@ -306,18 +453,62 @@ impl Group {
         }
     }
 
-    async fn spawn(&self, shared: &Rc<Shared>, index: u32, sockets: Vec<BoundSocket>) {
-        let spec = self.spec.borrow().clone();
-        let unit = spec.instance_unit(index);
-        // An instance that outlived a restart of the activator is still running
-        // with its own copy of the socket: adopt it instead of watching.
-        let begin = if supervisor::instance_is_up(shared, &unit).await {
+    /// How slot `unit` begins: an instance that outlived a restart of the
+    /// activator is still running with its own copy of the socket: adopt it
+    /// instead of watching.
+    async fn begin_for(shared: &Shared, spec: &SocketSpec, unit: &str) -> Begin {
+        if supervisor::instance_is_up(shared, unit).await {
             Begin::Adopt
         } else if spec.options.activation == Activation::Eager {
             Begin::Eager
         } else {
             Begin::OnDemand
-        };
+        }
+    }
+
+    /// Like [`Group::spawn`], but the slot's task (its routes, its watch)
+    /// begins only once `hold` fires or is dropped: the old instance of the
+    /// same unit name is gone. Meanwhile connections queue on its socket.
+    fn spawn_held(
+        &self,
+        shared: &Rc<Shared>,
+        index: u32,
+        sockets: Vec<BoundSocket>,
+        hold: oneshot::Receiver<()>,
+    ) {
+        let spec = self.spec.borrow().clone();
+        let unit = spec.instance_unit(index);
+        let slot = Rc::new(Slot::new(
+            &spec.name,
+            index,
+            unit,
+            sockets,
+            self.link.clone(),
+        ));
+        slot.status.borrow_mut().reason = "waiting for the old instance to drain".into();
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (shared, spec_cell, held) = (shared.clone(), self.spec.clone(), slot.clone());
+        let task = tokio::task::spawn_local(async move {
+            let _ = hold.await;
+            held.status.borrow_mut().reason.clear();
+            let spec = spec_cell.borrow().clone();
+            let begin = Group::begin_for(&shared, &spec, &held.unit).await;
+            let mut inner = AbortOnDrop(supervisor::spawn_slot_with(
+                shared, spec_cell, held, begin, rx,
+            ));
+            let _ = (&mut inner.0).await;
+        });
+        self.slots.borrow_mut().push(SlotHandle {
+            slot,
+            commands,
+            task: Some(task),
+        });
+    }
+
+    async fn spawn(&self, shared: &Rc<Shared>, index: u32, sockets: Vec<BoundSocket>) {
+        let spec = self.spec.borrow().clone();
+        let unit = spec.instance_unit(index);
+        let begin = Group::begin_for(shared, &spec, &unit).await;
         let slot = Rc::new(Slot::new(
             &spec.name,
             index,
@@ -408,7 +599,27 @@ impl Group {
         store: &Rc<FdStore>,
         m: u32,
     ) -> Result<String, ControlError> {
+        if self.behind.get() {
+            // The kernel positions of our sockets are in flux until the
+            // replaced ones are closed; whoever asks gets an answer now.
+            self.queued.set(Some(m));
+            tracing::info!(
+                "{}: its replaced sockets are still draining; {m} instances once they are closed",
+                self.name
+            );
+            return Ok(format!(
+                "{}: {m} instances once the replaced sockets have drained (DrainTimeoutSec=)",
+                self.name
+            ));
+        }
         let _serial = self.rescale_lock.lock().await;
+        if self.retired.get() {
+            // Asked of this group just before a reload replaced its sockets.
+            return Err(ControlError::Failed(format!(
+                "{}: its sockets were just replaced by a reload; ask again",
+                self.name
+            )));
+        }
         let draining = self
             .drain
             .borrow()
@@ -584,6 +795,201 @@ impl Group {
         self.link.health.notify_one();
     }
 
+    /// Whether a shrink is draining (its closes move sockets in the kernel's
+    /// reuseport arrays).
+    pub fn shrinking(&self) -> bool {
+        self.drain
+            .borrow()
+            .as_ref()
+            .is_some_and(|d| !d.is_finished())
+    }
+
+    /// After a replacement failed to bind: back to our own steering (see
+    /// `pinned`).
+    pub fn unpin(&self) {
+        self.pinned.set(false);
+        self.apply_steering();
+    }
+
+    /// Holds off rescales (a replacement binds next to our sockets, whose
+    /// positions must not change meanwhile).
+    pub async fn lock_rescale(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.rescale_lock.lock().await
+    }
+
+    /// Before a replacement (no shrink in progress, see [`Group::shrinking`]):
+    /// takes our sockets out of systemd's fd store (the new ones take the
+    /// same names; our own fds keep ours open until [`Group::retire`]).
+    pub fn begin_retiring(&self, store: &FdStore) {
+        let spec = self.spec.borrow().clone();
+        for h in self.slots.borrow().iter() {
+            for l in 0..h.slot.sockets.len() {
+                store.remove(&fd_name(&spec.name, l, h.slot.index));
+            }
+        }
+    }
+
+    /// Undoes [`Group::begin_retiring`]'s fd store removals (the new sockets
+    /// could not be bound: we keep serving).
+    pub fn restore_stored(&self, store: &FdStore) {
+        let spec = self.spec.borrow().clone();
+        for h in self.slots.borrow().iter() {
+            for (l, bs) in h.slot.sockets.iter().enumerate() {
+                store.store(&fd_name(&spec.name, l, h.slot.index), bs.socket.as_fd());
+            }
+        }
+    }
+
+    /// Drains and closes the sockets of `old`, replaced by `new` (reload,
+    /// make-before-break). `new` is serving already and, where both listen on
+    /// one address, the steering program gives it every new connection.
+    ///
+    /// Each old slot drains (its instance serves what is queued, then is
+    /// stopped, at the latest after `DrainTimeoutSec=`); once its task ends,
+    /// `release` lets the new slot of the same unit name begin. Then the old
+    /// sockets close, in an order that leaves the new ones at positions
+    /// 0..N of each shared reuseport group: the kernel moves the group's last
+    /// socket into a closed one's place, so closing positions N-1, …, 0 moves
+    /// new socket N-1, …, 0 there (pads make sure there are at least N old
+    /// sockets), and the rest are closed from the end, where nothing moves.
+    /// Around each move, the moving socket is left out of the program.
+    /// Limit: with `Distribute=1` nothing else can take the connections
+    /// during that one move (two system calls), and a connection arriving
+    /// then is hashed onto any socket of the group, possibly an old one
+    /// about to close.
+    pub async fn retire(
+        old: Rc<Group>,
+        new: Rc<Group>,
+        mut release: std::collections::HashMap<String, oneshot::Sender<()>>,
+        shared: Rc<Shared>,
+        store: Rc<FdStore>,
+    ) {
+        // The new group keeps its size until the old sockets are gone.
+        let _serial = new.rescale_lock.lock().await;
+        let spec = old.spec.borrow().clone();
+        let drain = spec
+            .options
+            .drain_timeout_usec
+            .map(Duration::from_micros)
+            .unwrap_or(supervisor::DEFAULT_DRAIN_TIMEOUT);
+        // The drain, then SIGTERM and the instance's stop timeout.
+        let limit = drain.saturating_add(REMOVE_DRAIN_TIMEOUT);
+        let tasks: Vec<(String, Option<JoinHandle<()>>)> = old
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .map(|h| (h.slot.unit.clone(), h.task.take()))
+            .collect();
+        let waits = tasks.into_iter().map(|(unit, task)| {
+            let tx = release.remove(&unit);
+            let name = old.name.clone();
+            async move {
+                if let Some(mut task) = task {
+                    if tokio::time::timeout(limit, &mut task).await.is_err() {
+                        tracing::warn!("{name}: {unit} did not drain within {limit:?}; closing its old sockets anyway");
+                        task.abort();
+                        let _ = task.await;
+                    }
+                }
+                if let Some(tx) = tx {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        futures_util::future::join_all(waits).await;
+        drop(release);
+        // systemd has closed its copies of the old sockets (FDSTOREREMOVE in
+        // `begin_retiring`): ours are the last, so each close below leaves
+        // the reuseport group at once, in our order.
+        crate::fdstore::barrier().await;
+        old.close_under(&new);
+        new.apply_steering();
+        // Wakes the old group's monitors, which end on it.
+        old.link.closed.set(true);
+        old.link.activity.notify_one();
+        old.link.health.notify_one();
+        tracing::info!("{}: the replaced sockets are closed", old.name);
+        new.behind.set(false);
+        drop(_serial);
+        // A rescale asked for meanwhile.
+        if let Some(next) = new.queued.take() {
+            match new.rescale(&shared, &store, next).await {
+                Ok(summary) => tracing::info!("{summary}"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+
+    /// The closing part of [`Group::retire`]: synchronous, so nothing else
+    /// steers in between.
+    fn close_under(&self, new: &Group) {
+        let handles: Vec<SlotHandle> = self.slots.borrow_mut().drain(..).collect();
+        let mut handles: Vec<Option<SlotHandle>> = handles.into_iter().map(Some).collect();
+        let mut pads: Vec<Vec<Option<socket2::Socket>>> = new
+            .pads
+            .take()
+            .into_iter()
+            .map(|v| v.into_iter().map(Some).collect())
+            .collect();
+        let shared: Vec<usize> = new
+            .positions
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_some())
+            .map(|(l, _)| l)
+            .collect();
+        let b = handles.len();
+        let m = new.slots.borrow().len();
+        let padded = pads.iter().map(Vec::len).max().unwrap_or(0) + b;
+        let close = |socket: &socket2::Socket| {
+            // A listener leaves the group at shutdown(), also if an instance
+            // that was cut off by the timeout still holds a copy.
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        };
+        for step in close_plan(padded, m) {
+            if let Some(j) = step.moving {
+                *new.avoid.borrow_mut() = shared.iter().map(|&l| (l, j)).collect();
+                new.apply_steering();
+            }
+            let k = step.close;
+            if k < b {
+                if let Some(h) = handles[k].take() {
+                    for bs in &h.slot.sockets {
+                        if bs.listen.kind == ListenKind::Stream {
+                            close(&bs.socket);
+                        }
+                    }
+                    // Dropping the handle closes our fds.
+                }
+            } else {
+                for l in &shared {
+                    if let Some(s) = pads
+                        .get_mut(*l)
+                        .and_then(|v| v.get_mut(k - b))
+                        .and_then(Option::take)
+                    {
+                        close(&s);
+                    }
+                }
+            }
+            {
+                let mut positions = new.positions.borrow_mut();
+                for &l in &shared {
+                    positions[l] = Some(step.positions.clone());
+                }
+            }
+            new.avoid.borrow_mut().clear();
+            new.apply_steering();
+        }
+        // Old sockets of addresses the new config does not listen on.
+        drop(handles);
+        // Only new sockets are left, at positions 0..N.
+        for p in new.positions.borrow_mut().iter_mut() {
+            *p = None;
+        }
+    }
+
     /// The control plane's view, with live queue depths and main PIDs.
     pub async fn info(&self, shared: &Shared) -> SocketInfo {
         let spec = self.spec.borrow().clone();
@@ -696,6 +1102,68 @@ impl Group {
             .count();
         (up, slots.len())
     }
+}
+
+/// One close of [`close_plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseStep {
+    /// The old socket (or pad, from the number of old slots on) to close.
+    pub close: usize,
+    /// The new socket the kernel moves into its place, if any: left out of
+    /// steering around the close.
+    pub moving: Option<u32>,
+    /// Afterwards, the kernel position of each new socket.
+    pub positions: Vec<u32>,
+}
+
+/// The closes of a replaced group's sockets in a reuseport group that holds
+/// `padded` old ones (positions 0..padded, pads included; at least `m`)
+/// followed by `m` new ones. The kernel fills a closed socket's position with
+/// the group's last socket (`reuseport_detach_sock`), so: close positions
+/// m-1, …, 0, each taking the then-last new socket (m-1, …, 0) into its final
+/// place, then the rest from the end, where nothing moves. The new sockets
+/// end at positions 0..m.
+pub fn close_plan(padded: usize, m: usize) -> Vec<CloseStep> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Member {
+        Old(usize),
+        New(u32),
+    }
+    let mut array: Vec<Member> = (0..padded)
+        .map(Member::Old)
+        .chain((0..m as u32).map(Member::New))
+        .collect();
+    let targets = (0..m.min(padded))
+        .rev()
+        .map(Some)
+        .chain((m.min(padded)..padded).map(|_| None));
+    let mut plan = Vec::with_capacity(padded);
+    for target in targets {
+        // None: the last position, whatever is there by then.
+        let p = target.unwrap_or(array.len() - 1);
+        let Member::Old(close) = array[p] else {
+            unreachable!("position {p} holds a new socket");
+        };
+        let moving = match array.last() {
+            Some(&Member::New(j)) if p + 1 != array.len() => Some(j),
+            _ => None,
+        };
+        array.swap_remove(p);
+        let positions = (0..m as u32)
+            .map(|j| {
+                array
+                    .iter()
+                    .position(|x| *x == Member::New(j))
+                    .expect("new sockets stay") as u32
+            })
+            .collect();
+        plan.push(CloseStep {
+            close,
+            moving,
+            positions,
+        });
+    }
+    plan
 }
 
 /// The program for `steering` with `m` active sockets of `open`, a warm pool
@@ -1016,6 +1484,109 @@ fn forget_stored(spec: &SocketSpec, failed_index: u32, store: &FdStore) {
 mod tests {
     use super::*;
     use steering::{Program, Source};
+
+    #[test]
+    fn closing_replaced_sockets_leaves_the_new_ones_in_order() {
+        for b in 1..6 {
+            for m in 1..6 {
+                // As `Group::serve` pads: at least m old sockets.
+                let padded = b.max(m);
+                let plan = close_plan(padded, m);
+                let mut closed: Vec<usize> = plan.iter().map(|s| s.close).collect();
+                closed.sort();
+                assert_eq!(closed, (0..padded).collect::<Vec<_>>(), "b={b} m={m}");
+                let mut left = padded + m;
+                for step in &plan {
+                    left -= 1;
+                    // Every position named exists after the close.
+                    assert!(step.positions.iter().all(|&p| (p as usize) < left));
+                }
+                assert_eq!(
+                    plan.last().unwrap().positions,
+                    (0..m as u32).collect::<Vec<_>>(),
+                    "b={b} m={m}"
+                );
+            }
+        }
+        // Two old, two new: [o0 o1 n0 n1] -> close o1, n1 moves in; close o0, n0 moves in.
+        assert_eq!(
+            close_plan(2, 2),
+            vec![
+                CloseStep {
+                    close: 1,
+                    moving: Some(1),
+                    positions: vec![2, 1]
+                },
+                CloseStep {
+                    close: 0,
+                    moving: Some(0),
+                    positions: vec![0, 1]
+                },
+            ]
+        );
+    }
+
+    /// The plan against the kernel: old (and pad) sockets, then new ones in
+    /// one reuseport group; before, between and after the closes, every
+    /// connection lands on a new socket, and each new socket gets some.
+    #[test]
+    fn replaced_sockets_close_without_steering_a_connection_to_them() {
+        use socket2::{Domain, Socket, Type};
+        use std::os::fd::AsFd;
+        let listener = |addr: std::net::SocketAddr| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_reuse_port(true).unwrap();
+            s.bind(&addr.into()).unwrap();
+            s.listen(128).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        };
+        let accepted = |s: &Socket| {
+            let mut n = 0;
+            while s.accept().is_ok() {
+                n += 1;
+            }
+            n
+        };
+        for (b, m) in [(2, 2), (2, 3), (3, 1), (4, 2)] {
+            let padded = b.max(m);
+            let first = listener("127.0.0.1:0".parse().unwrap());
+            let addr = first.local_addr().unwrap().as_socket().unwrap();
+            let mut old: Vec<Option<Socket>> = vec![Some(first)];
+            old.extend((1..padded).map(|_| Some(listener(addr))));
+            let new: Vec<Socket> = (0..m).map(|_| listener(addr)).collect();
+            let mut positions: Vec<u32> = (padded as u32..(padded + m) as u32).collect();
+            let check = |positions: &[u32], old: &[Option<Socket>], what: &str| {
+                let program = steering::relocate(None, m as u32, positions, &[]);
+                steering::attach(new[0].as_fd(), &program).unwrap();
+                let conns: Vec<_> = (0..20 * m)
+                    .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                    .collect();
+                std::thread::sleep(Duration::from_millis(30));
+                for (k, o) in old.iter().enumerate() {
+                    if let Some(o) = o {
+                        assert_eq!(accepted(o), 0, "b={b} m={m} {what}: old socket {k}");
+                    }
+                }
+                for (j, n) in new.iter().enumerate() {
+                    assert!(
+                        accepted(n) > 0,
+                        "b={b} m={m} {what}: new socket {j} got nothing"
+                    );
+                }
+                drop(conns);
+            };
+            check(&positions, &old, "before");
+            for step in close_plan(padded, m) {
+                let s = old[step.close].take().unwrap();
+                s.shutdown(std::net::Shutdown::Both).unwrap();
+                drop(s);
+                positions = step.positions;
+                check(&positions, &old, &format!("after closing {}", step.close));
+            }
+            assert_eq!(positions, (0..m as u32).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn every_steering_mode_leaves_stuck_sockets_out() {

@@ -23,6 +23,7 @@ pub mod group;
 pub mod handoff;
 pub mod health;
 pub mod load;
+pub mod notify;
 pub mod sockets;
 pub mod steering;
 pub mod supervisor;

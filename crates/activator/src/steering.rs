@@ -152,6 +152,30 @@ pub fn attach(member: BorrowedFd<'_>, program: &Program) -> io::Result<()> {
     Ok(())
 }
 
+/// `program` for a group whose sockets are not at positions 0..open: socket
+/// i is at `positions[i]` (a replaced config's old sockets still share the
+/// reuseport group, see `Group::retire`). `None` (the kernel's hash) becomes
+/// a random pick among the `open` sockets, so the others get nothing; sockets
+/// in `avoid` are left out while the list keeps one entry.
+pub fn relocate(program: Option<&Program>, open: u32, positions: &[u32], avoid: &[u32]) -> Program {
+    let (source, mut to): (Source, Vec<u32>) = match program {
+        None => (Source::Random, (0..open).collect()),
+        Some(Program::FirstM(m)) => (Source::Random, (0..*m).collect()),
+        Some(Program::Cpu(m)) => (Source::Cpu, (0..*m).collect()),
+        Some(Program::Pick { source, to }) => (*source, to.clone()),
+    };
+    if to.iter().any(|i| !avoid.contains(i)) {
+        to.retain(|i| !avoid.contains(i));
+    }
+    Program::Pick {
+        source,
+        to: to
+            .iter()
+            .map(|&i| positions.get(i as usize).copied().unwrap_or(i))
+            .collect(),
+    }
+}
+
 /// Back to the kernel's hash over all sockets of the group.
 pub fn detach(member: BorrowedFd<'_>) -> io::Result<()> {
     let zero: libc::c_int = 0;
@@ -182,6 +206,40 @@ mod tests {
     use socket2::{Domain, Socket, Type};
     use std::net::SocketAddr;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn relocated_programs_name_positions() {
+        let pos = [3, 4, 1];
+        assert_eq!(
+            relocate(None, 3, &pos, &[]),
+            Program::Pick {
+                source: Source::Random,
+                to: vec![3, 4, 1]
+            }
+        );
+        assert_eq!(
+            relocate(Some(&Program::Cpu(2)), 3, &pos, &[]),
+            Program::Pick {
+                source: Source::Cpu,
+                to: vec![3, 4]
+            }
+        );
+        // Socket 1 is about to move: left out, unless it is the only one.
+        assert_eq!(
+            relocate(Some(&Program::FirstM(3)), 3, &pos, &[1]),
+            Program::Pick {
+                source: Source::Random,
+                to: vec![3, 1]
+            }
+        );
+        assert_eq!(
+            relocate(Some(&Program::FirstM(1)), 3, &pos, &[0]),
+            Program::Pick {
+                source: Source::Random,
+                to: vec![3]
+            }
+        );
+    }
 
     fn group(n: usize) -> (Vec<Socket>, SocketAddr) {
         let mut addr: SocketAddr = "127.0.0.1:0".parse().unwrap();

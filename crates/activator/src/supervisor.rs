@@ -112,6 +112,10 @@ pub struct SlotStatus {
     pub state: SlotState,
     /// Set once the slot is being removed.
     pub draining: bool,
+    /// Draining because its sockets were replaced (reload): the instance is
+    /// stopped as soon as its queue stays empty, not when it goes idle, since
+    /// the same unit name is waiting to serve the new sockets.
+    pub retiring: bool,
     /// Successful starts.
     pub activations: u64,
     /// Refused starts and failed exits.
@@ -293,6 +297,7 @@ impl Slot {
             status: RefCell::new(SlotStatus {
                 state: SlotState::Listening,
                 draining: false,
+                retiring: false,
                 activations: 0,
                 failures: 0,
                 reason: String::new(),
@@ -325,6 +330,20 @@ pub fn spawn_slot(
     mpsc::UnboundedSender<SlotCommand>,
     tokio::task::JoinHandle<()>,
 ) {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let task = spawn_slot_with(shared, spec, slot, begin, cmd_rx);
+    (cmd_tx, task)
+}
+
+/// [`spawn_slot`] with a command channel made earlier (a slot whose task
+/// starts later, see `Group::serve`).
+pub fn spawn_slot_with(
+    shared: Rc<Shared>,
+    spec: Rc<RefCell<Rc<SocketSpec>>>,
+    slot: Rc<Slot>,
+    begin: Begin,
+    cmd_rx: mpsc::UnboundedReceiver<SlotCommand>,
+) -> tokio::task::JoinHandle<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     let registration = Registration {
         shared: shared.clone(),
@@ -343,7 +362,6 @@ pub fn spawn_slot(
             spec: Rc::downgrade(&spec),
         },
     );
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let task = SlotTask {
         shared,
         spec,
@@ -355,7 +373,7 @@ pub fn spawn_slot(
         drain_deadline: None,
         _registration: registration,
     };
-    (cmd_tx, tokio::task::spawn_local(task.run(begin)))
+    tokio::task::spawn_local(task.run(begin))
 }
 
 /// A slot's entries in the routing tables, removed when its task ends, also
@@ -616,8 +634,14 @@ impl SlotTask {
         // still queued) runs until it is idle, or it would be started and
         // stopped again and again while connections keep arriving.
         let up_since = tokio::time::Instant::now();
+        // Retiring (see `SlotStatus::retiring`): looks at the queue every
+        // DRAIN_GRACE; empty twice in a row, the instance is stopped
+        // (SIGTERM: it finishes what it accepted).
+        let mut empty_checks = 0;
         loop {
             let mut state_changed = false;
+            let retire_check =
+                !drain_stopped && self.draining() && self.slot.status.borrow().retiring;
             let drain_deadline = self
                 .drain_deadline
                 .filter(|d| !drain_stopped && up_since < *d);
@@ -631,6 +655,21 @@ impl SlotTask {
                     );
                     drain_stopped = true;
                     self.stop_unit().await;
+                }
+                _ = tokio::time::sleep(DRAIN_GRACE), if retire_check => {
+                    if any_queued(&self.slot.sockets) {
+                        empty_checks = 0;
+                    } else {
+                        empty_checks += 1;
+                    }
+                    if empty_checks >= 2 {
+                        tracing::info!(
+                            "{}: its old sockets are empty; stopping it so the new ones get it",
+                            self.slot.unit
+                        );
+                        drain_stopped = true;
+                        self.stop_unit().await;
+                    }
                 }
                 ev = self.events.recv() => match ev {
                     None => return Next::End,
