@@ -1,37 +1,69 @@
 //! A stable, human-readable text form of loaded configs, for golden tests and for
-//! `distributectl cat`-style output. Every field is shown, defaults included, one
-//! `key = value` per line, so a diff shows exactly what a change did.
+//! `distributectl cat`-style output, one `key = value` per line, so a diff shows
+//! exactly what a change did. Every field of [`SocketSpec`] and the structs it
+//! holds is destructured without `..`, so a new field does not build until it
+//! is rendered here (or explicitly skipped, with the reason). The fields of
+//! the first version are shown always, defaults included; the ones added later
+//! only when they are set (not the default), so the golden files of configs
+//! that do not use them stay as they are.
 
 use std::fmt::Write as _;
 
 use crate::error::ConfigError;
 use crate::load::LoadReport;
 use crate::spec::{
-    CompanionKind, Distribute, ListenKind, PassthroughValue, SocketSpec, Timestamping,
+    Activation, Companion, CompanionKind, Distribute, Listen, ListenKind, PassthroughValue,
+    ServiceSpec, SocketOptions, SocketSpec, Steering, Timestamping,
 };
 
 /// Renders one spec.
 pub fn render_spec(spec: &SocketSpec) -> String {
+    let SocketSpec {
+        // The `[NAME]` header of [`render`].
+        name: _,
+        sources,
+        listen,
+        companions,
+        description,
+        documentation,
+        notices,
+        distribute,
+        service,
+        instance,
+        service_section,
+        options,
+        exec,
+    } = spec;
     let mut out = String::new();
     // Writing to a String cannot fail.
     let mut line = |key: &str, value: &dyn std::fmt::Display| {
         let _ = writeln!(out, "{key} = {value}");
     };
-    for s in &spec.sources {
+    for s in sources {
         line("source", &s.display());
     }
-    for l in &spec.listen {
-        let kind = match l.kind {
+    for Listen {
+        kind,
+        addr,
+        original,
+    } in listen
+    {
+        // TODO(17): ListenKind::key() (this spelling is lower case, without `Listen`).
+        let kind = match kind {
             ListenKind::Stream => "stream",
             ListenKind::Datagram => "datagram",
         };
-        line(
-            "listen",
-            &format_args!("{kind} {} ({:?})", l.addr, l.original),
-        );
+        line("listen", &format_args!("{kind} {addr} ({original:?})"));
     }
-    for c in &spec.companions {
-        let kind = match c.kind {
+    for Companion {
+        kind,
+        path,
+        position,
+        // Where it was written: errors and notices carry the lines.
+        origin: _,
+    } in companions
+    {
+        let kind = match kind {
             CompanionKind::Stream => "stream",
             CompanionKind::Datagram => "datagram",
             CompanionKind::SequentialPacket => "seqpacket",
@@ -39,131 +71,184 @@ pub fn render_spec(spec: &SocketSpec) -> String {
         };
         line(
             "companion",
-            &format_args!("{kind} {:?} (position {})", c.path, c.position),
+            &format_args!("{kind} {path:?} (position {position})"),
         );
     }
-    if let Some(d) = &spec.description {
+    if let Some(d) = description {
         line("description", &format_args!("{d:?}"));
     }
-    if !spec.documentation.is_empty() {
-        line("documentation", &quoted(&spec.documentation));
+    if !documentation.is_empty() {
+        line("documentation", &quoted(documentation));
     }
-    for n in &spec.notices {
+    for n in notices {
         line("notice", n);
     }
-    match spec.distribute {
-        Distribute::Count(n) => line("distribute", &n),
+    match distribute {
+        Distribute::Count(n) => line("distribute", n),
         Distribute::Cpus => line("distribute", &"cpus"),
     }
-    line("service", &spec.service);
+    line("service", service);
     // Only when they say something, so the golden files of ordinary configs
     // stay as they are.
-    if spec.instance != crate::values::DEFAULT_INSTANCE {
-        line("instance", &spec.instance);
+    if instance != crate::values::DEFAULT_INSTANCE {
+        line("instance", instance);
     }
-    if spec.service_section.is_none() {
+    // Where the section starts is not shown, only whether there is one.
+    if service_section.is_none() {
         line("service_section", &"none (template mode)");
     }
-    let o = &spec.options;
-    line("backlog", &opt(&o.backlog));
-    line("bind_ipv6_only", &o.bind_ipv6_only.as_str());
-    line("free_bind", &o.free_bind);
-    line("transparent", &o.transparent);
-    line("no_delay", &o.no_delay);
-    line("keep_alive", &o.keep_alive);
-    line("receive_buffer", &opt(&o.receive_buffer));
-    line("send_buffer", &opt(&o.send_buffer));
-    line("defer_accept_usec", &opt(&o.defer_accept_usec));
-    line("bind_to_device", &opt_str(&o.bind_to_device));
-    line("file_descriptor_name", &opt_str(&o.file_descriptor_name));
+    let SocketOptions {
+        backlog,
+        bind_ipv6_only,
+        free_bind,
+        no_delay,
+        keep_alive,
+        receive_buffer,
+        send_buffer,
+        file_descriptor_name,
+        transparent,
+        defer_accept_usec,
+        bind_to_device,
+        trigger_limit_interval_usec,
+        trigger_limit_burst,
+        activation,
+        steering,
+        warm_queue_depth,
+        keep_alive_time_usec,
+        keep_alive_interval_usec,
+        keep_alive_probes,
+        priority,
+        ip_tos,
+        ip_ttl,
+        mark,
+        broadcast,
+        pass_packet_info,
+        timestamping,
+        tcp_congestion,
+        socket_protocol,
+        pass_credentials,
+        pass_security,
+        socket_user,
+        socket_group,
+        socket_mode,
+        directory_mode,
+        remove_on_stop,
+        symlinks,
+        pipe_size,
+        drain_timeout_usec,
+        stuck_timeout_usec,
+        stuck_restart_usec,
+    } = options;
+    line("backlog", &opt(backlog));
+    line("bind_ipv6_only", &bind_ipv6_only.as_str());
+    line("free_bind", free_bind);
+    line("transparent", transparent);
+    line("no_delay", no_delay);
+    line("keep_alive", keep_alive);
+    line("receive_buffer", &opt(receive_buffer));
+    line("send_buffer", &opt(send_buffer));
+    line("defer_accept_usec", &opt(defer_accept_usec));
+    line("bind_to_device", &opt_str(bind_to_device));
+    line("file_descriptor_name", &opt_str(file_descriptor_name));
     line(
         "trigger_limit_interval_usec",
-        &opt(&o.trigger_limit_interval_usec),
+        &opt(trigger_limit_interval_usec),
     );
-    line("trigger_limit_burst", &opt(&o.trigger_limit_burst));
+    line("trigger_limit_burst", &opt(trigger_limit_burst));
     // Only when set, so the golden files of other configs stay as they are.
-    if let Some(d) = o.drain_timeout_usec {
-        line("drain_timeout_usec", &d);
+    // Compared with the default spelled out, not `Default::default()`: a
+    // change of the default shows in every golden file.
+    match activation {
+        Activation::OnDemand => {}
+        Activation::Eager => line("activation", &"eager"),
     }
-    if let Some(d) = o.stuck_timeout_usec {
-        line("stuck_timeout_usec", &d);
+    match steering {
+        Steering::Hash => {}
+        Steering::Cpu => line("steering", &"cpu"),
+        Steering::Warm => line("steering", &"warm"),
     }
-    if let Some(d) = o.stuck_restart_usec {
-        line("stuck_restart_usec", &d);
+    if let Some(d) = warm_queue_depth {
+        line("warm_queue_depth", d);
+    }
+    if let Some(d) = drain_timeout_usec {
+        line("drain_timeout_usec", d);
+    }
+    if let Some(d) = stuck_timeout_usec {
+        line("stuck_timeout_usec", d);
+    }
+    if let Some(d) = stuck_restart_usec {
+        line("stuck_restart_usec", d);
     }
     // The options added for copied systemd units: only when set, like the above.
     let set = |v: &dyn std::fmt::Display| v.to_string();
     let extra: [(&str, Option<String>); 21] = [
         (
             "keep_alive_time_usec",
-            o.keep_alive_time_usec.map(|v| set(&v)),
+            keep_alive_time_usec.map(|v| set(&v)),
         ),
         (
             "keep_alive_interval_usec",
-            o.keep_alive_interval_usec.map(|v| set(&v)),
+            keep_alive_interval_usec.map(|v| set(&v)),
         ),
-        ("keep_alive_probes", o.keep_alive_probes.map(|v| set(&v))),
-        ("priority", o.priority.map(|v| set(&v))),
-        ("ip_tos", o.ip_tos.map(|v| set(&v))),
-        ("ip_ttl", o.ip_ttl.map(|v| set(&v))),
-        ("mark", o.mark.map(|v| set(&v))),
-        ("broadcast", o.broadcast.then(|| "true".into())),
-        (
-            "pass_packet_info",
-            o.pass_packet_info.then(|| "true".into()),
-        ),
+        ("keep_alive_probes", keep_alive_probes.map(|v| set(&v))),
+        ("priority", priority.map(|v| set(&v))),
+        ("ip_tos", ip_tos.map(|v| set(&v))),
+        ("ip_ttl", ip_ttl.map(|v| set(&v))),
+        ("mark", mark.map(|v| set(&v))),
+        ("broadcast", broadcast.then(|| "true".into())),
+        ("pass_packet_info", pass_packet_info.then(|| "true".into())),
         (
             "timestamping",
-            (o.timestamping != Timestamping::Off).then(|| format!("{:?}", o.timestamping)),
+            (*timestamping != Timestamping::Off).then(|| format!("{timestamping:?}")),
         ),
         (
             "tcp_congestion",
-            o.tcp_congestion.as_ref().map(|v| format!("{v:?}")),
+            tcp_congestion.as_ref().map(|v| format!("{v:?}")),
         ),
         (
             "socket_protocol",
-            o.socket_protocol.map(|p| p.as_str().to_string()),
+            socket_protocol.map(|p| p.as_str().to_string()),
         ),
-        (
-            "pass_credentials",
-            o.pass_credentials.then(|| "true".into()),
-        ),
-        ("pass_security", o.pass_security.then(|| "true".into())),
+        ("pass_credentials", pass_credentials.then(|| "true".into())),
+        ("pass_security", pass_security.then(|| "true".into())),
         (
             "socket_user",
-            o.socket_user.as_ref().map(|v| format!("{v:?}")),
+            socket_user.as_ref().map(|v| format!("{v:?}")),
         ),
         (
             "socket_group",
-            o.socket_group.as_ref().map(|v| format!("{v:?}")),
+            socket_group.as_ref().map(|v| format!("{v:?}")),
         ),
-        ("socket_mode", o.socket_mode.map(|m| format!("{m:04o}"))),
-        (
-            "directory_mode",
-            o.directory_mode.map(|m| format!("{m:04o}")),
-        ),
-        ("remove_on_stop", o.remove_on_stop.then(|| "true".into())),
-        (
-            "symlinks",
-            (!o.symlinks.is_empty()).then(|| quoted(&o.symlinks)),
-        ),
-        ("pipe_size", o.pipe_size.map(|v| set(&v))),
+        ("socket_mode", socket_mode.map(|m| format!("{m:04o}"))),
+        ("directory_mode", directory_mode.map(|m| format!("{m:04o}"))),
+        ("remove_on_stop", remove_on_stop.then(|| "true".into())),
+        ("symlinks", (!symlinks.is_empty()).then(|| quoted(symlinks))),
+        ("pipe_size", pipe_size.map(|v| set(&v))),
     ];
     for (key, value) in extra {
         if let Some(v) = value {
             line(key, &v);
         }
     }
-    let e = &spec.exec;
-    line("exec_start", &quoted(&e.exec_start));
-    line("user", &opt_str(&e.user));
-    line("group", &opt_str(&e.group));
-    line("dynamic_user", &opt(&e.dynamic_user));
-    line("environment", &quoted(&e.environment));
-    line("working_directory", &opt_str(&e.working_directory));
-    let cpus: Vec<String> = e.cpu_affinity.iter().map(u32::to_string).collect();
+    let ServiceSpec {
+        exec_start,
+        user,
+        group,
+        dynamic_user,
+        environment,
+        working_directory,
+        cpu_affinity,
+        extra,
+    } = exec;
+    line("exec_start", &quoted(exec_start));
+    line("user", &opt_str(user));
+    line("group", &opt_str(group));
+    line("dynamic_user", &opt(dynamic_user));
+    line("environment", &quoted(environment));
+    line("working_directory", &opt_str(working_directory));
+    let cpus: Vec<String> = cpu_affinity.iter().map(u32::to_string).collect();
     line("cpu_affinity", &list(cpus));
-    for (k, v) in &e.extra {
+    for (k, v) in extra {
         let v = match v {
             PassthroughValue::Bool(b) => format!("b {b}"),
             PassthroughValue::Str(s) => format!("s {s:?}"),

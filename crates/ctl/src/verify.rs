@@ -128,6 +128,7 @@ fn uses(spec: &SocketSpec) -> Vec<String> {
         out.push(match r {
             distribute_config::FdRef::Distributed(i) => {
                 let l = &spec.listen[i];
+                // TODO(17): ListenKind::key()
                 let key = match l.kind {
                     distribute_config::ListenKind::Stream => "ListenStream",
                     distribute_config::ListenKind::Datagram => "ListenDatagram",
