@@ -69,8 +69,12 @@ enum Task {
         /// Only regenerate docs/benchmarks.md from bench/results/*.json.
         #[arg(long)]
         render: bool,
+        /// With --render: write nothing, fail if docs/benchmarks.md or its
+        /// charts differ from what bench/results/*.json render to.
+        #[arg(long, requires = "render")]
+        check: bool,
         /// Idle-exit cycles per variant of the churn scenario instead of the
-        /// profile's (quick 5,000, full 20,000), e.g. for a shorter check.
+        /// profile's (20,000 in both), e.g. for a shorter check.
         #[arg(long)]
         churn_cycles: Option<usize>,
     },
@@ -151,12 +155,14 @@ fn main() -> Result<()> {
             only,
             systemd,
             render,
+            check,
             churn_cycles,
         } => bench::run(bench::Options {
             full,
             only,
             systemd,
             render_only: render,
+            check,
             churn_cycles,
         }),
         Task::Man { check } => man::run(check),

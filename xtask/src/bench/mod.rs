@@ -25,6 +25,7 @@
 
 mod activation;
 mod chart;
+mod check;
 mod churn;
 mod datapath;
 mod footprint;
@@ -206,6 +207,8 @@ pub struct Options {
     pub only: Vec<String>,
     pub systemd: Which,
     pub render_only: bool,
+    /// With `render_only`: compare instead of writing (`--render --check`).
+    pub check: bool,
     /// Overrides the profile's [`Profile::churn_cycles`].
     pub churn_cycles: Option<usize>,
 }
@@ -329,7 +332,11 @@ pub fn run(opts: Options) -> Result<()> {
         }
     }
     if opts.render_only {
-        return report::render();
+        return if opts.check {
+            check::run()
+        } else {
+            report::render()
+        };
     }
     let mut profile = if opts.full {
         Profile::full()

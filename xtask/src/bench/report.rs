@@ -19,6 +19,19 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 pub(super) fn render() -> Result<()> {
+    let docs = crate::root().join("docs");
+    render_to(&docs)?;
+    println!(
+        "wrote {} and {}/*.svg",
+        docs.join("benchmarks.md").display(),
+        docs.join("benchmarks").display()
+    );
+    Ok(())
+}
+
+/// Writes `benchmarks.md` and `benchmarks/*.svg` into `docs` (the real
+/// `docs/`, or a scratch directory for `--render --check`).
+pub(super) fn render_to(docs: &Path) -> Result<()> {
     let meta: Option<Meta> = read_json("meta");
     let dp: Option<DataPath> = read_json("datapath");
     let models: Option<Models> = read_json("models");
@@ -31,7 +44,6 @@ pub(super) fn render() -> Result<()> {
     let churn: Option<Churn> = read_json("churn");
     let herd: Option<super::herd::Herd> = read_json("herd");
     let peers: Option<super::peers::Peers> = read_json("peers");
-    let docs = crate::root().join("docs");
     let img = docs.join("benchmarks");
     std::fs::create_dir_all(&img)?;
     let mut md = String::new();
@@ -61,7 +73,6 @@ pub(super) fn render() -> Result<()> {
     }
     let path = docs.join("benchmarks.md");
     std::fs::write(&path, md)?;
-    println!("wrote {} and {}/*.svg", path.display(), img.display());
     Ok(())
 }
 
