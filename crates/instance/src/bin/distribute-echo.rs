@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use distribute_instance::{Action, Handler, SocketKind};
 
-#[path = "../demo_common.rs"]
 mod common;
 
 const PROG: &str = "distribute-echo";

@@ -14,7 +14,6 @@ use clap::Parser;
 use distribute_instance::http::{parse_request, write_response, ParseError};
 use distribute_instance::{instance_index, parse_timespan, Action, Handler, SocketKind};
 
-#[path = "../demo_common.rs"]
 mod common;
 
 const PROG: &str = "distribute-hello";
