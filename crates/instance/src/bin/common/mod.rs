@@ -1,5 +1,6 @@
 //! Command-line options, logging and the server setup shared by the demo
-//! instances (included by each binary with `#[path]`; not part of the library).
+//! instances: `mod common;` of each binary in src/bin/ (not part of the library;
+//! a directory module, so cargo does not take it for a binary of its own).
 
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
