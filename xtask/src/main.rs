@@ -40,8 +40,9 @@ enum Task {
     /// (Distribute=4), fire connections and show who served them, idle exit and
     /// re-activation.
     Demo,
-    /// What CI runs: formatting, clippy with warnings denied, man and unit
-    /// checks, a 60 s fuzz run, `test`, then `demo`.
+    /// What CI (`.ci/run`) runs once the packages are installed: formatting,
+    /// clippy with warnings denied, the man page, benchmark page and unit
+    /// checks, a 60 s fuzz run, `test`, `demo`, then `deb --check --test`.
     Ci,
     /// Benchmarks: data-path overhead, distribution models, cold activation,
     /// scale and footprint, steering; writes bench/results/*.json and
