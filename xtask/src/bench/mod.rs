@@ -473,7 +473,7 @@ pub fn run(opts: Options) -> Result<()> {
 fn describe(sd: Systemd) -> &'static str {
     match sd {
         Systemd::Host => "the host's",
-        Systemd::Debian13 => "Debian 13's, chrooted",
+        Systemd::Debian13 => "Debian 13's, booted on its own root (pivot_root)",
     }
 }
 

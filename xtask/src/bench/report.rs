@@ -524,7 +524,7 @@ fn handoff_label(a: &Activation) -> &'static str {
 fn systemd_origin(sd: Systemd) -> &'static str {
     match sd {
         Systemd::Host => "the host's, Debian 12",
-        Systemd::Debian13 => "a Debian 13 root's, chrooted",
+        Systemd::Debian13 => "a Debian 13 root's, booted on it with pivot_root",
     }
 }
 
