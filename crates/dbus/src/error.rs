@@ -55,7 +55,10 @@ mod tests {
                 Error::InvalidArgs("x".into()),
                 "org.freedesktop.DBus.Error.InvalidArgs",
             ),
-            (Error::Failed("x".into()), "org.freedesktop.DBus.Error.Failed"),
+            (
+                Error::Failed("x".into()),
+                "org.freedesktop.DBus.Error.Failed",
+            ),
             (
                 Error::AccessDenied("x".into()),
                 "org.freedesktop.DBus.Error.AccessDenied",

@@ -44,9 +44,7 @@ mod types;
 
 pub use error::Error;
 pub use proxy::{ManagerProxy, SocketProxy};
-pub use types::{
-    Instance, InstanceInfo, SocketEntry, SocketInfo, SocketProperties, StuckInstance,
-};
+pub use types::{Instance, InstanceInfo, SocketEntry, SocketInfo, SocketProperties, StuckInstance};
 
 use zbus::zvariant::OwnedObjectPath;
 
@@ -186,10 +184,22 @@ mod tests {
     #[test]
     fn proxies_name_the_interfaces() {
         use zbus::proxy::Defaults;
-        assert_eq!(ManagerProxy::INTERFACE.as_ref().unwrap().as_str(), MANAGER_INTERFACE);
-        assert_eq!(ManagerProxy::DESTINATION.as_ref().unwrap().as_str(), BUS_NAME);
+        assert_eq!(
+            ManagerProxy::INTERFACE.as_ref().unwrap().as_str(),
+            MANAGER_INTERFACE
+        );
+        assert_eq!(
+            ManagerProxy::DESTINATION.as_ref().unwrap().as_str(),
+            BUS_NAME
+        );
         assert_eq!(ManagerProxy::PATH.as_ref().unwrap().as_str(), MANAGER_PATH);
-        assert_eq!(SocketProxy::INTERFACE.as_ref().unwrap().as_str(), SOCKET_INTERFACE);
-        assert_eq!(SocketProxy::DESTINATION.as_ref().unwrap().as_str(), BUS_NAME);
+        assert_eq!(
+            SocketProxy::INTERFACE.as_ref().unwrap().as_str(),
+            SOCKET_INTERFACE
+        );
+        assert_eq!(
+            SocketProxy::DESTINATION.as_ref().unwrap().as_str(),
+            BUS_NAME
+        );
     }
 }
