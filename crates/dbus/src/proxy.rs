@@ -47,6 +47,9 @@ pub trait Socket {
     /// Current N.
     #[zbus(property)]
     fn distribute(&self) -> zbus::Result<u32>;
+    /// Files the effective config came from, in the order applied.
+    #[zbus(property)]
+    fn sources(&self) -> zbus::Result<Vec<String>>;
 }
 
 impl SocketProxy<'_> {
