@@ -112,4 +112,4 @@ pub enum Event {
 
 /// One socket config as the control plane shows it, and one instance slot:
 /// the D-Bus contract's types, so that a new field is one edit there.
-pub use distribute_dbus::{InstanceInfo, SocketInfo};
+pub use distribute_dbus::{Instance, InstanceInfo, SocketInfo};

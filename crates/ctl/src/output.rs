@@ -350,7 +350,7 @@ pub fn format_status(s: &SocketStatus, legend: bool, style: &Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distribute_dbus::{socket_path, InstanceInfo as Instance, SocketInfo};
+    use distribute_dbus::{socket_path, Instance, InstanceInfo, SocketInfo};
     use std::collections::HashMap;
 
     const PLAIN: Style = Style {
@@ -395,15 +395,17 @@ mod tests {
     fn fixture() -> SocketStatus {
         let inst =
             |index: u32, state: &str, pid: u32, act: u64, fail: u64, q: u32, reason: &str| {
-                Instance {
-                    index,
-                    unit: format!("web@{index}.service"),
-                    state: state.into(),
-                    main_pid: pid,
-                    activations: act,
-                    failures: fail,
-                    queue_depth: q,
-                    reason: reason.into(),
+                InstanceInfo {
+                    instance: Instance {
+                        index,
+                        unit: format!("web@{index}.service"),
+                        state: state.into(),
+                        main_pid: pid,
+                        activations: act,
+                        failures: fail,
+                        queue_depth: q,
+                        reason: reason.into(),
+                    },
                     stuck_since_usec: 0,
                 }
             };

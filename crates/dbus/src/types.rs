@@ -47,7 +47,9 @@ pub struct Instance {
     pub index: u32,
     /// `SERVICE@I.service`.
     pub unit: String,
-    /// See [`InstanceInfo::state`].
+    /// `listening`, `starting`, `running`, `stuck` (running, but not
+    /// accepting: new connections go to the others), `backoff`, `failed`,
+    /// or `draining`.
     pub state: String,
     /// Main PID, 0 if none.
     pub main_pid: u32,
@@ -166,30 +168,29 @@ pub struct SocketInfo {
     pub instances: Vec<InstanceInfo>,
 }
 
-/// One instance slot.
+/// One instance slot: its `Instances` entry and, for a stuck one, since when
+/// (which the wire carries in `Stuck`). Reads and writes through to the entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct InstanceInfo {
-    /// Index I.
-    pub index: u32,
-    /// `SERVICE@I.service`.
-    pub unit: String,
-    /// `listening`, `starting`, `running`, `stuck` (running, but not
-    /// accepting: new connections go to the others), `backoff`, `failed`,
-    /// or `draining`.
-    pub state: String,
-    /// Main PID of the running instance (0 if none or unknown).
-    pub main_pid: u32,
-    /// Successful starts since the daemon started.
-    pub activations: u64,
-    /// Failed starts and failed exits since the daemon started.
-    pub failures: u64,
-    /// Connections waiting in the accept queue of its stream sockets, summed.
-    pub queue_depth: u32,
-    /// Why it is in `backoff`/`failed`/`stuck` ("" otherwise).
-    pub reason: String,
+    /// The entry of `Instances`.
+    #[serde(flatten)]
+    pub instance: Instance,
     /// `stuck`: since when its queue has not drained, µs since the epoch
     /// (`CLOCK_REALTIME`); 0 otherwise.
     pub stuck_since_usec: u64,
+}
+
+impl std::ops::Deref for InstanceInfo {
+    type Target = Instance;
+    fn deref(&self) -> &Instance {
+        &self.instance
+    }
+}
+
+impl std::ops::DerefMut for InstanceInfo {
+    fn deref_mut(&mut self) -> &mut Instance {
+        &mut self.instance
+    }
 }
 
 impl SocketInfo {
@@ -214,21 +215,6 @@ impl SocketInfo {
     }
 }
 
-impl From<&InstanceInfo> for Instance {
-    fn from(i: &InstanceInfo) -> Self {
-        Instance {
-            index: i.index,
-            unit: i.unit.clone(),
-            state: i.state.clone(),
-            main_pid: i.main_pid,
-            activations: i.activations,
-            failures: i.failures,
-            queue_depth: i.queue_depth,
-            reason: i.reason.clone(),
-        }
-    }
-}
-
 impl From<&SocketInfo> for SocketProperties {
     fn from(s: &SocketInfo) -> Self {
         SocketProperties {
@@ -242,7 +228,7 @@ impl From<&SocketInfo> for SocketProperties {
             sources: s.sources.clone(),
             mode: s.mode.clone(),
             unit_file: s.unit_file.clone(),
-            instances: s.instances.iter().map(Instance::from).collect(),
+            instances: s.instances.iter().map(|i| i.instance.clone()).collect(),
             stuck: s
                 .instances
                 .iter()
@@ -274,19 +260,12 @@ impl From<SocketProperties> for SocketInfo {
             instances: p
                 .instances
                 .into_iter()
-                .map(|i| InstanceInfo {
+                .map(|instance| InstanceInfo {
                     stuck_since_usec: stuck
                         .iter()
-                        .find(|s| s.index == i.index)
+                        .find(|s| s.index == instance.index)
                         .map_or(0, |s| s.since_usec),
-                    index: i.index,
-                    unit: i.unit,
-                    state: i.state,
-                    main_pid: i.main_pid,
-                    activations: i.activations,
-                    failures: i.failures,
-                    queue_depth: i.queue_depth,
-                    reason: i.reason,
+                    instance,
                 })
                 .collect(),
         }
@@ -307,11 +286,14 @@ mod tests {
             sources: vec!["/etc/systemd/distribute/web.socket".into()],
             mode: "transient".into(),
             instances: (0..2)
-                .map(|i| InstanceInfo {
-                    index: i,
-                    unit: format!("web@{i}.service"),
-                    state: "listening".into(),
-                    ..Default::default()
+                .map(|index| InstanceInfo {
+                    instance: Instance {
+                        index,
+                        unit: format!("web@{index}.service"),
+                        state: "listening".into(),
+                        ..Default::default()
+                    },
+                    stuck_since_usec: 0,
                 })
                 .collect(),
             ..Default::default()

@@ -204,27 +204,26 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::InstanceInfo;
+    use crate::control::{Instance, InstanceInfo};
 
     fn fixture() -> SocketInfo {
-        SocketInfo {
+        let mut info = SocketInfo {
             name: "web".into(),
-            listen: vec!["ListenStream=127.0.0.1:8080".into()],
-            distribute: 2,
-            service: "web".into(),
-            state: "serving".into(),
-            sources: vec!["/etc/systemd/distribute/web.socket".into()],
-            mode: "transient".into(),
-            instances: (0..2)
-                .map(|i| InstanceInfo {
-                    index: i,
-                    unit: format!("web@{i}.service"),
-                    state: "listening".into(),
-                    ..Default::default()
-                })
-                .collect(),
             ..Default::default()
+        };
+        for index in 0..2 {
+            let state = "listening".to_string();
+            let instance = Instance {
+                index,
+                state,
+                ..Default::default()
+            };
+            info.instances.push(InstanceInfo {
+                instance,
+                stuck_since_usec: 0,
+            });
         }
+        info
     }
 
     fn keys(c: &HashMap<String, OwnedValue>) -> Vec<&str> {
