@@ -167,13 +167,13 @@ impl Client {
     /// Every property of socket `name` (`GetAll`).
     pub async fn status(&self, name: &str) -> Result<SocketStatus, CtlError> {
         let p = self.socket(name).await?;
-        let props = p
+        let info = p
             .properties()
             .await
             .map_err(|e| CtlError::from_zbus(&format!("Failed to read the status of {name}"), e))?;
         Ok(SocketStatus {
             path: p.inner().path().to_string(),
-            info: props.into(),
+            info,
         })
     }
 }

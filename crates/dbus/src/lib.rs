@@ -18,7 +18,7 @@
 //!   signal SocketChanged(s name, o path)  (the socket or one of its instances changed)
 //!
 //! /org/distribute1/socket/<escaped NAME> org.distribute1.Socket
-//!   the properties of [`SocketProperties`] (Name, Description, Listen,
+//!   the properties of [`SocketInfo`] (Name, Description, Listen,
 //!   Distribute, Service, State, Error, Sources, Mode, UnitFile,
 //!   Instances a(ussuttus), Stuck a(uts))
 //!   SetDistribute(u n)
@@ -44,7 +44,7 @@ mod types;
 
 pub use error::Error;
 pub use proxy::{ManagerProxy, SocketProxy};
-pub use types::{Instance, InstanceInfo, SocketEntry, SocketInfo, SocketProperties, StuckInstance};
+pub use types::{Instance, InstanceInfo, SocketEntry, SocketInfo, StuckInstance};
 
 use zbus::zvariant::OwnedObjectPath;
 

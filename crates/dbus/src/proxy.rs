@@ -27,7 +27,7 @@ pub trait Manager {
 
 /// `org.distribute1.Socket` at `/org/distribute1/socket/NAME`
 /// ([`crate::socket_path`]). Read all properties at once with
-/// [`SocketProxy::properties`] (`GetAll`, into [`crate::SocketProperties`]).
+/// [`SocketProxy::properties`] (`GetAll`, into [`crate::SocketInfo`]).
 #[zbus::proxy(
     interface = "org.distribute1.Socket",
     default_service = "org.distribute1"
@@ -55,7 +55,7 @@ pub trait Socket {
 impl SocketProxy<'_> {
     /// Every property (`org.freedesktop.DBus.Properties.GetAll`). A property
     /// an older daemon does not have reads as its default.
-    pub async fn properties(&self) -> zbus::Result<crate::SocketProperties> {
+    pub async fn properties(&self) -> zbus::Result<crate::SocketInfo> {
         let props = zbus::fdo::PropertiesProxy::builder(self.inner().connection())
             .destination(self.inner().destination().to_owned())?
             .path(self.inner().path().to_owned())?
@@ -67,6 +67,6 @@ impl SocketProxy<'_> {
                 crate::SOCKET_INTERFACE,
             ))
             .await?;
-        crate::SocketProperties::from_map(all).map_err(zbus::Error::Variant)
+        crate::SocketInfo::from_map(all).map_err(zbus::Error::Variant)
     }
 }

@@ -1,12 +1,11 @@
-//! The data: what the activator knows about a socket config
-//! ([`SocketInfo`]), what the `org.distribute1.Socket` object shows of it
-//! ([`SocketProperties`]) and the structs inside the D-Bus values, each with
-//! its signature fixed by its fields.
+//! The data: a socket config as the activator knows it and the
+//! `org.distribute1.Socket` object shows it ([`SocketInfo`], whose fields are
+//! the object's properties), and the structs inside the D-Bus values, each
+//! with its signature fixed by its fields.
 //!
-//! A new read-only property: a field in [`SocketInfo`] and one in
-//! [`SocketProperties`] (and the line in each conversion below), a getter in
-//! the activator's `org.distribute1.Socket`. `PropertiesChanged`, `GetAll`,
-//! `distributectl --json` and the tests' signature checks follow from these.
+//! A new read-only property is a field in [`SocketInfo`] (plus where the
+//! activator fills it and its getter there); `PropertiesChanged`, `GetAll`,
+//! `distributectl --json` and the signature test follow from the field.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -85,91 +84,118 @@ pub struct StuckInstance {
     pub why: String,
 }
 
-/// The properties of `org.distribute1.Socket`, as `GetAll` returns them
-/// (`a{sv}`, the keys are the field names in PascalCase). The activator
-/// computes `PropertiesChanged` from two of these; clients read them with
-/// [`crate::SocketProxy::properties`].
-#[derive(Debug, Clone, Default, PartialEq, zvariant::Value, zvariant::OwnedValue)]
+/// One socket config: the properties of its `org.distribute1.Socket` object
+/// (`a{sv}` from `GetAll`, keys the field names in PascalCase, plus `Stuck`,
+/// which is computed from the instances), and what `distributectl --json
+/// status` prints (in field order, with the object path in front).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, zvariant::Value)]
 #[zvariant(signature = "dict", rename_all = "PascalCase")]
-pub struct SocketProperties {
+pub struct SocketInfo {
     /// `Name` (const): config name, `NAME` of `NAME.socket`.
     pub name: String,
-    /// `Description`: the config's `[Unit]` `Description=`, "" if none.
-    pub description: String,
-    /// `Listen`: `ListenStream=…`/`ListenDatagram=…` lines, config order.
+    /// `Listen`: `ListenStream=127.0.0.1:8080`-style lines, in config order
+    /// (companion listeners, shared by all instances, included:
+    /// `ListenStream=/run/x.sock`).
     pub listen: Vec<String>,
     /// `Distribute`: current N.
     pub distribute: u32,
     /// `Service`: template prefix, instances are `SERVICE@I.service`.
     pub service: String,
-    /// `State`: `serving`, `draining`, `replacing` or `failed`.
+    /// `State`: `serving`, `draining`, `replacing` (old sockets draining, new
+    /// ones not bound yet) or `failed`.
     pub state: String,
-    /// `Error`: why failed or degraded, "" if fine.
+    /// `Error`: why the config is failed or degraded ("" if fine), e.g. the
+    /// last reload error.
     pub error: String,
     /// `Sources`: files the effective config came from, in the order applied.
     pub sources: Vec<String>,
-    /// `Mode`: `transient` or `template`, "" if not served.
+    /// `Mode`: how instances are started, `transient` (built from
+    /// `[Service]`) or `template` (the unit file's own instances); "" for a
+    /// config not served.
     pub mode: String,
-    /// `UnitFile`: template mode, the template's unit file.
+    /// `UnitFile`: template mode, the template's unit file (systemd's
+    /// `FragmentPath`).
     pub unit_file: String,
-    /// `Instances`, `a(ussuttus)`.
-    pub instances: Vec<Instance>,
-    /// `Stuck`, `a(uts)`: the instances running but not accepting.
-    pub stuck: Vec<StuckInstance>,
+    /// `Description`: the config's `[Unit]` `Description=` ("" if none).
+    pub description: String,
+    /// `Instances`, `a(ussuttus)`: the instance slots, by index.
+    pub instances: Vec<InstanceInfo>,
 }
 
-impl SocketProperties {
-    /// As a property map, name → value.
+/// The key of the computed `Stuck` property, `a(uts)`.
+const STUCK: &str = "Stuck";
+
+impl SocketInfo {
+    /// Instances currently running (stuck ones too).
+    pub fn running(&self) -> usize {
+        self.instances
+            .iter()
+            .filter(|i| i.state == "running" || i.state == "stuck")
+            .count()
+    }
+
+    /// Its row of `ListSockets()`.
+    pub fn entry(&self) -> SocketEntry {
+        SocketEntry {
+            name: self.name.clone(),
+            path: crate::socket_path(&self.name),
+            listen: self.listen.clone(),
+            distribute: self.distribute,
+            running: self.running() as u32,
+            state: self.state.clone(),
+        }
+    }
+
+    /// The `Stuck` property: the instances running but not accepting.
+    pub fn stuck(&self) -> Vec<StuckInstance> {
+        self.instances
+            .iter()
+            .filter(|i| i.stuck_since_usec != 0)
+            .map(|i| StuckInstance {
+                index: i.index,
+                since_usec: i.stuck_since_usec,
+                why: i.reason.clone(),
+            })
+            .collect()
+    }
+
+    /// Every property of its object, name → value.
     pub fn to_map(&self) -> HashMap<String, OwnedValue> {
         let Value::Dict(dict) = Value::from(self.clone()) else {
-            unreachable!("SocketProperties is a dict")
+            unreachable!("SocketInfo is a dict")
         };
-        HashMap::try_from(dict).expect("a{sv} converts to a map")
+        let mut map: HashMap<String, OwnedValue> =
+            HashMap::try_from(dict).expect("a{sv} converts to a map");
+        let stuck = Value::from(self.stuck()).try_into_owned();
+        map.insert(STUCK.into(), stuck.expect("no fds in Stuck"));
+        map
     }
 
-    /// From a property map (`GetAll`); a missing property (an older daemon)
-    /// reads as its default.
+    /// From the properties of its object (`GetAll`); a missing property (an
+    /// older daemon) reads as its default.
     pub fn from_map(map: HashMap<String, OwnedValue>) -> Result<Self, zvariant::Error> {
-        let mut all = SocketProperties::default().to_map();
+        let mut all = SocketInfo::default().to_map();
         all.extend(map);
+        let stuck: Vec<StuckInstance> = all
+            .remove(STUCK)
+            .map(Vec::try_from)
+            .transpose()?
+            .unwrap_or_default();
         let all: HashMap<String, Value<'_>> =
             all.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
-        SocketProperties::try_from(Value::from(all))
+        let mut info = SocketInfo::try_from(Value::from(all))?;
+        for s in stuck {
+            if let Some(i) = info.instances.iter_mut().find(|i| i.index == s.index) {
+                i.stuck_since_usec = s.since_usec;
+            }
+        }
+        Ok(info)
     }
-}
-
-/// One socket config as the activator knows it and `distributectl` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct SocketInfo {
-    /// Config name.
-    pub name: String,
-    /// `ListenStream=127.0.0.1:8080`-style lines, in config order (companion
-    /// listeners, shared by all instances, included: `ListenStream=/run/x.sock`).
-    pub listen: Vec<String>,
-    /// Current N.
-    pub distribute: u32,
-    /// Template prefix: instances are `SERVICE@I.service`.
-    pub service: String,
-    /// `serving`, `draining`, `replacing` (old sockets draining, new ones not
-    /// bound yet) or `failed`.
-    pub state: String,
-    /// Why the config is failed or degraded ("" if fine), e.g. the last reload error.
-    pub error: String,
-    /// Files the effective config came from, in the order applied.
-    pub sources: Vec<String>,
-    /// How instances are started: `transient` (built from `[Service]`) or
-    /// `template` (the unit file's own instances); "" for a config not served.
-    pub mode: String,
-    /// Template mode: the template's unit file (systemd's `FragmentPath`).
-    pub unit_file: String,
-    /// `[Unit]` `Description=` of the config ("" if none).
-    pub description: String,
-    /// Instance slots, by index.
-    pub instances: Vec<InstanceInfo>,
 }
 
 /// One instance slot: its `Instances` entry and, for a stuck one, since when
 /// (which the wire carries in `Stuck`). Reads and writes through to the entry.
+/// On the bus it is its entry, `(ussuttus)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct InstanceInfo {
     /// The entry of `Instances`.
@@ -193,82 +219,23 @@ impl std::ops::DerefMut for InstanceInfo {
     }
 }
 
-impl SocketInfo {
-    /// Instances currently running (stuck ones too).
-    pub fn running(&self) -> usize {
-        self.instances
-            .iter()
-            .filter(|i| i.state == "running" || i.state == "stuck")
-            .count()
-    }
+impl Type for InstanceInfo {
+    const SIGNATURE: &'static zvariant::Signature = Instance::SIGNATURE;
+}
 
-    /// Its row of `ListSockets()`.
-    pub fn entry(&self) -> SocketEntry {
-        SocketEntry {
-            name: self.name.clone(),
-            path: crate::socket_path(&self.name),
-            listen: self.listen.clone(),
-            distribute: self.distribute,
-            running: self.running() as u32,
-            state: self.state.clone(),
-        }
+impl From<InstanceInfo> for Value<'_> {
+    fn from(i: InstanceInfo) -> Self {
+        Value::from(i.instance)
     }
 }
 
-impl From<&SocketInfo> for SocketProperties {
-    fn from(s: &SocketInfo) -> Self {
-        SocketProperties {
-            name: s.name.clone(),
-            description: s.description.clone(),
-            listen: s.listen.clone(),
-            distribute: s.distribute,
-            service: s.service.clone(),
-            state: s.state.clone(),
-            error: s.error.clone(),
-            sources: s.sources.clone(),
-            mode: s.mode.clone(),
-            unit_file: s.unit_file.clone(),
-            instances: s.instances.iter().map(|i| i.instance.clone()).collect(),
-            stuck: s
-                .instances
-                .iter()
-                .filter(|i| i.stuck_since_usec != 0)
-                .map(|i| StuckInstance {
-                    index: i.index,
-                    since_usec: i.stuck_since_usec,
-                    why: i.reason.clone(),
-                })
-                .collect(),
-        }
-    }
-}
-
-impl From<SocketProperties> for SocketInfo {
-    fn from(p: SocketProperties) -> Self {
-        let stuck = p.stuck;
-        SocketInfo {
-            name: p.name,
-            listen: p.listen,
-            distribute: p.distribute,
-            service: p.service,
-            state: p.state,
-            error: p.error,
-            sources: p.sources,
-            mode: p.mode,
-            unit_file: p.unit_file,
-            description: p.description,
-            instances: p
-                .instances
-                .into_iter()
-                .map(|instance| InstanceInfo {
-                    stuck_since_usec: stuck
-                        .iter()
-                        .find(|s| s.index == instance.index)
-                        .map_or(0, |s| s.since_usec),
-                    instance,
-                })
-                .collect(),
-        }
+impl<'a> TryFrom<Value<'a>> for InstanceInfo {
+    type Error = zvariant::Error;
+    fn try_from(v: Value<'a>) -> Result<Self, zvariant::Error> {
+        Ok(InstanceInfo {
+            instance: Instance::try_from(v.try_into_owned()?)?,
+            stuck_since_usec: 0,
+        })
     }
 }
 
@@ -305,8 +272,8 @@ mod tests {
         assert_eq!(SocketEntry::SIGNATURE.to_string(), "(soasuus)");
         assert_eq!(Instance::SIGNATURE.to_string(), "(ussuttus)");
         assert_eq!(StuckInstance::SIGNATURE.to_string(), "(uts)");
-        let map = SocketProperties::from(&fixture()).to_map();
-        let mut sigs: Vec<(String, String)> = map
+        let mut sigs: Vec<(String, String)> = fixture()
+            .to_map()
             .iter()
             .map(|(k, v)| (k.clone(), v.value_signature().to_string()))
             .collect();
@@ -345,19 +312,15 @@ mod tests {
         info.instances[1].state = "stuck".into();
         info.instances[1].reason = "accept queue 9 has not drained".into();
         info.instances[1].stuck_since_usec = 1_700_000_000_000_000;
-        let props = SocketProperties::from(&info);
-        assert_eq!(props.stuck.len(), 1);
-        let back = SocketProperties::from_map(props.to_map()).unwrap();
-        assert_eq!(back, props);
-        assert_eq!(SocketInfo::from(back), info);
+        assert_eq!(info.stuck().len(), 1);
+        assert_eq!(SocketInfo::from_map(info.to_map()).unwrap(), info);
     }
 
     #[test]
     fn a_missing_property_reads_as_its_default() {
-        let mut map = SocketProperties::from(&fixture()).to_map();
+        let mut map = fixture().to_map();
         map.remove("Description");
         map.remove("Stuck");
-        let p = SocketProperties::from_map(map).unwrap();
-        assert_eq!(p, SocketProperties::from(&fixture()));
+        assert_eq!(SocketInfo::from_map(map).unwrap(), fixture());
     }
 }

@@ -3,9 +3,7 @@
 //! Their names, wire types and errors are [`distribute_dbus`]'s.
 
 use crate::control::{self, CommandSender, ControlError, Reply, Request, SocketInfo};
-use distribute_dbus::{
-    socket_path, Error as ApiError, Instance, SocketEntry, SocketProperties, StuckInstance,
-};
+use distribute_dbus::{socket_path, Error as ApiError, Instance, SocketEntry, StuckInstance};
 use zbus::fdo;
 use zbus::message::Header;
 use zbus::object_server::{ObjectServer, SignalEmitter};
@@ -199,10 +197,9 @@ pub struct Socket {
 
 impl Socket {
     /// Its properties, fresh from the daemon core.
-    async fn props(&self) -> fdo::Result<SocketProperties> {
+    async fn info(&self) -> fdo::Result<SocketInfo> {
         describe(&self.commands, &self.name)
             .await
-            .map(|info| SocketProperties::from(&info))
             .map_err(fdo_error)
     }
 }
@@ -296,43 +293,43 @@ impl Socket {
     /// The config's `[Unit]` `Description=`; empty if it has none.
     #[zbus(property)]
     async fn description(&self) -> fdo::Result<String> {
-        Ok(self.props().await?.description)
+        Ok(self.info().await?.description)
     }
 
     /// `ListenStream=…`/`ListenDatagram=…` lines, in config order.
     #[zbus(property)]
     async fn listen(&self) -> fdo::Result<Vec<String>> {
-        Ok(self.props().await?.listen)
+        Ok(self.info().await?.listen)
     }
 
     /// Current N.
     #[zbus(property)]
     async fn distribute(&self) -> fdo::Result<u32> {
-        Ok(self.props().await?.distribute)
+        Ok(self.info().await?.distribute)
     }
 
     /// Template prefix: instances are `SERVICE@I.service`.
     #[zbus(property)]
     async fn service(&self) -> fdo::Result<String> {
-        Ok(self.props().await?.service)
+        Ok(self.info().await?.service)
     }
 
     /// `serving`, `draining`, `replacing` or `failed`.
     #[zbus(property)]
     async fn state(&self) -> fdo::Result<String> {
-        Ok(self.props().await?.state)
+        Ok(self.info().await?.state)
     }
 
     /// Why the config is failed or degraded; empty if fine.
     #[zbus(property)]
     async fn error(&self) -> fdo::Result<String> {
-        Ok(self.props().await?.error)
+        Ok(self.info().await?.error)
     }
 
     /// Files the effective config came from, in the order applied.
     #[zbus(property)]
     async fn sources(&self) -> fdo::Result<Vec<String>> {
-        Ok(self.props().await?.sources)
+        Ok(self.info().await?.sources)
     }
 
     /// How instances start: `transient` (built from the config's `[Service]`)
@@ -340,28 +337,34 @@ impl Socket {
     /// config that is not served.
     #[zbus(property)]
     async fn mode(&self) -> fdo::Result<String> {
-        Ok(self.props().await?.mode)
+        Ok(self.info().await?.mode)
     }
 
     /// Template mode: the template's unit file (systemd's `FragmentPath`);
     /// empty otherwise.
     #[zbus(property)]
     async fn unit_file(&self) -> fdo::Result<String> {
-        Ok(self.props().await?.unit_file)
+        Ok(self.info().await?.unit_file)
     }
 
     /// Per instance: (index, unit, state, main PID, activations, failures,
     /// accept-queue depth, reason). The queue depth is read live.
     #[zbus(property)]
     async fn instances(&self) -> fdo::Result<Vec<Instance>> {
-        Ok(self.props().await?.instances)
+        Ok(self
+            .info()
+            .await?
+            .instances
+            .into_iter()
+            .map(|i| i.instance)
+            .collect())
     }
 
     /// The instances that are running but not accepting, whose new
     /// connections go to the others: (index, since µs since the epoch, why).
     #[zbus(property)]
     async fn stuck(&self) -> fdo::Result<Vec<StuckInstance>> {
-        Ok(self.props().await?.stuck)
+        Ok(self.info().await?.stuck())
     }
 }
 

@@ -1,12 +1,12 @@
 //! Change publishing: follows the daemon's [`Event`]s and keeps the bus in
 //! step (objects, the Manager's `Socket*` signals, `PropertiesChanged`).
 //!
-//! `PropertiesChanged` is computed from [`SocketProperties`] as a whole, so a
+//! `PropertiesChanged` is computed from [`SocketInfo::to_map`] as a whole, so a
 //! new property is announced without an edit here.
 
 use super::objects::{add_object, describe, list, remove_object, Manager};
 use crate::control::{CommandSender, Event, SocketInfo};
-use distribute_dbus::{socket_path, SocketProperties, MANAGER_PATH, SOCKET_INTERFACE};
+use distribute_dbus::{socket_path, MANAGER_PATH, SOCKET_INTERFACE};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use zbus::names::InterfaceName;
@@ -33,11 +33,11 @@ pub struct Announced(HashMap<String, OwnedValue>);
 impl Announced {
     /// What `info` announces.
     pub fn of(info: &SocketInfo) -> Self {
-        let mut props = SocketProperties::from(info);
-        for i in &mut props.instances {
+        let mut quiet = info.clone();
+        for i in &mut quiet.instances {
             i.queue_depth = 0;
         }
-        Announced(props.to_map())
+        Announced(quiet.to_map())
     }
 
     /// The `PropertiesChanged` payload from `old` (`None`: nothing was
@@ -46,8 +46,7 @@ impl Announced {
     /// `Name` is const and never announced.
     pub fn changes(old: Option<&Announced>, info: &SocketInfo) -> HashMap<String, OwnedValue> {
         let new = Announced::of(info);
-        SocketProperties::from(info)
-            .to_map()
+        info.to_map()
             .into_iter()
             .filter(|(k, _)| k != "Name")
             .filter(|(k, _)| old.and_then(|o| o.0.get(k)) != new.0.get(k))
