@@ -29,18 +29,7 @@ pub struct SocketEntry {
 }
 
 /// One entry of the `Instances` property, `(ussuttus)`.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    Type,
-    zvariant::Value,
-    zvariant::OwnedValue,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type, Value, OwnedValue)]
 pub struct Instance {
     /// Index I.
     pub index: u32,
@@ -63,18 +52,7 @@ pub struct Instance {
 }
 
 /// One entry of the `Stuck` property, `(uts)`.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    Type,
-    zvariant::Value,
-    zvariant::OwnedValue,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type, Value, OwnedValue)]
 pub struct StuckInstance {
     /// Index I.
     pub index: u32,
@@ -88,7 +66,7 @@ pub struct StuckInstance {
 /// (`a{sv}` from `GetAll`, keys the field names in PascalCase, plus `Stuck`,
 /// which is computed from the instances), and what `distributectl --json
 /// status` prints (in field order, with the object path in front).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, zvariant::Value)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Value)]
 #[zvariant(signature = "dict", rename_all = "PascalCase")]
 pub struct SocketInfo {
     /// `Name` (const): config name, `NAME` of `NAME.socket`.
