@@ -420,19 +420,17 @@ mod tests {
                 distribute: 3,
                 service: "web".into(),
                 state: "serving".into(),
-                error: String::new(),
                 sources: vec![
                     "/etc/systemd/distribute/web.socket".into(),
                     "/etc/systemd/distribute/web.socket.d/10-mem.conf".into(),
                 ],
                 mode: "transient".into(),
-                unit_file: String::new(),
-                description: String::new(),
                 instances: vec![
                     inst(0, "running", 1234, 12, 0, 0, ""),
                     inst(1, "listening", 0, 3, 0, 2, ""),
                     inst(2, "failed", 0, 1, 5, 17, "exit-code 1, 5 times in a row"),
                 ],
+                ..Default::default()
             },
         }
     }
