@@ -45,14 +45,13 @@ pub fn binary(name: &str) -> PathBuf {
 /// The activator's unit.
 pub const SERVICE: &str = "systemd-distribute.service";
 
-/// The activator's D-Bus name.
-pub const BUS: &str = "org.distribute1";
-/// The activator's manager object.
-pub const MANAGER_PATH: &str = "/org/distribute1";
-/// The manager object's interface.
-pub const MANAGER: &str = "org.distribute1.Manager";
-/// The interface of a config's object (`/org/distribute1/socket/NAME`).
-pub const SOCKET: &str = "org.distribute1.Socket";
+/// The activator's D-Bus names (`BUS`, `MANAGER_PATH`, `MANAGER` and `SOCKET`
+/// interfaces) and the object path of a config ([`socket_path`]), from the
+/// D-Bus contract.
+pub use distribute_dbus::{
+    socket_path, BUS_NAME as BUS, MANAGER_INTERFACE as MANAGER, MANAGER_PATH,
+    SOCKET_INTERFACE as SOCKET,
+};
 
 /// Run a command in the sandbox as root.
 pub const ROOT: Option<u32> = None;
@@ -422,6 +421,27 @@ impl Activator {
         let mut full = vec!["call", BUS, path, interface, method];
         full.extend_from_slice(args);
         self.run_as(uid, "busctl", &full)
+    }
+
+    /// `busctl get-property` of `PROPERTY` of config `name`'s object
+    /// (`org.distribute1.Socket`), as root or as `uid`, which may fail.
+    pub fn socket_property_run(&self, uid: Option<u32>, name: &str, property: &str) -> Run {
+        let path = socket_path(name);
+        self.run_as(
+            uid,
+            "busctl",
+            &["get-property", BUS, path.as_str(), SOCKET, property],
+        )
+    }
+
+    /// `PROPERTY` of config `name`'s object, as root or as `uid`, which must
+    /// succeed: the value as busctl prints it (`u 2`).
+    pub fn socket_property(&self, uid: Option<u32>, name: &str, property: &str) -> String {
+        self.socket_property_run(uid, name, property)
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
     }
 
     /// `busctl get-property org.distribute1 PATH INTERFACE PROPERTY`, as root or

@@ -3,7 +3,8 @@
 //! to `port(135)`, `port(137)`, and 100 above some of those.
 
 use distribute_tests::{
-    addr, assert_contains_all, get_hello, hello_config, port, wait_until, Activator, NOBODY, ROOT,
+    addr, assert_contains_all, get_hello, hello_config, port, socket_path, wait_until, Activator,
+    MANAGER, MANAGER_PATH, NOBODY, ROOT, SOCKET,
 };
 use std::time::Duration;
 
@@ -121,38 +122,14 @@ fn mutating_methods_check_the_caller_is_root_even_if_the_bus_lets_it_through() {
     ) else {
         return;
     };
-    let socket = "/org/distribute1/socket/web";
+    let socket = socket_path("web");
+    let socket = socket.as_str();
     for (iface, path, method, args) in [
-        (
-            "org.distribute1.Socket",
-            socket,
-            "SetDistribute",
-            vec!["u", "3"],
-        ),
-        (
-            "org.distribute1.Socket",
-            socket,
-            "StartInstance",
-            vec!["u", "0"],
-        ),
-        (
-            "org.distribute1.Socket",
-            socket,
-            "StopInstance",
-            vec!["u", "0"],
-        ),
-        (
-            "org.distribute1.Socket",
-            socket,
-            "RestartInstance",
-            vec!["u", "0"],
-        ),
-        (
-            "org.distribute1.Manager",
-            "/org/distribute1",
-            "Reload",
-            vec![],
-        ),
+        (SOCKET, socket, "SetDistribute", vec!["u", "3"]),
+        (SOCKET, socket, "StartInstance", vec!["u", "0"]),
+        (SOCKET, socket, "StopInstance", vec!["u", "0"]),
+        (SOCKET, socket, "RestartInstance", vec!["u", "0"]),
+        (MANAGER, MANAGER_PATH, "Reload", vec![]),
     ] {
         let r = a.bus_call(NOBODY, path, iface, method, &args);
         assert_ne!(r.code, 0, "{method} as nobody: {r:?}");
@@ -166,18 +143,9 @@ fn mutating_methods_check_the_caller_is_root_even_if_the_bus_lets_it_through() {
     }
     a.assert_logged("(uid 65534): only root may change anything");
     // Nothing changed; root still may.
-    assert_eq!(
-        a.bus_property(NOBODY, socket, "org.distribute1.Socket", "Distribute"),
-        "u 2"
-    );
-    a.bus_call(
-        ROOT,
-        socket,
-        "org.distribute1.Socket",
-        "SetDistribute",
-        &["u", "3"],
-    )
-    .ok();
+    assert_eq!(a.socket_property(NOBODY, "web", "Distribute"), "u 2");
+    a.bus_call(ROOT, socket, SOCKET, "SetDistribute", &["u", "3"])
+        .ok();
     a.assert_logged("refused a SetDistribute call from");
 }
 
@@ -449,20 +417,7 @@ fn a_failed_configs_object_goes_with_its_file() {
     };
     a.write_config("bad", "[Socket]\nListenStream=127.0.0.1:1\nDistribute=0\n");
     a.reload();
-    let path = "/org/distribute1/socket/bad";
-    let state = || {
-        a.run_as(
-            ROOT,
-            "busctl",
-            &[
-                "get-property",
-                "org.distribute1",
-                path,
-                "org.distribute1.Socket",
-                "State",
-            ],
-        )
-    };
+    let state = || a.socket_property_run(ROOT, "bad", "State");
     // Objects are published shortly after a change.
     assert!(
         distribute_tests::wait_until(Duration::from_secs(5), || state().stdout.trim()
@@ -472,21 +427,7 @@ fn a_failed_configs_object_goes_with_its_file() {
     std::fs::remove_file(a.sb.dir().join("config/bad.socket")).unwrap();
     a.reload();
     assert!(
-        distribute_tests::wait_until(Duration::from_secs(5), || {
-            a.run_as(
-                ROOT,
-                "busctl",
-                &[
-                    "get-property",
-                    "org.distribute1",
-                    path,
-                    "org.distribute1.Socket",
-                    "State",
-                ],
-            )
-            .code
-                != 0
-        }),
+        distribute_tests::wait_until(Duration::from_secs(5), || { state().code != 0 }),
         "the object of the deleted config is still served"
     );
     let list = a.ctl(&["list"]).ok().stdout;

@@ -172,12 +172,7 @@ fn a_stopped_instance_is_steered_around_and_serves_its_queue_after_sigcont() {
     assert!(status.contains("has not drained"), "{status}");
     let json = a.ctl(&["--json=short", "status", "web"]).ok().output();
     assert!(json.contains("\"state\":\"stuck\""), "{json}");
-    let stuck = a.bus_property(
-        None,
-        "/org/distribute1/socket/web",
-        "org.distribute1.Socket",
-        "Stuck",
-    );
+    let stuck = a.socket_property(None, "web", "Stuck");
     println!("Stuck: {stuck}");
     assert!(stuck.starts_with("a(uts) 1 2 "), "{stuck}");
     std::thread::sleep(Duration::from_secs(3));

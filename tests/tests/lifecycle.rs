@@ -4,8 +4,7 @@
 
 use distribute_tests::{
     addr, get_hello, get_hellos, hello_config, port, queue_connections, script_config,
-    socket_config, wait_until, Activator, Failures, SteadyLoad, MANAGER_PATH, ROOT, SERVICE,
-    SOCKET,
+    socket_config, socket_path, wait_until, Activator, Failures, SteadyLoad, ROOT, SERVICE, SOCKET,
 };
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -258,7 +257,7 @@ fn reload_returns_to_the_files_distribute_after_a_runtime_scale() {
     ) else {
         return;
     };
-    let web = format!("{MANAGER_PATH}/socket/web");
+    let web = socket_path("web").to_string();
     let n = || a.bus_property(ROOT, &web, SOCKET, "Distribute");
     assert_eq!(n(), "u 2");
     a.bus_call(ROOT, &web, SOCKET, "SetDistribute", &["u", "3"])

@@ -155,19 +155,9 @@ fn template_instances_serve_with_their_own_settings() {
         "{}",
         status.stdout
     );
-    let mode = a.bus_property(
-        NOBODY,
-        "/org/distribute1/socket/tpl",
-        "org.distribute1.Socket",
-        "Mode",
-    );
+    let mode = a.socket_property(NOBODY, "tpl", "Mode");
     assert_eq!(mode, "s \"template\"");
-    let file = a.bus_property(
-        ROOT,
-        "/org/distribute1/socket/tpl",
-        "org.distribute1.Socket",
-        "UnitFile",
-    );
+    let file = a.socket_property(ROOT, "tpl", "UnitFile");
     assert_eq!(file, format!("s \"{}\"", a.sb.inside("units/tpl@.service")));
 }
 
@@ -372,15 +362,7 @@ fn both_a_service_section_and_a_unit_file_is_an_exact_error() {
          [Service], remove or rename {unit_file} and run `systemctl daemon-reload`"
     );
     // busctl prints a string in double quotes, with ' escaped.
-    let error_of = |name: &str| {
-        a.bus_property(
-            ROOT,
-            &format!("/org/distribute1/socket/{name}"),
-            "org.distribute1.Socket",
-            "Error",
-        )
-        .replace("\\'", "'")
-    };
+    let error_of = |name: &str| a.socket_property(ROOT, name, "Error").replace("\\'", "'");
     assert_eq!(error_of("both"), format!("s \"{want}\""));
     let cfg = a.sb.inside("config/neither.socket");
     assert_eq!(

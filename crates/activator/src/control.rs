@@ -7,7 +7,6 @@
 //! [`Event`]s. Every read goes through [`Request::Describe`]/[`Request::List`],
 //! which answer with fresh data, including the live accept-queue depth.
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the control plane can ask of the daemon.
@@ -111,68 +110,6 @@ pub enum Event {
     SocketChanged(String),
 }
 
-/// One socket config as the control plane shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SocketInfo {
-    /// Config name.
-    pub name: String,
-    /// `ListenStream=127.0.0.1:8080`-style lines, in config order (companion
-    /// listeners, shared by all instances, included: `ListenStream=/run/x.sock`).
-    pub listen: Vec<String>,
-    /// Current N.
-    pub distribute: u32,
-    /// Template prefix: instances are `SERVICE@I.service`.
-    pub service: String,
-    /// `serving`, `draining`, `replacing` (old sockets draining, new ones not
-    /// bound yet) or `failed`.
-    pub state: String,
-    /// Why the config is failed or degraded ("" if fine), e.g. the last reload error.
-    pub error: String,
-    /// Files the effective config came from, in the order applied.
-    pub sources: Vec<String>,
-    /// How instances are started: `transient` (built from `[Service]`) or
-    /// `template` (the unit file's own instances); "" for a config not served.
-    pub mode: String,
-    /// Template mode: the template's unit file (systemd's `FragmentPath`).
-    pub unit_file: String,
-    /// `[Unit]` `Description=` of the config ("" if none).
-    pub description: String,
-    /// Instance slots, by index.
-    pub instances: Vec<InstanceInfo>,
-}
-
-/// One instance slot.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InstanceInfo {
-    /// Index I.
-    pub index: u32,
-    /// `SERVICE@I.service`.
-    pub unit: String,
-    /// `listening`, `starting`, `running`, `stuck` (running, but not
-    /// accepting: new connections go to the others), `backoff`, `failed`,
-    /// or `draining`.
-    pub state: String,
-    /// Main PID of the running instance (0 if none or unknown).
-    pub main_pid: u32,
-    /// Successful starts since the daemon started.
-    pub activations: u64,
-    /// Failed starts and failed exits since the daemon started.
-    pub failures: u64,
-    /// Connections waiting in the accept queue of its stream sockets, summed.
-    pub queue_depth: u32,
-    /// Why it is in `backoff`/`failed`/`stuck` ("" otherwise).
-    pub reason: String,
-    /// `stuck`: since when its queue has not drained, µs since the epoch
-    /// (`CLOCK_REALTIME`); 0 otherwise.
-    pub stuck_since_usec: u64,
-}
-
-impl SocketInfo {
-    /// Instances currently running (stuck ones too).
-    pub fn running(&self) -> usize {
-        self.instances
-            .iter()
-            .filter(|i| i.state == "running" || i.state == "stuck")
-            .count()
-    }
-}
+/// One socket config as the control plane shows it, and one instance slot:
+/// the D-Bus contract's types, so that a new field is one edit there.
+pub use distribute_dbus::{Instance, InstanceInfo, SocketInfo};

@@ -1001,16 +1001,9 @@ impl Daemon {
 fn failed_info(name: &str, err: &str) -> SocketInfo {
     SocketInfo {
         name: name.to_string(),
-        listen: Vec::new(),
-        distribute: 0,
-        service: String::new(),
         state: "failed".into(),
         error: err.to_string(),
-        sources: Vec::new(),
-        mode: String::new(),
-        unit_file: String::new(),
-        description: String::new(),
-        instances: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -11,7 +11,7 @@
 //! Rescales of one config are serialized; a grow waits for a running drain.
 
 use crate::companion;
-use crate::control::{ControlError, InstanceInfo, SocketInfo};
+use crate::control::{ControlError, Instance, InstanceInfo, SocketInfo};
 use crate::fdstore::{fd_name, FdStore};
 use crate::sockets::{self, BindError, BoundSocket};
 use crate::steering;
@@ -1018,27 +1018,29 @@ impl Group {
                 .sum();
             let stuck = st.stuck.as_ref().filter(|_| !st.draining);
             instances.push(InstanceInfo {
-                index: slot.index,
-                unit: slot.unit.clone(),
-                state: if st.draining {
-                    "draining".into()
-                } else if stuck.is_some() {
-                    "stuck".into()
-                } else {
-                    st.state.as_str().into()
-                },
                 stuck_since_usec: stuck.map_or(0, |s| {
                     s.since
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_micros() as u64)
                 }),
-                main_pid,
-                activations: st.activations,
-                failures: st.failures,
-                queue_depth,
-                reason: match stuck {
-                    Some(s) => s.why.clone(),
-                    None => st.reason.clone(),
+                instance: Instance {
+                    index: slot.index,
+                    unit: slot.unit.clone(),
+                    state: if st.draining {
+                        "draining".into()
+                    } else if stuck.is_some() {
+                        "stuck".into()
+                    } else {
+                        st.state.as_str().into()
+                    },
+                    main_pid,
+                    activations: st.activations,
+                    failures: st.failures,
+                    queue_depth,
+                    reason: match stuck {
+                        Some(s) => s.why.clone(),
+                        None => st.reason.clone(),
+                    },
                 },
             });
         }

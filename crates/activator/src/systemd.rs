@@ -112,50 +112,10 @@ pub trait Unit {
     fn id(&self) -> zbus::Result<String>;
 }
 
-/// Escapes a name (a config's, a unit's) into one object-path label like systemd's
-/// `bus_label_escape()`: ASCII letters are kept, digits too except in the first
-/// position, every other byte becomes `_xx` (lowercase hex); `""` becomes `_`.
-pub fn escape_label(s: &str) -> String {
-    if s.is_empty() {
-        return "_".into();
-    }
-    let mut out = String::with_capacity(s.len() * 3);
-    for (i, b) in s.bytes().enumerate() {
-        if b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("_{b:02x}"));
-        }
-    }
-    out
-}
-
-/// The inverse of [`escape_label`]; `None` for a label it cannot produce.
-pub fn unescape_label(label: &str) -> Option<String> {
-    if label == "_" {
-        return Some(String::new());
-    }
-    let bytes = label.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'_' {
-            let hex = label.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// systemd's object path for a unit: `/org/freedesktop/systemd1/unit/` plus
-/// its name escaped with [`escape_label`] (so `1web@0.service` is
-/// `…/unit/_31web_400_2eservice`: a leading digit is escaped too).
+/// systemd's object path for a unit (`1web@0.service` is
+/// `…/unit/_31web_400_2eservice`): [`distribute_dbus::unit_path`].
 pub fn unit_object_path(unit: &str) -> String {
-    format!("/org/freedesktop/systemd1/unit/{}", escape_label(unit))
+    distribute_dbus::unit_path(unit).to_string()
 }
 
 /// A `Unit` proxy for `path` that asks systemd on every read: states change

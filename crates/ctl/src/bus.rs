@@ -1,153 +1,29 @@
 //! The client side of `org.distribute1`: proxies and what D-Bus errors mean
 //! to an operator.
 
+use distribute_dbus::{ManagerProxy, SocketInfo};
+pub use distribute_dbus::{SocketEntry as SocketSummary, SocketProxy};
 use serde::Serialize;
 use std::fmt;
+use std::ops::Deref;
 use zbus::proxy::CacheProperties;
-use zbus::zvariant::OwnedObjectPath;
 use zbus::Connection;
 
-/// `org.distribute1.Manager` at `/org/distribute1`.
-#[zbus::proxy(
-    interface = "org.distribute1.Manager",
-    default_service = "org.distribute1",
-    default_path = "/org/distribute1"
-)]
-pub trait Manager {
-    /// (name, object path, listen lines, N, running instances, state).
-    #[allow(clippy::type_complexity)]
-    fn list_sockets(
-        &self,
-    ) -> zbus::Result<Vec<(String, OwnedObjectPath, Vec<String>, u32, u32, String)>>;
-    /// Object path of a socket config.
-    fn get_socket(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
-    /// Re-read every config.
-    fn reload(&self) -> zbus::Result<()>;
-    /// Version of the daemon.
-    #[zbus(property)]
-    fn version(&self) -> zbus::Result<String>;
-}
-
-/// `org.distribute1.Socket` at `/org/distribute1/socket/NAME`.
-#[zbus::proxy(
-    interface = "org.distribute1.Socket",
-    default_service = "org.distribute1"
-)]
-pub trait Socket {
-    /// Change N.
-    fn set_distribute(&self, n: u32) -> zbus::Result<()>;
-    /// Start one instance.
-    fn start_instance(&self, index: u32) -> zbus::Result<()>;
-    /// Stop one instance.
-    fn stop_instance(&self, index: u32) -> zbus::Result<()>;
-    /// Restart one instance.
-    fn restart_instance(&self, index: u32) -> zbus::Result<()>;
-    /// Config name.
-    #[zbus(property)]
-    fn name(&self) -> zbus::Result<String>;
-    /// Listen lines.
-    #[zbus(property)]
-    fn listen(&self) -> zbus::Result<Vec<String>>;
-    /// N.
-    #[zbus(property)]
-    fn distribute(&self) -> zbus::Result<u32>;
-    /// Template prefix.
-    #[zbus(property)]
-    fn service(&self) -> zbus::Result<String>;
-    /// serving | draining | replacing | failed.
-    #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
-    /// Why failed/degraded.
-    #[zbus(property)]
-    fn error(&self) -> zbus::Result<String>;
-    /// Source files, in the order applied.
-    #[zbus(property)]
-    fn sources(&self) -> zbus::Result<Vec<String>>;
-    /// transient | template ("" if not served).
-    #[zbus(property)]
-    fn mode(&self) -> zbus::Result<String>;
-    /// Template mode: the template's unit file.
-    #[zbus(property)]
-    fn unit_file(&self) -> zbus::Result<String>;
-    /// The config's [Unit] Description= ("" if none).
-    #[zbus(property)]
-    fn description(&self) -> zbus::Result<String>;
-    /// (index, unit, state, main PID, activations, failures, queue depth, reason).
-    #[zbus(property)]
-    #[allow(clippy::type_complexity)]
-    fn instances(&self) -> zbus::Result<Vec<(u32, String, String, u32, u64, u64, u32, String)>>;
-    /// Stuck instances: (index, since µs since the epoch, why).
-    #[zbus(property)]
-    fn stuck(&self) -> zbus::Result<Vec<(u32, u64, String)>>;
-}
-
-/// One row of `ListSockets()`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SocketSummary {
-    /// Config name.
-    pub name: String,
-    /// Object path.
-    pub path: String,
-    /// Listen lines.
-    pub listen: Vec<String>,
-    /// N.
-    pub distribute: u32,
-    /// Running instances.
-    pub running: u32,
-    /// State.
-    pub state: String,
-}
-
-/// One instance of a socket, as `Instances` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Instance {
-    /// Index I.
-    pub index: u32,
-    /// `SERVICE@I.service`.
-    pub unit: String,
-    /// listening | starting | running | stuck | backoff | failed | draining.
-    pub state: String,
-    /// Main PID, 0 if none.
-    pub main_pid: u32,
-    /// Successful starts.
-    pub activations: u64,
-    /// Failed starts and exits.
-    pub failures: u64,
-    /// Connections waiting in the accept queue.
-    pub queue_depth: u32,
-    /// Why backoff/failed/stuck.
-    pub reason: String,
-    /// Stuck: since when its queue has not drained (µs since the epoch); 0 otherwise.
-    pub stuck_since_usec: u64,
-}
-
-/// Everything about one socket config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Everything about one socket config: its object path and properties.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SocketStatus {
-    /// Config name.
-    pub name: String,
     /// Object path.
     pub path: String,
-    /// Listen lines.
-    pub listen: Vec<String>,
-    /// N.
-    pub distribute: u32,
-    /// Template prefix.
-    pub service: String,
-    /// State.
-    pub state: String,
-    /// Why failed/degraded.
-    pub error: String,
-    /// Source files.
-    pub sources: Vec<String>,
-    /// `transient` or `template` ("" if not served).
-    pub mode: String,
-    /// Template mode: the template's unit file.
-    pub unit_file: String,
-    /// The config's `[Unit]` `Description=` ("" if none).
-    pub description: String,
-    /// Instances by index.
-    pub instances: Vec<Instance>,
+    /// The properties.
+    #[serde(flatten)]
+    pub info: SocketInfo,
+}
+
+impl Deref for SocketStatus {
+    type Target = SocketInfo;
+    fn deref(&self) -> &SocketInfo {
+        &self.info
+    }
 }
 
 /// What went wrong, as the operator should hear it; decides the exit code.
@@ -175,10 +51,13 @@ impl CtlError {
     /// Maps a D-Bus error onto what it means here; `context` says what was being done.
     pub fn from_dbus(context: &str, name: &str, description: Option<&str>) -> CtlError {
         let desc = description.unwrap_or("").trim();
+        let no_such_socket = distribute_dbus::Error::NoSuchSocket(String::new());
         match name {
             "org.freedesktop.DBus.Error.ServiceUnknown"
             | "org.freedesktop.DBus.Error.NameHasNoOwner" => CtlError::NotRunning,
-            "org.distribute1.Error.NoSuchSocket" | "org.freedesktop.DBus.Error.UnknownObject" => {
+            n if n == zbus::DBusError::name(&no_such_socket).as_str()
+                || n == "org.freedesktop.DBus.Error.UnknownObject" =>
+            {
                 CtlError::NoSuchSocket(if desc.is_empty() {
                     context.to_string()
                 } else {
@@ -254,19 +133,7 @@ impl Client {
             .list_sockets()
             .await
             .map_err(|e| CtlError::from_zbus("Failed to list sockets", e))?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(name, path, listen, distribute, running, state)| SocketSummary {
-                    name,
-                    path: path.to_string(),
-                    listen,
-                    distribute,
-                    running,
-                    state,
-                },
-            )
-            .collect())
+        Ok(rows)
     }
 
     /// `Reload()`.
@@ -297,64 +164,16 @@ impl Client {
             .map_err(|e| CtlError::from_zbus("Failed to create a proxy", e))
     }
 
-    /// Every property of socket `name`.
+    /// Every property of socket `name` (`GetAll`).
     pub async fn status(&self, name: &str) -> Result<SocketStatus, CtlError> {
         let p = self.socket(name).await?;
-        let ctx = format!("Failed to read the status of {name}");
-        let err = |e| CtlError::from_zbus(&ctx, e);
+        let info = p
+            .properties()
+            .await
+            .map_err(|e| CtlError::from_zbus(&format!("Failed to read the status of {name}"), e))?;
         Ok(SocketStatus {
-            name: p.name().await.map_err(err)?,
             path: p.inner().path().to_string(),
-            listen: p.listen().await.map_err(err)?,
-            distribute: p.distribute().await.map_err(err)?,
-            service: p.service().await.map_err(err)?,
-            state: p.state().await.map_err(err)?,
-            error: p.error().await.map_err(err)?,
-            sources: p.sources().await.map_err(err)?,
-            mode: p.mode().await.map_err(err)?,
-            unit_file: p.unit_file().await.map_err(err)?,
-            // An older daemon has no Description property: show none.
-            description: p.description().await.unwrap_or_default(),
-            instances: {
-                // An older daemon has no `Stuck`: nothing is stuck then.
-                let stuck = p.stuck().await.unwrap_or_default();
-                let mut v: Vec<Instance> = p
-                    .instances()
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(
-                        |(
-                            index,
-                            unit,
-                            state,
-                            main_pid,
-                            activations,
-                            failures,
-                            queue_depth,
-                            reason,
-                        )| {
-                            Instance {
-                                index,
-                                unit,
-                                state,
-                                main_pid,
-                                activations,
-                                failures,
-                                queue_depth,
-                                reason,
-                                stuck_since_usec: 0,
-                            }
-                        },
-                    )
-                    .collect();
-                for (index, since, _) in stuck {
-                    if let Some(i) = v.iter_mut().find(|i| i.index == index) {
-                        i.stuck_since_usec = since;
-                    }
-                }
-                v
-            },
+            info,
         })
     }
 }

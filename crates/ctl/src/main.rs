@@ -1,7 +1,7 @@
 //! `distributectl`: control systemd-distribute over D-Bus (`org.distribute1`).
 //!
 //! A thin client: every command is one or a few calls on the system bus (see
-//! `systemd_distribute::api` for the interface), except `verify`, which checks
+//! the `distribute-dbus` crate for the interface), except `verify`, which checks
 //! config files offline, and `completions`.
 //!
 //! Exit codes follow systemctl: 0 success, 1 failure (including "the daemon is

@@ -350,7 +350,7 @@ pub fn format_status(s: &SocketStatus, legend: bool, style: &Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Instance;
+    use distribute_dbus::{socket_path, Instance, InstanceInfo, SocketInfo};
     use std::collections::HashMap;
 
     const PLAIN: Style = Style {
@@ -395,41 +395,43 @@ mod tests {
     fn fixture() -> SocketStatus {
         let inst =
             |index: u32, state: &str, pid: u32, act: u64, fail: u64, q: u32, reason: &str| {
-                Instance {
-                    index,
-                    unit: format!("web@{index}.service"),
-                    state: state.into(),
-                    main_pid: pid,
-                    activations: act,
-                    failures: fail,
-                    queue_depth: q,
-                    reason: reason.into(),
+                InstanceInfo {
+                    instance: Instance {
+                        index,
+                        unit: format!("web@{index}.service"),
+                        state: state.into(),
+                        main_pid: pid,
+                        activations: act,
+                        failures: fail,
+                        queue_depth: q,
+                        reason: reason.into(),
+                    },
                     stuck_since_usec: 0,
                 }
             };
         SocketStatus {
-            name: "web".into(),
             path: "/org/distribute1/socket/web".into(),
-            listen: vec![
-                "ListenStream=127.0.0.1:8080".into(),
-                "ListenStream=[::1]:8080".into(),
-            ],
-            distribute: 3,
-            service: "web".into(),
-            state: "serving".into(),
-            error: String::new(),
-            sources: vec![
-                "/etc/systemd/distribute/web.socket".into(),
-                "/etc/systemd/distribute/web.socket.d/10-mem.conf".into(),
-            ],
-            mode: "transient".into(),
-            unit_file: String::new(),
-            description: String::new(),
-            instances: vec![
-                inst(0, "running", 1234, 12, 0, 0, ""),
-                inst(1, "listening", 0, 3, 0, 2, ""),
-                inst(2, "failed", 0, 1, 5, 17, "exit-code 1, 5 times in a row"),
-            ],
+            info: SocketInfo {
+                name: "web".into(),
+                listen: vec![
+                    "ListenStream=127.0.0.1:8080".into(),
+                    "ListenStream=[::1]:8080".into(),
+                ],
+                distribute: 3,
+                service: "web".into(),
+                state: "serving".into(),
+                sources: vec![
+                    "/etc/systemd/distribute/web.socket".into(),
+                    "/etc/systemd/distribute/web.socket.d/10-mem.conf".into(),
+                ],
+                mode: "transient".into(),
+                instances: vec![
+                    inst(0, "running", 1234, 12, 0, 0, ""),
+                    inst(1, "listening", 0, 3, 0, 2, ""),
+                    inst(2, "failed", 0, 1, 5, 17, "exit-code 1, 5 times in a row"),
+                ],
+                ..Default::default()
+            },
         }
     }
 
@@ -458,7 +460,7 @@ mod tests {
     #[test]
     fn status_header_shows_the_description() {
         let mut s = fixture();
-        s.description = "Web front end".into();
+        s.info.description = "Web front end".into();
         let got = format_status(&s, true, &PLAIN);
         assert!(
             got.lines()
@@ -506,7 +508,7 @@ mod tests {
         let rows = vec![
             SocketSummary {
                 name: "web".into(),
-                path: "/org/distribute1/socket/web".into(),
+                path: socket_path("web"),
                 listen: vec!["ListenStream=8080".into()],
                 distribute: 4,
                 running: 2,
@@ -514,7 +516,7 @@ mod tests {
             },
             SocketSummary {
                 name: "dns-udp".into(),
-                path: "/org/distribute1/socket/dns_2dudp".into(),
+                path: socket_path("dns-udp"),
                 listen: vec!["ListenDatagram=53".into(), "ListenStream=53".into()],
                 distribute: 12,
                 running: 0,
