@@ -68,8 +68,6 @@ use zbus::{fdo, Connection};
 pub const BUS_NAME: &str = "org.distribute1";
 /// Path of the manager object.
 pub const MANAGER_PATH: &str = "/org/distribute1";
-/// Manager interface.
-pub const MANAGER_INTERFACE: &str = "org.distribute1.Manager";
 /// Prefix of socket object paths; the escaped name follows.
 pub const SOCKET_PATH_PREFIX: &str = "/org/distribute1/socket/";
 /// Socket interface.
@@ -224,7 +222,9 @@ async fn act(commands: &CommandSender, request: Request) -> Result<(), ApiError>
     }
 }
 
-pub use crate::systemd::{escape_label, unescape_label};
+pub use crate::systemd::escape_label;
+#[cfg(test)]
+use crate::systemd::unescape_label;
 
 /// Object path of the socket config `name`.
 pub fn socket_path(name: &str) -> OwnedObjectPath {

@@ -102,6 +102,7 @@ pub async fn ask(tx: &CommandSender, request: Request) -> Result<Reply, ControlE
 
 /// Changes the control plane should publish (object added/removed, `PropertiesChanged`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after the D-Bus objects they publish
 pub enum Event {
     /// A config is now served (or failed to bind): create its object.
     SocketAdded(String),

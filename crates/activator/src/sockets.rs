@@ -7,7 +7,7 @@
 //! is down simply waits in its queue.
 
 use distribute_config::{
-    BindIpv6Only, Listen, ListenKind, SocketOptions, SocketProtocol, SocketSpec, Timestamping,
+    BindIpv6Only, Listen, ListenKind, SocketOptions, SocketProtocol, Timestamping,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
@@ -38,13 +38,6 @@ pub struct BindError {
     // Not `source`: the message already includes it, and anyhow would print it twice.
     err: io::Error,
     hint: String,
-}
-
-impl BindError {
-    /// The underlying OS error.
-    pub fn io(&self) -> &io::Error {
-        &self.err
-    }
 }
 
 fn key_of(kind: ListenKind) -> &'static str {
@@ -98,23 +91,6 @@ fn hint_for(err: &io::Error, addr: &SocketAddr, op: &str) -> String {
         }
         _ => String::new(),
     }
-}
-
-/// Binds `n` sockets for every listen address of `spec`; returns them grouped
-/// per instance: `result[i]` holds instance i's sockets in `Listen*=` order.
-/// Either everything binds or nothing stays open.
-pub fn bind_all(spec: &SocketSpec, n: u32) -> Result<Vec<Vec<BoundSocket>>, BindError> {
-    let mut per_instance: Vec<Vec<BoundSocket>> = (0..n).map(|_| Vec::new()).collect();
-    for listen in &spec.listen {
-        for slot in per_instance.iter_mut() {
-            let socket = bind_one(listen, &spec.options)?;
-            slot.push(BoundSocket {
-                listen: listen.clone(),
-                socket,
-            });
-        }
-    }
-    Ok(per_instance)
 }
 
 /// Binds one reuseport socket for `listen` with `opts` applied.
@@ -685,7 +661,7 @@ mod tests {
     }
 
     /// A parsed config whose `127.0.0.1:1` listeners bind any free port.
-    fn parsed(text: &str) -> SocketSpec {
+    fn parsed(text: &str) -> distribute_config::SocketSpec {
         let mut spec =
             distribute_config::parse_str("t", std::path::Path::new("t.socket"), text).unwrap();
         for l in &mut spec.listen {

@@ -122,12 +122,6 @@ impl Program {
     }
 }
 
-/// Makes the reuseport group that `member` belongs to pick only among its
-/// first `m` sockets.
-pub fn steer_to_first(member: BorrowedFd<'_>, m: u32) -> io::Result<()> {
-    attach(member, &Program::FirstM(m))
-}
-
 /// Attaches `program` to the reuseport group that `member` belongs to
 /// (replacing any earlier program).
 pub fn attach(member: BorrowedFd<'_>, program: &Program) -> io::Result<()> {
@@ -289,7 +283,7 @@ mod tests {
     #[test]
     fn steered_group_only_uses_the_first_m_sockets() {
         let (socks, addr) = group(4);
-        steer_to_first(socks[3].as_fd(), 2).unwrap();
+        attach(socks[3].as_fd(), &Program::FirstM(2)).unwrap();
         let conns: Vec<_> = (0..40)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();

@@ -131,6 +131,7 @@ pub fn escape_label(s: &str) -> String {
 }
 
 /// The inverse of [`escape_label`]; `None` for a label it cannot produce.
+#[cfg(test)]
 pub fn unescape_label(label: &str) -> Option<String> {
     if label == "_" {
         return Some(String::new());
