@@ -13,7 +13,7 @@ use crate::systemd::{
 };
 use crate::template::{self, Mode};
 use anyhow::{bail, Context, Result};
-use distribute_config::{ConfigError, Loader, SocketSpec, MAX_DISTRIBUTE};
+use distribute_config::{check_distribute, ConfigError, Loader, SocketSpec};
 use futures_util::StreamExt;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -829,11 +829,8 @@ impl Daemon {
             },
             Request::Reload => Ok(Reply::Done(self.reload_notified().await)),
             Request::SetDistribute { name, n } => {
-                if n == 0 || n > MAX_DISTRIBUTE {
-                    return Err(ControlError::InvalidArgs(format!(
-                        "Distribute must be between 1 and {MAX_DISTRIBUTE}, got {n}"
-                    )));
-                }
+                check_distribute(n)
+                    .map_err(|e| ControlError::InvalidArgs(format!("Distribute {e}, got {n}")))?;
                 let g = self.group(&name)?;
                 let s = g.rescale(&self.shared, &self.store, n).await?;
                 self.changes.mark(&name);

@@ -1051,10 +1051,7 @@ impl Group {
                 .map(|r| match r {
                     distribute_config::FdRef::Distributed(i) => {
                         let l = &spec.listen[i];
-                        match l.kind {
-                            ListenKind::Stream => format!("ListenStream={}", l.addr),
-                            ListenKind::Datagram => format!("ListenDatagram={}", l.addr),
-                        }
+                        format!("{}={}", l.kind.key(), l.addr)
                     }
                     distribute_config::FdRef::Companion(i) => {
                         let c = &spec.companions[i];

@@ -40,13 +40,6 @@ pub struct BindError {
     hint: String,
 }
 
-fn key_of(kind: ListenKind) -> &'static str {
-    match kind {
-        ListenKind::Stream => "ListenStream",
-        ListenKind::Datagram => "ListenDatagram",
-    }
-}
-
 /// `IPPROTO_MPTCP` (linux/in.h; not in every libc crate version).
 pub const IPPROTO_MPTCP: libc::c_int = 262;
 
@@ -97,7 +90,7 @@ fn hint_for(err: &io::Error, addr: &SocketAddr, op: &str) -> String {
 pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindError> {
     let addr = listen.addr;
     let fail = |op: &'static str, source: io::Error| BindError {
-        key: key_of(listen.kind),
+        key: listen.kind.key(),
         value: listen.original.clone(),
         addr,
         op,

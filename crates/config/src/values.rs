@@ -321,7 +321,18 @@ pub fn describe_char(c: char) -> String {
     }
 }
 
-/// `Distribute=`: `1..=MAX_DISTRIBUTE` or `cpus`.
+/// The range of N, for `Distribute=` and for a run-time change
+/// (`SetDistribute()`): `Ok(n)` inside it, otherwise what is wrong
+/// ("must be at least 1", "must be at most [`MAX_DISTRIBUTE`]").
+pub fn check_distribute(n: u32) -> Result<u32> {
+    match n {
+        0 => Err("must be at least 1".into()),
+        n if n > MAX_DISTRIBUTE => Err(format!("must be at most {MAX_DISTRIBUTE}")),
+        n => Ok(n),
+    }
+}
+
+/// `Distribute=`: a count in the range of [`check_distribute`], or `cpus`.
 pub fn parse_distribute(s: &str) -> Result<Distribute> {
     if s == "cpus" {
         return Ok(Distribute::Cpus);
@@ -330,11 +341,11 @@ pub fn parse_distribute(s: &str) -> Result<Distribute> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("not a number ({valid})"));
     }
-    match s.parse::<u32>() {
-        Ok(0) => Err(format!("must be at least 1 ({valid})")),
-        Ok(n) if n <= MAX_DISTRIBUTE => Ok(Distribute::Count(n)),
-        _ => Err(format!("must be at most {MAX_DISTRIBUTE} ({valid})")),
-    }
+    // Beyond u32: too large as well.
+    let n = s.parse::<u32>().unwrap_or(u32::MAX);
+    check_distribute(n)
+        .map(Distribute::Count)
+        .map_err(|e| format!("{e} ({valid})"))
 }
 
 /// `BindIPv6Only=`: `default`, `both`, `ipv6-only`, or a boolean (yes = `ipv6-only`,
@@ -986,6 +997,20 @@ mod tests {
                 ("-1", Err("not a number")),
                 ("CPUs", Err("not a number")),
                 ("4 ", Err("not a number")),
+            ],
+        );
+    }
+
+    #[test]
+    fn distribute_range() {
+        table(
+            |s| check_distribute(s.parse().unwrap()),
+            &[
+                ("0", Err("must be at least 1")),
+                ("1", Ok(1)),
+                ("1024", Ok(1024)),
+                ("1025", Err("must be at most 1024")),
+                ("4294967295", Err("must be at most 1024")),
             ],
         );
     }
