@@ -453,7 +453,7 @@ mod tests {
         );
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
         let _c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        assert!(crate::supervisor::queued(bound[0].fd.as_fd()).unwrap());
+        assert!(crate::sockets::queued(bound[0].fd.as_fd()).unwrap());
         // A second bind (another run) replaces the stale socket file.
         drop(bound);
         let again = bind_all(&spec, &store).unwrap();

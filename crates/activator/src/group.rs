@@ -1428,7 +1428,7 @@ async fn wait_any_readable(fds: &[std::os::fd::RawFd], wake: &tokio::sync::Notif
             let Ok(mut guard) = res else { return };
             // SAFETY: open for the whole wait (see above).
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[i]) };
-            if supervisor::queued(fd).unwrap_or(false) {
+            if sockets::queued(fd).unwrap_or(false) {
                 return;
             }
             guard.clear_ready();
@@ -1446,9 +1446,7 @@ fn slot_depth(slot: &Slot) -> u32 {
         .iter()
         .map(|s| match s.listen.kind {
             ListenKind::Stream => sockets::accept_queue_depth(&s.socket),
-            ListenKind::Datagram => {
-                u32::from(supervisor::queued(s.socket.as_fd()).unwrap_or(false))
-            }
+            ListenKind::Datagram => u32::from(sockets::queued(s.socket.as_fd()).unwrap_or(false)),
         })
         .sum()
 }

@@ -180,7 +180,7 @@ async fn wait_any_queued(slots: &[Rc<crate::supervisor::Slot>]) {
             futures_util::future::select_all(watches.iter().map(|w| Box::pin(w.readable()))).await;
         let Ok(mut guard) = res else { return };
         // Readiness may be stale; ask the kernel.
-        if crate::supervisor::queued(watches[i].get_ref().as_fd()).unwrap_or(true) {
+        if crate::sockets::queued(watches[i].get_ref().as_fd()).unwrap_or(true) {
             return;
         }
         guard.clear_ready();

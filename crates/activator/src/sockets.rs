@@ -12,6 +12,7 @@ use distribute_config::{
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 /// Listen backlog when `Backlog=` is not set (systemd uses SOMAXCONN too).
@@ -404,6 +405,28 @@ pub fn cpus_in_affinity() -> u32 {
         .max(1)
 }
 
+/// CPUs (of this process's affinity set) whose connections `Steering=cpu`
+/// sends to socket `index` of `n`.
+pub fn cpus_for_slot(index: u32, n: u32) -> Vec<u32> {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..nix::sched::CpuSet::count() as u32)
+        .filter(|&c| set.is_set(c as usize).unwrap_or(false) && c % n.max(1) == index)
+        .collect()
+}
+
+/// Whether a connection or datagram is queued on `fd` right now.
+pub fn queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let n = poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(n > 0
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN)))
+}
+
 /// Reuses a socket systemd passed back from the fd store if it is still what
 /// `listen` asks for (same address, same type, listening); otherwise `None`,
 /// and the caller binds a fresh one.
@@ -736,5 +759,14 @@ mod tests {
             msg.contains(&format!("ss -lntup 'sport = :{}'", addr.port())),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn queued_sees_a_pending_connection() {
+        use std::os::fd::AsFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!queued(l.as_fd()).unwrap());
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(queued(l.as_fd()).unwrap());
     }
 }

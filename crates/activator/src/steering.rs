@@ -196,7 +196,7 @@ pub fn detach(member: BorrowedFd<'_>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::queued;
+    use crate::sockets::queued;
     use socket2::{Domain, Socket, Type};
     use std::net::SocketAddr;
     use std::os::fd::AsFd;

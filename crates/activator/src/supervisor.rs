@@ -29,7 +29,7 @@
 //! until an operator starts it again or the config is reloaded.
 
 use crate::fdpass;
-use crate::sockets::BoundSocket;
+use crate::sockets::{queued, BoundSocket};
 use crate::systemd::{unit_at, ManagerProxy};
 use crate::template::Mode;
 use crate::unit::{self, FdHandOff};
@@ -873,17 +873,6 @@ impl SlotTask {
 
 pub use crate::systemd::unit_object_path;
 
-/// CPUs (of this process's affinity set) whose connections `Steering=cpu`
-/// sends to socket `index` of `n`.
-pub fn cpus_for_slot(index: u32, n: u32) -> Vec<u32> {
-    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
-        return Vec::new();
-    };
-    (0..nix::sched::CpuSet::count() as u32)
-        .filter(|&c| set.is_set(c as usize).unwrap_or(false) && c % n.max(1) == index)
-        .collect()
-}
-
 /// Exponential backoff: `BACKOFF_START * 2^(n-1)`, capped at `BACKOFF_MAX`.
 pub fn backoff(n: u32) -> Duration {
     let shift = n.saturating_sub(1).min(16);
@@ -919,7 +908,7 @@ async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Resu
     let mut exec = spec.exec.for_instance(&spec.name, slot.index);
     if spec.options.steering == Steering::Cpu && exec.cpu_affinity.is_empty() {
         // Connections processed on CPU c land on socket c % N: run instance i there.
-        exec.cpu_affinity = cpus_for_slot(slot.index, slot.link.size.get());
+        exec.cpu_affinity = crate::sockets::cpus_for_slot(slot.index, slot.link.size.get());
     }
     let fd_name = spec.fd_name();
     // Copies, not a borrow across the call (the fds are dup'ed by systemd anyway).
@@ -1103,17 +1092,6 @@ fn any_queued(sockets: &[BoundSocket]) -> bool {
         .any(|s| queued(s.socket.as_fd()).unwrap_or(false))
 }
 
-/// Whether a connection or datagram is queued on `fd` right now.
-pub fn queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    let n = poll(&mut fds, PollTimeout::ZERO)?;
-    Ok(n > 0
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1161,13 +1139,5 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_millis(200));
         assert_eq!(backoff(4), Duration::from_millis(800));
         assert_eq!(backoff(100), BACKOFF_MAX);
-    }
-
-    #[test]
-    fn queued_sees_a_pending_connection() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(!queued(l.as_fd()).unwrap());
-        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        assert!(queued(l.as_fd()).unwrap());
     }
 }
