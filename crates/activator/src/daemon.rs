@@ -3,9 +3,7 @@
 
 use crate::control::{Command, CommandSender, ControlError, Event, Reply, Request, SocketInfo};
 use crate::fdstore::FdStore;
-use crate::group::{
-    refreshable_change, replacement_needs_gap, resolve_n, socket_level_change, Group,
-};
+use crate::group::{resolve_n, socket_change, Group, SocketChange};
 use crate::handoff;
 use crate::supervisor::{Shared, SlotCommand};
 use crate::systemd::{
@@ -437,8 +435,9 @@ impl Daemon {
         };
         let old = group.spec.borrow().clone();
         group.error.borrow_mut().clear();
+        let change = socket_change(&old, &spec);
         if let Some(pending) = self.deferred.borrow_mut().get_mut(&name) {
-            if socket_level_change(&old, &spec) {
+            if change.new_sockets() {
                 *pending = spec;
                 return format!(
                     "{name}: new sockets follow once the shrink in progress has drained"
@@ -452,7 +451,7 @@ impl Daemon {
             // newest spec decides; if it needs new sockets again, they follow
             // once the old ones are closed, otherwise it applies now (and an
             // earlier pending one is dropped).
-            if socket_level_change(&old, &spec) {
+            if change.new_sockets() {
                 *pending = Some(spec);
                 return format!(
                     "{name}: its previous sockets are still draining; new sockets follow once they are closed"
@@ -460,10 +459,10 @@ impl Daemon {
             }
             *pending = None;
         }
-        if socket_level_change(&old, &spec) {
-            let Some(why) = replacement_needs_gap(&old, &spec) else {
-                return self.replace_live(group, spec).await;
-            };
+        if change == SocketChange::Replace {
+            return self.replace_live(group, spec).await;
+        }
+        if let SocketChange::ReplaceWithGap(why) = change {
             // New addresses or socket options need new sockets, and these
             // cannot join the old ones' reuseport groups: the old ones drain
             // first, then the new ones are bound; connections arriving in
@@ -487,7 +486,7 @@ impl Daemon {
             });
             return format!("{name}: sockets replaced");
         }
-        if refreshable_change(&old, &spec) {
+        if change == SocketChange::Refresh {
             // Backlog=, buffers, NoDelay=, KeepAlive=, DeferAcceptSec=: set
             // on the sockets as they are, queues untouched.
             group.refresh_sockets(&spec);

@@ -163,6 +163,44 @@ pub fn resolve_n(d: Distribute) -> u32 {
     }
 }
 
+/// What a new version of a served config asks of its sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketChange {
+    /// Nothing.
+    None,
+    /// Options applied to the sockets in place ([`refreshable_change`]).
+    Refresh,
+    /// New sockets ([`socket_level_change`]), bound next to the old ones.
+    Replace,
+    /// New sockets, bound only once the old ones are closed; why
+    /// ([`replacement_needs_gap`]).
+    ReplaceWithGap(String),
+}
+
+impl SocketChange {
+    /// Whether it needs new sockets.
+    pub fn new_sockets(&self) -> bool {
+        matches!(
+            self,
+            SocketChange::Replace | SocketChange::ReplaceWithGap(_)
+        )
+    }
+}
+
+/// The policy for a reload: which [`SocketChange`] going from `a` to `b` is.
+pub fn socket_change(a: &SocketSpec, b: &SocketSpec) -> SocketChange {
+    if socket_level_change(a, b) {
+        match replacement_needs_gap(a, b) {
+            Some(why) => SocketChange::ReplaceWithGap(why),
+            None => SocketChange::Replace,
+        }
+    } else if refreshable_change(a, b) {
+        SocketChange::Refresh
+    } else {
+        SocketChange::None
+    }
+}
+
 /// Whether two specs differ in anything that needs new sockets: addresses,
 /// options fixed at bind time, instance names. Options a listening socket
 /// takes any time ([`refreshable_change`]) do not count.
@@ -413,7 +451,7 @@ impl Group {
         let healthy: Vec<u32> = (0..m)
             .filter(|&i| slots[i as usize].slot.status.borrow().stuck.is_none())
             .collect();
-        let mut program = steering_program(
+        let mut program = steering::steering_program(
             self.spec.borrow().options.steering,
             m,
             open,
@@ -1163,62 +1201,50 @@ pub fn close_plan(padded: usize, m: usize) -> Vec<CloseStep> {
     plan
 }
 
-/// The program for `steering` with `m` active sockets of `open`, a warm pool
-/// of `warm`, and the active sockets in `healthy` (ascending) not stuck;
-/// `None`: the kernel's own hash.
-pub fn steering_program(
-    steering: Steering,
+/// One tick of the `Steering=warm` pool: what [`warm_step`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmStep {
+    /// One more socket gets new connections (and its instance starts).
+    Grow,
+    /// The highest socket of the pool stops getting new connections.
+    Shrink,
+    /// The pool stays as it is.
+    Hold,
+}
+
+/// The warm pool's policy for one tick: a pool of `r` of the `m` active
+/// sockets, whose members that are not stuck have these queue `depths` and
+/// CPU shares (`busy`, `None`: not known), with `WarmQueueDepth=` `threshold`,
+/// after `calm_ticks` calm ticks in a row. Grows when every member is behind
+/// (a queue over the threshold or a busy CPU), shrinks after
+/// [`WARM_SHRINK_TICKS`] calm ticks in a row (queues at most half the
+/// threshold, CPU under half of [`WARM_BUSY`]). Returns the step and the calm
+/// ticks in a row from now.
+pub fn warm_step(
+    r: u32,
     m: u32,
-    open: u32,
-    warm: u32,
-    healthy: &[u32],
-) -> Option<steering::Program> {
-    use steering::{Program, Source};
-    let all_healthy = healthy.is_empty() || healthy.len() as u32 == m;
-    match steering {
-        Steering::Hash if all_healthy && open > m => Some(Program::FirstM(m)),
-        Steering::Hash if all_healthy => None,
-        Steering::Hash => Some(Program::Pick {
-            source: Source::Random,
-            to: healthy.to_vec(),
-        }),
-        Steering::Cpu if all_healthy => Some(Program::Cpu(m)),
-        // CPU c still maps to socket c % m; a stuck one's CPUs are dealt
-        // out among the others.
-        Steering::Cpu => Some(Program::Pick {
-            source: Source::Cpu,
-            to: (0..m)
-                .map(|i| {
-                    if healthy.contains(&i) {
-                        i
-                    } else {
-                        healthy[i as usize % healthy.len()]
-                    }
-                })
-                .collect(),
-        }),
-        Steering::Warm => {
-            let r = warm.clamp(1, m.max(1));
-            if all_healthy {
-                return Some(Program::FirstM(r));
-            }
-            let pool: Vec<u32> = healthy.iter().copied().filter(|&i| i < r).collect();
-            if pool.len() as u32 == r {
-                return Some(Program::FirstM(r));
-            }
-            // The pool without its stuck members; if that leaves nobody,
-            // the first healthy instance outside it (the monitor grows the
-            // pool from there).
-            let to = if pool.is_empty() {
-                vec![healthy[0]]
-            } else {
-                pool
-            };
-            Some(Program::Pick {
-                source: Source::Random,
-                to,
-            })
+    threshold: u32,
+    depths: &[u32],
+    busy: &[Option<f64>],
+    calm_ticks: u32,
+) -> (WarmStep, u32) {
+    let behind = depths
+        .iter()
+        .zip(busy)
+        .all(|(&d, b)| d > threshold || b.is_some_and(|b| b >= WARM_BUSY));
+    let calm = depths
+        .iter()
+        .zip(busy)
+        .all(|(&d, b)| d <= threshold / 2 && !b.is_some_and(|b| b >= WARM_BUSY / 2.0));
+    if behind && r < m {
+        (WarmStep::Grow, 0)
+    } else if r > 1 && calm {
+        match calm_ticks + 1 {
+            t if t >= WARM_SHRINK_TICKS => (WarmStep::Shrink, 0),
+            t => (WarmStep::Hold, t),
         }
+    } else {
+        (WarmStep::Hold, 0)
     }
 }
 
@@ -1292,15 +1318,9 @@ async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
                 .collect()
         };
         let Some(g) = group.upgrade() else { return };
-        let behind = depths
-            .iter()
-            .zip(&busy)
-            .all(|(&d, b)| d > threshold || b.is_some_and(|b| b >= WARM_BUSY));
-        let calm = depths
-            .iter()
-            .zip(&busy)
-            .all(|(&d, b)| d <= threshold / 2 && !b.is_some_and(|b| b >= WARM_BUSY / 2.0));
-        if behind && r < m {
+        let step;
+        (step, calm_ticks) = warm_step(r, m, threshold, &depths, &busy, calm_ticks);
+        if step == WarmStep::Grow {
             g.warm.set(r + 1);
             g.apply_steering();
             let _ = g.command(r, SlotCommand::Start);
@@ -1314,17 +1334,10 @@ async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
                 r + 1,
                 busy.join(" ")
             );
-            calm_ticks = 0;
-        } else if r > 1 && calm {
-            calm_ticks += 1;
-            if calm_ticks >= WARM_SHRINK_TICKS {
-                g.warm.set(r - 1);
-                g.apply_steering();
-                tracing::info!("{}: warm pool {r} → {}", g.name, r - 1);
-                calm_ticks = 0;
-            }
-        } else {
-            calm_ticks = 0;
+        } else if step == WarmStep::Shrink {
+            g.warm.set(r - 1);
+            g.apply_steering();
+            tracing::info!("{}: warm pool {r} → {}", g.name, r - 1);
         }
         drop(g);
         tokio::time::sleep(WARM_TICK).await;
@@ -1478,7 +1491,6 @@ fn forget_stored(spec: &SocketSpec, failed_index: u32, store: &FdStore) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use steering::{Program, Source};
 
     #[test]
     fn closing_replaced_sockets_leaves_the_new_ones_in_order() {
@@ -1584,58 +1596,103 @@ mod tests {
     }
 
     #[test]
-    fn every_steering_mode_leaves_stuck_sockets_out() {
-        let all = [0, 1, 2, 3];
-        // Nothing stuck: as before.
-        assert_eq!(steering_program(Steering::Hash, 4, 4, 1, &all), None);
-        assert_eq!(
-            steering_program(Steering::Hash, 3, 4, 1, &all[..3]),
-            Some(Program::FirstM(3))
-        );
-        assert_eq!(
-            steering_program(Steering::Cpu, 4, 4, 1, &all),
-            Some(Program::Cpu(4))
-        );
-        assert_eq!(
-            steering_program(Steering::Warm, 4, 4, 2, &all),
-            Some(Program::FirstM(2))
-        );
-        // Socket 2 stuck.
-        let healthy = [0, 1, 3];
-        assert_eq!(
-            steering_program(Steering::Hash, 4, 4, 1, &healthy),
-            Some(Program::Pick {
-                source: Source::Random,
-                to: vec![0, 1, 3]
-            })
-        );
-        assert_eq!(
-            steering_program(Steering::Cpu, 4, 4, 1, &healthy),
-            Some(Program::Pick {
-                source: Source::Cpu,
-                to: vec![0, 1, 3, 3]
-            })
-        );
-        // Warm pool 0..3 without 2; a pool of only stuck sockets moves on.
-        assert_eq!(
-            steering_program(Steering::Warm, 4, 4, 3, &healthy),
-            Some(Program::Pick {
-                source: Source::Random,
-                to: vec![0, 1]
-            })
-        );
-        assert_eq!(
-            steering_program(Steering::Warm, 4, 4, 2, &healthy),
-            Some(Program::FirstM(2))
-        );
-        assert_eq!(
-            steering_program(Steering::Warm, 4, 4, 1, &[1, 2, 3]),
-            Some(Program::Pick {
-                source: Source::Random,
-                to: vec![1]
-            })
-        );
-        // Every socket stuck: nowhere better to go.
-        assert_eq!(steering_program(Steering::Hash, 4, 4, 1, &[]), None);
+    fn warm_pool_policy_table() {
+        use WarmStep::{Grow, Hold, Shrink};
+        let last = WARM_SHRINK_TICKS - 1;
+        #[rustfmt::skip]
+        type Case<'a> = (u32, u32, &'a [u32], &'a [Option<f64>], u32, (WarmStep, u32));
+        let cases: &[Case] = &[
+            // (r, m, depths, busy, calm ticks so far) with WarmQueueDepth=4.
+            // Every member's queue over the threshold: grow, if there is room.
+            (1, 4, &[5], &[None], 0, (Grow, 0)),
+            (2, 4, &[5, 9], &[None, None], 7, (Grow, 0)),
+            (4, 4, &[5, 5, 5, 5], &[None; 4], 7, (Hold, 0)),
+            // One member keeping up: no growth.
+            (2, 4, &[5, 4], &[None, None], 0, (Hold, 0)),
+            // A busy CPU counts as behind (keep-alive work), a quiet one does not.
+            (1, 4, &[0], &[Some(WARM_BUSY)], 0, (Grow, 0)),
+            (1, 4, &[0], &[Some(WARM_BUSY - 0.01)], 0, (Hold, 0)),
+            // Calm (queues ≤ threshold/2, CPU < half busy): count, then shrink.
+            (3, 4, &[2, 0, 1], &[None, Some(0.1), None], 0, (Hold, 1)),
+            (3, 4, &[0, 0, 0], &[None; 3], last, (Shrink, 0)),
+            (2, 2, &[0, 0], &[None; 2], last, (Shrink, 0)),
+            // Never below one.
+            (1, 4, &[0], &[None], last, (Hold, 0)),
+            // Not calm, not behind: the count starts again.
+            (3, 4, &[3, 0, 0], &[None; 3], 50, (Hold, 0)),
+            (
+                3,
+                4,
+                &[0, 0, 0],
+                &[Some(WARM_BUSY / 2.0), None, None],
+                50,
+                (Hold, 0),
+            ),
+            // Every member stuck (left out): behind and calm at once; grows.
+            (2, 4, &[], &[], 0, (Grow, 0)),
+            (4, 4, &[], &[], 0, (Hold, 1)),
+        ];
+        for (r, m, depths, busy, calm, want) in cases {
+            assert_eq!(
+                warm_step(*r, *m, 4, depths, busy, *calm),
+                *want,
+                "r={r} m={m} depths={depths:?} busy={busy:?} calm={calm}"
+            );
+        }
+    }
+
+    #[test]
+    fn socket_change_table() {
+        let spec = |extra: &str| {
+            distribute_config::parse_str(
+                "web",
+                std::path::Path::new("web.socket"),
+                &format!(
+                    "[Socket]\nListenStream=127.0.0.1:8080\nDistribute=2\n{extra}\n\
+                     [Service]\nExecStart=/bin/true\n"
+                ),
+            )
+            .unwrap()
+        };
+        let base = spec("");
+        let gap = |why: &str| SocketChange::ReplaceWithGap(why.into());
+        let unix = "ListenStream=/run/web.sock";
+        let cases: &[(&str, SocketChange)] = &[
+            ("", SocketChange::None),
+            // N, activation, limits and timeouts: not the sockets' business.
+            ("Distribute=4", SocketChange::None),
+            ("Activation=eager", SocketChange::None),
+            ("TriggerLimitBurst=3", SocketChange::None),
+            ("FileDescriptorName=x", SocketChange::None),
+            ("DrainTimeoutSec=3s", SocketChange::None),
+            ("WarmQueueDepth=9", SocketChange::None),
+            // Set on listening sockets as they are.
+            ("Backlog=77", SocketChange::Refresh),
+            ("ReceiveBuffer=1M", SocketChange::Refresh),
+            ("NoDelay=yes", SocketChange::Refresh),
+            ("KeepAlive=yes", SocketChange::Refresh),
+            ("DeferAcceptSec=5", SocketChange::Refresh),
+            // Fixed at bind time: new sockets, next to the old ones.
+            ("ListenStream=127.0.0.1:8081", SocketChange::Replace),
+            ("FreeBind=yes", SocketChange::Replace),
+            ("Service=other", SocketChange::Replace),
+            // Steering= too (the program belongs to the sockets).
+            ("Steering=warm", SocketChange::Replace),
+            ("Backlog=77\nFreeBind=yes", SocketChange::Replace),
+            // ... or after them.
+            ("BindToDevice=lo", gap("BindToDevice= changed")),
+            ("SocketProtocol=mptcp", gap("SocketProtocol= changed")),
+            (unix, gap("AF_UNIX or FIFO")),
+        ];
+        for (extra, want) in cases {
+            let got = socket_change(&base, &spec(extra));
+            match (&got, want) {
+                (SocketChange::ReplaceWithGap(g), SocketChange::ReplaceWithGap(w)) => {
+                    assert!(g.contains(w.as_str()), "{extra:?}: {g:?}")
+                }
+                _ => assert_eq!(&got, want, "{extra:?}"),
+            }
+            assert_eq!(got.new_sockets(), want.new_sockets(), "{extra:?}");
+        }
     }
 }
