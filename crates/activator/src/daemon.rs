@@ -3,7 +3,7 @@
 
 use crate::control::{Command, CommandSender, ControlError, Event, Reply, Request, SocketInfo};
 use crate::fdstore::FdStore;
-use crate::group::{resolve_n, socket_change, Group, SocketChange};
+use crate::group::{sockets_wanted, Group, Reconciled, SocketChange};
 use crate::handoff;
 use crate::supervisor::{Shared, SlotCommand};
 use crate::systemd::{
@@ -341,7 +341,7 @@ impl Daemon {
             match group {
                 Some(g) => {
                     // Keep serving the last good config.
-                    *g.error.borrow_mut() = format!("{err} (still serving the last good config)");
+                    g.set_error(format!("{err} (still serving the last good config)"));
                     summary.push(format!("{name}: invalid, kept the last good config"));
                 }
                 None => {
@@ -355,19 +355,18 @@ impl Daemon {
         // configs: keep serving the ones we had from it.
         for (name, g) in self.groups.borrow().iter() {
             let dir = g
-                .spec
-                .borrow()
+                .spec()
                 .sources
                 .first()
                 .and_then(|p| p.parent().map(Path::to_path_buf));
             if !seen.contains(name) && dir.is_some_and(|d| report.unreadable_dirs.contains(&d)) {
-                *g.error.borrow_mut() = format!(
+                g.set_error(format!(
                     "{} cannot be read; still serving the last good config",
-                    g.spec.borrow().sources[0]
+                    g.spec().sources[0]
                         .parent()
                         .map(|d| d.display().to_string())
                         .unwrap_or_default()
-                );
+                ));
                 seen.insert(name.clone());
                 summary.push(format!("{name}: its directory cannot be read, kept"));
                 self.changes.mark(name);
@@ -433,9 +432,8 @@ impl Daemon {
         let Some(group) = existing else {
             return self.serve_new(spec).await;
         };
-        let old = group.spec.borrow().clone();
-        group.error.borrow_mut().clear();
-        let change = socket_change(&old, &spec);
+        group.set_error(String::new());
+        let change = group.socket_change(&spec);
         if let Some(pending) = self.deferred.borrow_mut().get_mut(&name) {
             if change.new_sockets() {
                 *pending = spec;
@@ -486,58 +484,20 @@ impl Daemon {
             });
             return format!("{name}: sockets replaced");
         }
-        if change == SocketChange::Refresh {
-            // Backlog=, buffers, NoDelay=, KeepAlive=, DeferAcceptSec=: set
-            // on the sockets as they are, queues untouched.
-            group.refresh_sockets(&spec);
-            tracing::info!("{name}: socket options applied in place");
-        }
         // The template's unit file may have appeared or gone (daemon-reload):
         // the mode is decided again; an error keeps the last good setup.
-        match self.prepare_mode(&spec).await {
-            Ok(mode) => {
-                let previous = group.link.mode.replace(mode.clone());
-                if previous != mode {
-                    tracing::info!(
-                        "{name}: instances now start in {} mode{}",
-                        mode.as_str(),
-                        if mode.unit_file().is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", mode.unit_file())
-                        }
-                    );
-                }
-            }
-            Err(e) => {
-                *group.error.borrow_mut() = format!("{e} (still serving the last good config)");
-                self.changes.mark(&name);
-                return format!("{name}: {e}; kept the last good config");
-            }
-        }
-        let m = resolve_n(spec.distribute);
-        let unchanged = *old == spec;
-        *group.spec.borrow_mut() = Rc::new(spec);
+        let probe = spec.clone();
+        let mode = self.prepare_mode(&probe);
+        let done = group.reconcile(&self.shared, &self.store, spec, mode).await;
         self.changes.mark(&name);
-        let retried = group.retry_failed();
-        if retried > 0 {
-            tracing::info!("{name}: reload: starting {retried} failed instance(s) again");
-        }
-        // A reload returns to the file's Distribute=, also after a run-time
-        // SetDistribute()/`distributectl scale`.
-        if m != group.active() {
-            match group.rescale(&self.shared, &self.store, m).await {
-                Ok(s) => return s,
-                Err(e) => {
-                    *group.error.borrow_mut() = e.to_string();
-                    return e.to_string();
-                }
+        match done {
+            Err(e) => format!("{name}: {e}; kept the last good config"),
+            Ok(Reconciled::Rescaled(summary)) => summary,
+            Ok(Reconciled::Unchanged) => format!("{name}: unchanged"),
+            Ok(Reconciled::Updated) => {
+                format!("{name}: [Service] updated; applies to instances started from now on")
             }
         }
-        if unchanged {
-            return format!("{name}: unchanged");
-        }
-        format!("{name}: [Service] updated; applies to instances started from now on")
     }
 
     /// Make-before-break: binds `spec`'s sockets next to `old`'s, steers new
@@ -559,48 +519,34 @@ impl Daemon {
         let mode = match self.prepare_mode(&spec).await {
             Ok(mode) => mode,
             Err(e) => {
-                *old.error.borrow_mut() = format!("{e} (still serving the last good config)");
+                old.set_error(format!("{e} (still serving the last good config)"));
                 self.changes.mark(&name);
                 return format!("{name}: {e}; kept the last good config");
             }
         };
         old.begin_retiring(&self.store);
-        let want = resolve_n(spec.distribute) as usize * spec.listen.len();
-        if let Err(e) = self.store.room_for(want) {
+        if let Err(e) = self.store.room_for(sockets_wanted(&spec)) {
             old.restore_stored(&self.store);
-            *old.error.borrow_mut() = format!("{e} (still serving the last good config)");
+            old.set_error(format!("{e} (still serving the last good config)"));
             self.changes.mark(&name);
             return format!("{name}: {e}; kept the last good config");
         }
-        let mut release = HashMap::new();
-        let mut holds = HashMap::new();
-        for h in old.slots.borrow().iter() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            release.insert(h.slot.unit.clone(), tx);
-            holds.insert(h.slot.unit.clone(), rx);
-        }
+        let (release, holds) = old.hand_over();
         let new =
             match Group::serve(&self.shared, &self.store, spec, mode, Some((&old, holds))).await {
                 Ok(g) => g,
                 Err(e) => {
                     old.restore_stored(&self.store);
                     old.unpin();
-                    *old.error.borrow_mut() =
-                        format!("new sockets: {e} (still serving the last good config)");
+                    old.set_error(format!(
+                        "new sockets: {e} (still serving the last good config)"
+                    ));
                     self.changes.mark(&name);
                     return format!("{name}: new sockets: {e}; kept the last good config");
                 }
             };
         // From here the new group steers the shared reuseport groups.
-        old.retired.set(true);
-        for h in old.slots.borrow().iter() {
-            {
-                let mut st = h.slot.status.borrow_mut();
-                st.retiring = true;
-                st.draining = true;
-            }
-            let _ = h.commands.send(SlotCommand::Drain);
-        }
+        old.retire_all();
         new.apply_steering();
         let n = new.active();
         self.groups.borrow_mut().insert(name.clone(), new.clone());
@@ -669,26 +615,15 @@ impl Daemon {
             Ok(mode) => mode,
             Err(e) => return self.not_served(&name, e),
         };
-        let want = resolve_n(spec.distribute);
         // Sockets taken back after a restart are stored already.
         // Companion listeners are stored once per config.
-        let more = (want as usize * spec.listen.len() + spec.companions.len())
+        let more = (sockets_wanted(&spec) + spec.companions.len())
             .saturating_sub(self.store.stored_for(&name));
         if let Err(e) = self.store.room_for(more) {
             return self.not_served(&name, e);
         }
         match Group::serve(&self.shared, &self.store, spec, mode, None).await {
             Ok(group) => {
-                if group.active() > want {
-                    // Sockets of a shrink that a restart interrupted: finish it.
-                    tracing::info!(
-                        "{name}: the fd store still holds the sockets of instances {want}..{}; draining them",
-                        group.active() - 1
-                    );
-                    if let Err(e) = group.rescale(&self.shared, &self.store, want).await {
-                        tracing::warn!("{name}: {e}");
-                    }
-                }
                 let n = group.active();
                 self.groups.borrow_mut().insert(name.clone(), group);
                 self.failed.borrow_mut().remove(&name);
@@ -793,8 +728,7 @@ impl Daemon {
             .groups
             .borrow()
             .values()
-            .filter(|g| matches!(*g.link.mode.borrow(), Mode::Template { .. }))
-            .map(|g| g.spec.borrow().template_unit())
+            .filter_map(|g| g.template_in_use())
             .collect();
         let unit_dir = std::path::Path::new(template::RUNTIME_UNIT_DIR);
         if template::remove_dropins_except(unit_dir, &keep) {
@@ -935,15 +869,13 @@ impl Daemon {
             Some(job) if job == "stop" => {
                 tracing::info!("stopping: stopping every instance");
                 for (old, _) in self.retiring.borrow().values() {
-                    for h in old.slots.borrow().iter() {
-                        let _ = h.commands.send(SlotCommand::Stop);
-                    }
+                    old.command_every(SlotCommand::Stop);
                 }
                 for g in self.groups.borrow().values() {
                     g.command_all(SlotCommand::Stop);
                     // Not on a restart: the fd store keeps the sockets, whose
                     // files must stay where the clients look for them.
-                    crate::companion::remove_on_stop(&g.spec.borrow());
+                    crate::companion::remove_on_stop(&g.spec());
                 }
                 // Let the slot tasks send their StopUnit calls.
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -61,16 +61,17 @@ pub struct Group {
     /// Config name.
     pub name: String,
     /// The effective spec; slots read it at every start, so a reload that only
-    /// changes `[Service]` applies to the next instance started.
-    pub spec: Rc<RefCell<Rc<SocketSpec>>>,
+    /// changes `[Service]` applies to the next instance started. Set by
+    /// [`Group::serve`] and [`Group::reconcile`] only.
+    spec: Rc<RefCell<Rc<SocketSpec>>>,
     /// Slots by index; draining ones stay here until closed.
     pub slots: RefCell<Vec<SlotHandle>>,
     /// Last reload error for this config ("" if none).
-    pub error: RefCell<String>,
+    error: RefCell<String>,
     /// Shared with the slots.
     pub link: Rc<GroupLink>,
     /// `Steering=warm`: how many sockets (from index 0) get new connections.
-    pub warm: Cell<u32>,
+    warm: Cell<u32>,
     rescale_lock: tokio::sync::Mutex<()>,
     drain: RefCell<Option<JoinHandle<()>>>,
     /// N asked for while a shrink was draining: applied when it ends (a
@@ -86,7 +87,7 @@ pub struct Group {
     pinned: Cell<bool>,
     /// Its sockets were replaced on reload ([`Group::retire`]): it no longer
     /// steers the reuseport groups it shares with its successor.
-    pub retired: Cell<bool>,
+    retired: Cell<bool>,
     /// While a replaced config's old sockets share reuseport groups with
     /// ours: per `Listen*=` line, the kernel position of each slot's socket
     /// (`None`: position i is socket i).
@@ -155,12 +156,32 @@ pub fn replacement_needs_gap(a: &SocketSpec, b: &SocketSpec) -> Option<String> {
     None
 }
 
-/// N for a spec.
-pub fn resolve_n(d: Distribute) -> u32 {
-    match d {
+/// N for a spec (`Distribute=cpus`: the CPUs in our affinity set). The
+/// daemon never resolves N: [`Group::serve`] and [`Group::reconcile`] do.
+fn resolve_n(spec: &SocketSpec) -> u32 {
+    match spec.distribute {
         Distribute::Count(n) => n,
         Distribute::Cpus => sockets::cpus_in_affinity(),
     }
+}
+
+/// How many distributed sockets serving `spec` takes (for
+/// [`FdStore::room_for`]).
+pub fn sockets_wanted(spec: &SocketSpec) -> usize {
+    resolve_n(spec) as usize * spec.listen.len()
+}
+
+/// What [`Group::reconcile`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    /// N changed: the rescale's summary (a shrink completes in the
+    /// background).
+    Rescaled(String),
+    /// Something other than N and the sockets changed (`[Service]`, socket
+    /// options applied in place, limits, timeouts).
+    Updated,
+    /// Nothing changed.
+    Unchanged,
 }
 
 /// What a new version of a served config asks of its sockets.
@@ -314,14 +335,14 @@ impl Group {
     /// connection to ours.
     pub async fn serve(
         shared: &Rc<Shared>,
-        store: &FdStore,
+        store: &Rc<FdStore>,
         spec: SocketSpec,
         mode: Mode,
         after: Option<(&Rc<Group>, Holds)>,
     ) -> Result<Rc<Group>, String> {
-        let n = resolve_n(spec.distribute);
+        let n = resolve_n(&spec);
         // Take back the stored sockets above N too (a restart during a
-        // shrink): the caller drains them through `rescale`, highest first,
+        // shrink): they drain through `rescale` below, highest first,
         // because closing them in any other order would reorder the group.
         let open = n.max(store.stored_slots(&spec.name));
         let (old, mut holds) = match after {
@@ -429,7 +450,149 @@ impl Group {
             Rc::downgrade(&group),
             shared.clone(),
         ));
+        if old.is_none() && group.active() > n {
+            // Sockets of a shrink that a restart interrupted: finish it.
+            tracing::info!(
+                "{}: the fd store still holds the sockets of instances {n}..{}; draining them",
+                group.name,
+                group.active() - 1
+            );
+            if let Err(e) = group.rescale(shared, store, n).await {
+                tracing::warn!("{}: {e}", group.name);
+            }
+        }
         Ok(group)
+    }
+
+    /// Brings a served config to `spec`, a new version of it that needs no
+    /// new sockets ([`socket_change`] is `None` or `Refresh`; replacing
+    /// sockets is the daemon's, as it involves two served configs): applies
+    /// changed socket options in place, takes the instance mode that `mode`
+    /// (the template unit file's presence, decided again) gives, makes
+    /// `spec` the effective spec, starts failed instances again, and
+    /// rescales to its N (a reload returns to the file's `Distribute=`, also
+    /// after a run-time `SetDistribute()`). An error of `mode` keeps the last
+    /// good config (and is the config's error until the next reload).
+    pub async fn reconcile(
+        self: &Rc<Self>,
+        shared: &Rc<Shared>,
+        store: &Rc<FdStore>,
+        spec: SocketSpec,
+        mode: impl std::future::Future<Output = Result<Mode, String>>,
+    ) -> Result<Reconciled, String> {
+        let old = self.spec();
+        if refreshable_change(&old, &spec) {
+            // Backlog=, buffers, NoDelay=, KeepAlive=, DeferAcceptSec=: set
+            // on the sockets as they are, queues untouched.
+            self.refresh_sockets(&spec);
+            tracing::info!("{}: socket options applied in place", self.name);
+        }
+        match mode.await {
+            Ok(mode) => {
+                let previous = self.link.mode.replace(mode.clone());
+                if previous != mode {
+                    tracing::info!(
+                        "{}: instances now start in {} mode{}",
+                        self.name,
+                        mode.as_str(),
+                        if mode.unit_file().is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", mode.unit_file())
+                        }
+                    );
+                }
+            }
+            Err(e) => {
+                self.set_error(format!("{e} (still serving the last good config)"));
+                return Err(e);
+            }
+        }
+        let m = resolve_n(&spec);
+        let unchanged = *old == spec;
+        *self.spec.borrow_mut() = Rc::new(spec);
+        let retried = self.retry_failed();
+        if retried > 0 {
+            tracing::info!(
+                "{}: reload: starting {retried} failed instance(s) again",
+                self.name
+            );
+        }
+        if m != self.active() {
+            return match self.rescale(shared, store, m).await {
+                Ok(s) => Ok(Reconciled::Rescaled(s)),
+                Err(e) => {
+                    self.set_error(e.to_string());
+                    Ok(Reconciled::Rescaled(e.to_string()))
+                }
+            };
+        }
+        Ok(if unchanged {
+            Reconciled::Unchanged
+        } else {
+            Reconciled::Updated
+        })
+    }
+
+    /// The effective spec.
+    pub fn spec(&self) -> Rc<SocketSpec> {
+        self.spec.borrow().clone()
+    }
+
+    /// What [`socket_change`] going from the effective spec to `spec` is.
+    pub fn socket_change(&self, spec: &SocketSpec) -> SocketChange {
+        socket_change(&self.spec.borrow(), spec)
+    }
+
+    /// Sets the config's error (shown as `Error`); "" clears it.
+    pub fn set_error(&self, error: String) {
+        *self.error.borrow_mut() = error;
+    }
+
+    /// The template unit whose drop-in its instances need, in template mode.
+    pub fn template_in_use(&self) -> Option<String> {
+        matches!(*self.link.mode.borrow(), Mode::Template { .. })
+            .then(|| self.spec.borrow().template_unit())
+    }
+
+    /// For a replacement ([`Group::serve`] with `after`): per unit name of
+    /// our slots, a sender that [`Group::retire`] fires once our instance is
+    /// gone, and the receiver the new slot of that name waits on.
+    pub fn hand_over(
+        &self,
+    ) -> (
+        std::collections::HashMap<String, oneshot::Sender<()>>,
+        Holds,
+    ) {
+        let mut release = std::collections::HashMap::new();
+        let mut holds = Holds::new();
+        for h in self.slots.borrow().iter() {
+            let (tx, rx) = oneshot::channel();
+            release.insert(h.slot.unit.clone(), tx);
+            holds.insert(h.slot.unit.clone(), rx);
+        }
+        (release, holds)
+    }
+
+    /// Its replacement serves from now on: it stops steering, and every slot
+    /// drains.
+    pub fn retire_all(&self) {
+        self.retired.set(true);
+        for h in self.slots.borrow().iter() {
+            {
+                let mut st = h.slot.status.borrow_mut();
+                st.retiring = true;
+                st.draining = true;
+            }
+            let _ = h.commands.send(SlotCommand::Drain);
+        }
+    }
+
+    /// Sends `cmd` to every slot, draining ones included.
+    pub fn command_every(&self, cmd: SlotCommand) {
+        for h in self.slots.borrow().iter() {
+            let _ = h.commands.send(cmd);
+        }
     }
 
     /// Attaches the steering program that the mode and the current N (and

@@ -207,7 +207,7 @@ pub async fn monitor(group: Weak<Group>, shared: Rc<Shared>) {
             return;
         }
         let (timeout, restart_after) = {
-            let spec = g.spec.borrow();
+            let spec = g.spec();
             let o = &spec.options;
             (
                 match o.stuck_timeout_usec {
