@@ -3,9 +3,9 @@
 
 use crate::control::{Command, CommandSender, ControlError, Event, Reply, Request, SocketInfo};
 use crate::fdstore::FdStore;
-use crate::group::{sockets_wanted, Group, Reconciled, SocketChange};
 use crate::handoff;
-use crate::supervisor::{Shared, SlotCommand};
+use crate::served::{sockets_wanted, Reconciled, ServedSocket, SocketChange};
+use crate::supervisor::{SlotCommand, SystemdLink};
 use crate::systemd::{
     major_version, JobProxy, ManagerProxy, SystemdOwner, UnitProxy, EXTRA_FDS_SINCE,
 };
@@ -56,10 +56,10 @@ impl Changes {
 
 /// The daemon's state.
 pub struct Daemon {
-    shared: Rc<Shared>,
+    shared: Rc<SystemdLink>,
     store: Rc<FdStore>,
     loader: Loader,
-    groups: RefCell<BTreeMap<String, Rc<Group>>>,
+    served: RefCell<BTreeMap<String, Rc<ServedSocket>>>,
     /// Configs that could not be served at all, with the reason.
     failed: RefCell<BTreeMap<String, String>>,
     changes: Rc<Changes>,
@@ -80,7 +80,7 @@ pub struct Daemon {
     /// meanwhile; gone if the config was removed meanwhile.
     replacing: RefCell<BTreeMap<String, SocketSpec>>,
     /// Configs whose new sockets serve while the old ones drain behind them
-    /// (make-before-break, `Group::retire`): the old group, and a spec that
+    /// (make-before-break, `ServedSocket::retire`): the old group, and a spec that
     /// needs new sockets again, served once the old ones are closed (one
     /// replacement at a time keeps at most two groups per address).
     retiring: RefCell<BTreeMap<String, Retiring>>,
@@ -92,7 +92,7 @@ pub struct Daemon {
 
 /// A replaced group still draining, and a spec to serve after it (see
 /// `Daemon::retiring`).
-type Retiring = (Rc<Group>, Option<SocketSpec>);
+type Retiring = (Rc<ServedSocket>, Option<SocketSpec>);
 
 /// Runs until SIGTERM/SIGINT. Must be called inside a `LocalSet`.
 pub async fn run(opts: Options) -> Result<()> {
@@ -118,7 +118,7 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let changes = Rc::new(Changes::default());
     let (bus_generation, _) = tokio::sync::watch::channel(0u64);
-    let shared = Rc::new(Shared {
+    let shared = Rc::new(SystemdLink {
         manager: RefCell::new(manager),
         bus_generation,
         shim,
@@ -159,7 +159,7 @@ pub async fn run(opts: Options) -> Result<()> {
         shared,
         store,
         loader,
-        groups: RefCell::new(BTreeMap::new()),
+        served: RefCell::new(BTreeMap::new()),
         failed: RefCell::new(BTreeMap::new()),
         changes,
         events: RefCell::new(None),
@@ -305,7 +305,7 @@ impl Daemon {
         }
         tracing::info!("reconnected to the system bus");
         let manager = self.shared.manager();
-        let groups: Vec<Rc<Group>> = self.groups.borrow().values().cloned().collect();
+        let groups: Vec<Rc<ServedSocket>> = self.served.borrow().values().cloned().collect();
         for g in groups {
             for unit in g.units_believed_loaded() {
                 if manager.get_unit(&unit).await.is_err() {
@@ -337,7 +337,7 @@ impl Daemon {
         }
         for (name, err) in &errors_by_name {
             seen.insert(name.clone());
-            let group = self.groups.borrow().get(name).cloned();
+            let group = self.served.borrow().get(name).cloned();
             match group {
                 Some(g) => {
                     // Keep serving the last good config.
@@ -353,7 +353,7 @@ impl Daemon {
         }
         // A directory that could not be listed says nothing about its
         // configs: keep serving the ones we had from it.
-        for (name, g) in self.groups.borrow().iter() {
+        for (name, g) in self.served.borrow().iter() {
             let dir = g
                 .spec()
                 .sources
@@ -373,14 +373,14 @@ impl Daemon {
             }
         }
         let gone: Vec<String> = self
-            .groups
+            .served
             .borrow()
             .keys()
             .filter(|n| !seen.contains(*n))
             .cloned()
             .collect();
         for name in gone {
-            if let Some(g) = self.groups.borrow_mut().remove(&name) {
+            if let Some(g) = self.served.borrow_mut().remove(&name) {
                 tracing::info!("{name}: config removed; draining and closing its sockets");
                 tokio::task::spawn_local(g.remove(self.store.clone()));
                 self.emit(Event::SocketRemoved(name.clone()));
@@ -398,7 +398,7 @@ impl Daemon {
             }
         }
         self.remove_unused_dropins().await;
-        if self.groups.borrow().is_empty() && self.failed.borrow().is_empty() {
+        if self.served.borrow().is_empty() && self.failed.borrow().is_empty() {
             tracing::warn!(
                 "no config found; add NAME.socket files to {:?}",
                 self.loader.dirs()
@@ -428,7 +428,7 @@ impl Daemon {
             *pending = spec;
             return format!("{name}: sockets being replaced; the new version follows");
         }
-        let existing = self.groups.borrow().get(&name).cloned();
+        let existing = self.served.borrow().get(&name).cloned();
         let Some(group) = existing else {
             return self.serve_new(spec).await;
         };
@@ -468,7 +468,7 @@ impl Daemon {
             tracing::warn!(
                 "{name}: listen addresses or socket options changed; replacing its sockets with a gap (old ones closed before the new ones are bound) because {why}"
             );
-            self.groups.borrow_mut().remove(&name);
+            self.served.borrow_mut().remove(&name);
             self.replacing.borrow_mut().insert(name.clone(), spec);
             let daemon = self.clone();
             let replaced = name.clone();
@@ -502,9 +502,9 @@ impl Daemon {
 
     /// Make-before-break: binds `spec`'s sockets next to `old`'s, steers new
     /// connections to them, and drains and closes the old ones behind them
-    /// (see `Group::retire`). If the new ones cannot be bound, the old ones
+    /// (see `ServedSocket::retire`). If the new ones cannot be bound, the old ones
     /// keep serving.
-    async fn replace_live(self: &Rc<Self>, old: Rc<Group>, spec: SocketSpec) -> String {
+    async fn replace_live(self: &Rc<Self>, old: Rc<ServedSocket>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
         // No rescale of the old group while new sockets join its reuseport
         // groups behind its own (their positions are counted on).
@@ -533,7 +533,9 @@ impl Daemon {
         }
         let (release, holds) = old.hand_over();
         let new =
-            match Group::serve(&self.shared, &self.store, spec, mode, Some((&old, holds))).await {
+            match ServedSocket::serve(&self.shared, &self.store, spec, mode, Some((&old, holds)))
+                .await
+            {
                 Ok(g) => g,
                 Err(e) => {
                     old.restore_stored(&self.store);
@@ -549,7 +551,7 @@ impl Daemon {
         old.retire_all();
         new.apply_steering();
         let n = new.active();
-        self.groups.borrow_mut().insert(name.clone(), new.clone());
+        self.served.borrow_mut().insert(name.clone(), new.clone());
         self.retiring
             .borrow_mut()
             .insert(name.clone(), (old.clone(), None));
@@ -558,7 +560,7 @@ impl Daemon {
         let replaced = name.clone();
         tokio::task::spawn_local(async move {
             let (shared, store) = (daemon.shared.clone(), daemon.store.clone());
-            Group::retire(old, new, release, shared, store).await;
+            ServedSocket::retire(old, new, release, shared, store).await;
             let pending = daemon
                 .retiring
                 .borrow_mut()
@@ -568,7 +570,7 @@ impl Daemon {
             if let Some(spec) = pending {
                 let _one_at_a_time = daemon.reload_lock.lock().await;
                 // Still configured? (A reload may have removed it meanwhile.)
-                if daemon.groups.borrow().contains_key(&replaced) {
+                if daemon.served.borrow().contains_key(&replaced) {
                     // Boxed: `apply` spawned this task.
                     let again: std::pin::Pin<Box<dyn std::future::Future<Output = String>>> =
                         Box::pin(daemon.apply(spec));
@@ -584,7 +586,7 @@ impl Daemon {
     /// A replacement asked for while `group` shrinks: applied (under the
     /// reload lock, newest spec) once the shrink has drained, which
     /// `DrainTimeoutSec=` bounds. Looks every 100 ms meanwhile.
-    fn defer_replacement(self: &Rc<Self>, group: Rc<Group>, spec: SocketSpec) -> String {
+    fn defer_replacement(self: &Rc<Self>, group: Rc<ServedSocket>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
         tracing::info!("{name}: new sockets once the shrink in progress has drained");
         self.deferred.borrow_mut().insert(name.clone(), spec);
@@ -595,7 +597,7 @@ impl Daemon {
             }
             let _one_at_a_time = daemon.reload_lock.lock().await;
             let spec = daemon.deferred.borrow_mut().remove(&group.name);
-            let current = daemon.groups.borrow().get(&group.name).cloned();
+            let current = daemon.served.borrow().get(&group.name).cloned();
             // Still the group it was asked of (not removed or replaced since).
             if let (Some(spec), Some(current)) = (spec, current) {
                 if Rc::ptr_eq(&current, &group) {
@@ -622,10 +624,10 @@ impl Daemon {
         if let Err(e) = self.store.room_for(more) {
             return self.not_served(&name, e);
         }
-        match Group::serve(&self.shared, &self.store, spec, mode, None).await {
+        match ServedSocket::serve(&self.shared, &self.store, spec, mode, None).await {
             Ok(group) => {
                 let n = group.active();
-                self.groups.borrow_mut().insert(name.clone(), group);
+                self.served.borrow_mut().insert(name.clone(), group);
                 self.failed.borrow_mut().remove(&name);
                 self.emit(Event::SocketAdded(name.clone()));
                 tracing::info!("{name}: serving with {n} instances");
@@ -725,7 +727,7 @@ impl Daemon {
     /// Removes the drop-ins of templates no served config uses any more.
     async fn remove_unused_dropins(&self) {
         let keep: BTreeSet<String> = self
-            .groups
+            .served
             .borrow()
             .values()
             .filter_map(|g| g.template_in_use())
@@ -738,8 +740,8 @@ impl Daemon {
         }
     }
 
-    fn group(&self, name: &str) -> Result<Rc<Group>, ControlError> {
-        self.groups
+    fn group(&self, name: &str) -> Result<Rc<ServedSocket>, ControlError> {
+        self.served
             .borrow()
             .get(name)
             .cloned()
@@ -785,7 +787,7 @@ impl Daemon {
     }
 
     async fn list(&self) -> Vec<SocketInfo> {
-        let groups: Vec<Rc<Group>> = self.groups.borrow().values().cloned().collect();
+        let groups: Vec<Rc<ServedSocket>> = self.served.borrow().values().cloned().collect();
         let mut out = Vec::new();
         for g in groups {
             out.push(self.info_of(&g).await);
@@ -802,7 +804,7 @@ impl Daemon {
 
     /// A group's view; while its predecessor's sockets drain (make-before-
     /// break), state `replacing` and the old instances listed as draining.
-    async fn info_of(&self, g: &Rc<Group>) -> SocketInfo {
+    async fn info_of(&self, g: &Rc<ServedSocket>) -> SocketInfo {
         let mut info = g.info(&self.shared).await;
         let old = self.retiring.borrow().get(&g.name).map(|(o, _)| o.clone());
         if let Some(old) = old {
@@ -839,7 +841,7 @@ impl Daemon {
     }
 
     fn notify_status(&self) {
-        let groups = self.groups.borrow();
+        let groups = self.served.borrow();
         let (mut running, mut total) = (0, 0);
         let mut per_config = Vec::new();
         for g in groups.values() {
@@ -871,7 +873,7 @@ impl Daemon {
                 for (old, _) in self.retiring.borrow().values() {
                     old.command_every(SlotCommand::Stop);
                 }
-                for g in self.groups.borrow().values() {
+                for g in self.served.borrow().values() {
                     g.command_all(SlotCommand::Stop);
                     // Not on a restart: the fd store keeps the sockets, whose
                     // files must stay where the clients look for them.

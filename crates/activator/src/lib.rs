@@ -2,7 +2,7 @@
 //!
 //! The flow, module by module:
 //! config (`distribute_config`) → [`sockets`] (N reuseport fds per address,
-//! kept across restarts by [`fdstore`]) → [`group`] (one config: its slots,
+//! kept across restarts by [`fdstore`]) → [`served`] (one config: its slots,
 //! rescaling with [`steering`], steering around stuck instances with
 //! [`health`]) → [`supervisor`] (watch fd i, start
 //! `NAME@i.service` through [`systemd`], wait for the unit to go away) →
@@ -19,11 +19,11 @@ pub(crate) mod control;
 pub(crate) mod daemon;
 pub(crate) mod fdpass;
 pub(crate) mod fdstore;
-pub(crate) mod group;
 pub(crate) mod handoff;
 pub(crate) mod health;
 pub(crate) mod load;
 pub(crate) mod notify;
+pub(crate) mod served;
 pub(crate) mod sockets;
 pub(crate) mod steering;
 pub(crate) mod supervisor;

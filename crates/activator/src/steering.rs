@@ -149,7 +149,7 @@ pub fn attach(member: BorrowedFd<'_>, program: &Program) -> io::Result<()> {
 
 /// `program` for a group whose sockets are not at positions 0..open: socket
 /// i is at `positions[i]` (a replaced config's old sockets still share the
-/// reuseport group, see `Group::retire`). `None` (the kernel's hash) becomes
+/// reuseport group, see `ServedSocket::retire`). `None` (the kernel's hash) becomes
 /// a random pick among the `open` sockets, so the others get nothing; sockets
 /// in `avoid` are left out while the list keeps one entry.
 pub fn relocate(program: Option<&Program>, open: u32, positions: &[u32], avoid: &[u32]) -> Program {

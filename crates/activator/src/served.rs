@@ -1,4 +1,6 @@
-//! One served config: its N slots, rescaling and removal.
+//! One served socket config ([`ServedSocket`], `org.distribute1.Socket`): its
+//! N slots, reconciling with a new version of the config, rescaling and
+//! removal.
 //!
 //! Rescaling never resets a queued connection:
 //! - **grow N→M**: bind M-N more sockets per address; they join the same
@@ -15,7 +17,7 @@ use crate::control::{ControlError, InstanceInfo, SocketInfo};
 use crate::fdstore::{fd_name, FdStore};
 use crate::sockets::{self, BindError, BoundSocket};
 use crate::steering;
-use crate::supervisor::{self, Begin, GroupLink, Shared, Slot, SlotCommand, SlotState};
+use crate::supervisor::{self, Begin, Slot, SlotCommand, SlotState, SocketCommon, SystemdLink};
 use crate::systemd::ServiceProxy;
 use crate::template::Mode;
 use distribute_config::{Activation, Distribute, ListenKind, SocketSpec, Steering};
@@ -56,20 +58,22 @@ pub struct SlotHandle {
     pub task: Option<JoinHandle<()>>,
 }
 
-/// One served config.
-pub struct Group {
+/// One served socket config: what a `NAME.socket` file is at run time (the
+/// D-Bus `Socket` object, `distributectl status NAME`). Its instances run in
+/// slots, one per socket index.
+pub struct ServedSocket {
     /// Config name.
     pub name: String,
     /// The effective spec; slots read it at every start, so a reload that only
     /// changes `[Service]` applies to the next instance started. Set by
-    /// [`Group::serve`] and [`Group::reconcile`] only.
+    /// [`ServedSocket::serve`] and [`ServedSocket::reconcile`] only.
     spec: Rc<RefCell<Rc<SocketSpec>>>,
     /// Slots by index; draining ones stay here until closed.
     pub slots: RefCell<Vec<SlotHandle>>,
     /// Last reload error for this config ("" if none).
     error: RefCell<String>,
-    /// Shared with the slots.
-    pub link: Rc<GroupLink>,
+    /// What its slots have in common (mode, N, wake-ups, companions).
+    pub common: Rc<SocketCommon>,
     /// `Steering=warm`: how many sockets (from index 0) get new connections.
     warm: Cell<u32>,
     rescale_lock: tokio::sync::Mutex<()>,
@@ -80,12 +84,12 @@ pub struct Group {
     /// Watches the companion listeners while no instance runs.
     companion_task: RefCell<Option<JoinHandle<()>>>,
     /// The sockets it replaced still share its reuseport groups (until
-    /// [`Group::retire`] closes them): a rescale waits for that, queued.
+    /// [`ServedSocket::retire`] closes them): a rescale waits for that, queued.
     behind: Cell<bool>,
     /// A replacement is binding sockets into our reuseport groups: new
     /// connections must stay on ours until its program takes over.
     pinned: Cell<bool>,
-    /// Its sockets were replaced on reload ([`Group::retire`]): it no longer
+    /// Its sockets were replaced on reload ([`ServedSocket::retire`]): it no longer
     /// steers the reuseport groups it shares with its successor.
     retired: Cell<bool>,
     /// While a replaced config's old sockets share reuseport groups with
@@ -95,7 +99,7 @@ pub struct Group {
     /// (listen line, slot) left out of steering while a close moves it.
     avoid: RefCell<Vec<(usize, u32)>>,
     /// Listening sockets that only pad a shared reuseport group so the old
-    /// sockets' closes leave ours at positions 0..N (see [`Group::retire`]).
+    /// sockets' closes leave ours at positions 0..N (see [`ServedSocket::retire`]).
     pads: RefCell<Vec<Vec<socket2::Socket>>>,
 }
 
@@ -157,7 +161,7 @@ pub fn replacement_needs_gap(a: &SocketSpec, b: &SocketSpec) -> Option<String> {
 }
 
 /// N for a spec (`Distribute=cpus`: the CPUs in our affinity set). The
-/// daemon never resolves N: [`Group::serve`] and [`Group::reconcile`] do.
+/// daemon never resolves N: [`ServedSocket::serve`] and [`ServedSocket::reconcile`] do.
 fn resolve_n(spec: &SocketSpec) -> u32 {
     match spec.distribute {
         Distribute::Count(n) => n,
@@ -171,7 +175,7 @@ pub fn sockets_wanted(spec: &SocketSpec) -> usize {
     resolve_n(spec) as usize * spec.listen.len()
 }
 
-/// What [`Group::reconcile`] did.
+/// What [`ServedSocket::reconcile`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciled {
     /// N changed: the rescale's summary (a shrink completes in the
@@ -322,7 +326,7 @@ fn bind_slot_sockets(
     Ok(out)
 }
 
-impl Group {
+impl ServedSocket {
     /// Binds (or takes back from the fd store) every socket of `spec` and
     /// starts supervising its slots. All or nothing.
     ///
@@ -331,15 +335,15 @@ impl Group {
     /// gone: our slot of the same unit name starts watching only then (one
     /// unit cannot serve both). On an address both configs listen on, our
     /// sockets join its reuseport groups, behind its own (and behind pads,
-    /// see [`Group::retire`]), and the steering program sends every new
+    /// see [`ServedSocket::retire`]), and the steering program sends every new
     /// connection to ours.
     pub async fn serve(
-        shared: &Rc<Shared>,
+        shared: &Rc<SystemdLink>,
         store: &Rc<FdStore>,
         spec: SocketSpec,
         mode: Mode,
-        after: Option<(&Rc<Group>, Holds)>,
-    ) -> Result<Rc<Group>, String> {
+        after: Option<(&Rc<ServedSocket>, Holds)>,
+    ) -> Result<Rc<ServedSocket>, String> {
         let n = resolve_n(&spec);
         // Take back the stored sockets above N too (a restart during a
         // shrink): they drain through `rescale` below, highest first,
@@ -408,15 +412,15 @@ impl Group {
                 return Err(e.to_string());
             }
         };
-        let group = Rc::new(Group {
+        let group = Rc::new(ServedSocket {
             name: spec.name.clone(),
             spec: Rc::new(RefCell::new(Rc::new(spec))),
             slots: RefCell::new(Vec::new()),
             error: RefCell::new(String::new()),
-            link: Rc::new(GroupLink {
+            common: Rc::new(SocketCommon {
                 mode: RefCell::new(mode),
                 companions: RefCell::new(companions),
-                ..GroupLink::default()
+                ..SocketCommon::default()
             }),
             warm: Cell::new(1),
             rescale_lock: tokio::sync::Mutex::new(()),
@@ -430,7 +434,7 @@ impl Group {
             avoid: RefCell::new(Vec::new()),
             pads: RefCell::new(pads),
         });
-        group.link.size.set(bound.len() as u32);
+        group.common.size.set(bound.len() as u32);
         for (i, sockets) in (0u32..).zip(bound) {
             let unit = group.spec.borrow().instance_unit(i);
             match holds.remove(&unit) {
@@ -442,7 +446,7 @@ impl Group {
         if group.spec.borrow().options.steering == Steering::Warm {
             tokio::task::spawn_local(warm_monitor(Rc::downgrade(&group), shared.clone()));
         }
-        if !group.link.companions.borrow().is_empty() {
+        if !group.common.companions.borrow().is_empty() {
             let task = tokio::task::spawn_local(companion_monitor(Rc::downgrade(&group)));
             *group.companion_task.borrow_mut() = Some(task);
         }
@@ -475,7 +479,7 @@ impl Group {
     /// good config (and is the config's error until the next reload).
     pub async fn reconcile(
         self: &Rc<Self>,
-        shared: &Rc<Shared>,
+        shared: &Rc<SystemdLink>,
         store: &Rc<FdStore>,
         spec: SocketSpec,
         mode: impl std::future::Future<Output = Result<Mode, String>>,
@@ -489,7 +493,7 @@ impl Group {
         }
         match mode.await {
             Ok(mode) => {
-                let previous = self.link.mode.replace(mode.clone());
+                let previous = self.common.mode.replace(mode.clone());
                 if previous != mode {
                     tracing::info!(
                         "{}: instances now start in {} mode{}",
@@ -551,12 +555,12 @@ impl Group {
 
     /// The template unit whose drop-in its instances need, in template mode.
     pub fn template_in_use(&self) -> Option<String> {
-        matches!(*self.link.mode.borrow(), Mode::Template { .. })
+        matches!(*self.common.mode.borrow(), Mode::Template { .. })
             .then(|| self.spec.borrow().template_unit())
     }
 
-    /// For a replacement ([`Group::serve`] with `after`): per unit name of
-    /// our slots, a sender that [`Group::retire`] fires once our instance is
+    /// For a replacement ([`ServedSocket::serve`] with `after`): per unit name of
+    /// our slots, a sender that [`ServedSocket::retire`] fires once our instance is
     /// gone, and the receiver the new slot of that name waits on.
     pub fn hand_over(
         &self,
@@ -657,7 +661,7 @@ impl Group {
     /// How slot `unit` begins: an instance that outlived a restart of the
     /// activator is still running with its own copy of the socket: adopt it
     /// instead of watching.
-    async fn begin_for(shared: &Shared, spec: &SocketSpec, unit: &str) -> Begin {
+    async fn begin_for(shared: &SystemdLink, spec: &SocketSpec, unit: &str) -> Begin {
         if supervisor::instance_is_up(shared, unit).await {
             Begin::Adopt
         } else if spec.options.activation == Activation::Eager {
@@ -667,12 +671,12 @@ impl Group {
         }
     }
 
-    /// Like [`Group::spawn`], but the slot's task (its routes, its watch)
+    /// Like [`ServedSocket::spawn`], but the slot's task (its routes, its watch)
     /// begins only once `hold` fires or is dropped: the old instance of the
     /// same unit name is gone. Meanwhile connections queue on its socket.
     fn spawn_held(
         &self,
-        shared: &Rc<Shared>,
+        shared: &Rc<SystemdLink>,
         index: u32,
         sockets: Vec<BoundSocket>,
         hold: oneshot::Receiver<()>,
@@ -684,7 +688,7 @@ impl Group {
             index,
             unit,
             sockets,
-            self.link.clone(),
+            self.common.clone(),
         ));
         slot.status.borrow_mut().reason = "waiting for the old instance to drain".into();
         let (commands, rx) = mpsc::unbounded_channel();
@@ -693,7 +697,7 @@ impl Group {
             let _ = hold.await;
             held.status.borrow_mut().reason.clear();
             let spec = spec_cell.borrow().clone();
-            let begin = Group::begin_for(&shared, &spec, &held.unit).await;
+            let begin = ServedSocket::begin_for(&shared, &spec, &held.unit).await;
             let mut inner = AbortOnDrop(supervisor::spawn_slot_with(
                 shared, spec_cell, held, begin, rx,
             ));
@@ -706,16 +710,16 @@ impl Group {
         });
     }
 
-    async fn spawn(&self, shared: &Rc<Shared>, index: u32, sockets: Vec<BoundSocket>) {
+    async fn spawn(&self, shared: &Rc<SystemdLink>, index: u32, sockets: Vec<BoundSocket>) {
         let spec = self.spec.borrow().clone();
         let unit = spec.instance_unit(index);
-        let begin = Group::begin_for(shared, &spec, &unit).await;
+        let begin = ServedSocket::begin_for(shared, &spec, &unit).await;
         let slot = Rc::new(Slot::new(
             &spec.name,
             index,
             unit,
             sockets,
-            self.link.clone(),
+            self.common.clone(),
         ));
         let (commands, task) =
             supervisor::spawn_slot(shared.clone(), self.spec.clone(), slot.clone(), begin);
@@ -796,7 +800,7 @@ impl Group {
     /// Changes N to `m`. Returns a summary; a shrink completes in the background.
     pub async fn rescale(
         self: &Rc<Self>,
-        shared: &Rc<Shared>,
+        shared: &Rc<SystemdLink>,
         store: &Rc<FdStore>,
         m: u32,
     ) -> Result<String, ControlError> {
@@ -855,7 +859,7 @@ impl Group {
                 })?;
                 self.spawn(shared, i, sockets).await;
             }
-            self.link.size.set(m);
+            self.common.size.set(m);
             self.apply_steering();
             tracing::info!("{}: grew from {n} to {m} instances", self.name);
             return Ok(format!("{}: {n} → {m} instances", self.name));
@@ -864,7 +868,7 @@ impl Group {
         for h in &self.slots.borrow()[m as usize..] {
             h.slot.status.borrow_mut().draining = true;
         }
-        self.link.size.set(m);
+        self.common.size.set(m);
         self.apply_steering();
         for h in &self.slots.borrow()[m as usize..] {
             let _ = h.commands.send(SlotCommand::Drain);
@@ -987,13 +991,13 @@ impl Group {
             task.abort();
             let _ = task.await;
         }
-        drop(self.link.companions.take());
+        drop(self.common.companions.take());
         companion::forget(&self.spec.borrow(), &store, true);
         tracing::info!("{}: removed; all its sockets are closed", self.name);
         // Wakes the warm-steering and health monitors, which end on it.
-        self.link.closed.set(true);
-        self.link.activity.notify_one();
-        self.link.health.notify_one();
+        self.common.closed.set(true);
+        self.common.activity.notify_one();
+        self.common.health.notify_one();
     }
 
     /// Whether a shrink is draining (its closes move sockets in the kernel's
@@ -1018,9 +1022,9 @@ impl Group {
         self.rescale_lock.lock().await
     }
 
-    /// Before a replacement (no shrink in progress, see [`Group::shrinking`]):
+    /// Before a replacement (no shrink in progress, see [`ServedSocket::shrinking`]):
     /// takes our sockets out of systemd's fd store (the new ones take the
-    /// same names; our own fds keep ours open until [`Group::retire`]).
+    /// same names; our own fds keep ours open until [`ServedSocket::retire`]).
     pub fn begin_retiring(&self, store: &FdStore) {
         let spec = self.spec.borrow().clone();
         for h in self.slots.borrow().iter() {
@@ -1030,7 +1034,7 @@ impl Group {
         }
     }
 
-    /// Undoes [`Group::begin_retiring`]'s fd store removals (the new sockets
+    /// Undoes [`ServedSocket::begin_retiring`]'s fd store removals (the new sockets
     /// could not be bound: we keep serving).
     pub fn restore_stored(&self, store: &FdStore) {
         let spec = self.spec.borrow().clone();
@@ -1059,10 +1063,10 @@ impl Group {
     /// then is hashed onto any socket of the group, possibly an old one
     /// about to close.
     pub async fn retire(
-        old: Rc<Group>,
-        new: Rc<Group>,
+        old: Rc<ServedSocket>,
+        new: Rc<ServedSocket>,
         mut release: std::collections::HashMap<String, oneshot::Sender<()>>,
-        shared: Rc<Shared>,
+        shared: Rc<SystemdLink>,
         store: Rc<FdStore>,
     ) {
         // The new group keeps its size until the old sockets are gone.
@@ -1106,9 +1110,9 @@ impl Group {
         old.close_under(&new);
         new.apply_steering();
         // Wakes the old group's monitors, which end on it.
-        old.link.closed.set(true);
-        old.link.activity.notify_one();
-        old.link.health.notify_one();
+        old.common.closed.set(true);
+        old.common.activity.notify_one();
+        old.common.health.notify_one();
         tracing::info!("{}: the replaced sockets are closed", old.name);
         new.behind.set(false);
         drop(_serial);
@@ -1121,9 +1125,9 @@ impl Group {
         }
     }
 
-    /// The closing part of [`Group::retire`]: synchronous, so nothing else
+    /// The closing part of [`ServedSocket::retire`]: synchronous, so nothing else
     /// steers in between.
-    fn close_under(&self, new: &Group) {
+    fn close_under(&self, new: &ServedSocket) {
         let handles: Vec<SlotHandle> = self.slots.borrow_mut().drain(..).collect();
         let mut handles: Vec<Option<SlotHandle>> = handles.into_iter().map(Some).collect();
         let mut pads: Vec<Vec<Option<socket2::Socket>>> = new
@@ -1192,7 +1196,7 @@ impl Group {
     }
 
     /// The control plane's view, with live queue depths and main PIDs.
-    pub async fn info(&self, shared: &Shared) -> SocketInfo {
+    pub async fn info(&self, shared: &SystemdLink) -> SocketInfo {
         let spec = self.spec.borrow().clone();
         let slots: Vec<Rc<Slot>> = self.slots.borrow().iter().map(|h| h.slot.clone()).collect();
         let mut instances = Vec::with_capacity(slots.len());
@@ -1270,8 +1274,8 @@ impl Group {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
-            mode: self.link.mode.borrow().as_str().into(),
-            unit_file: self.link.mode.borrow().unit_file().into(),
+            mode: self.common.mode.borrow().as_str().into(),
+            unit_file: self.common.mode.borrow().unit_file().into(),
             instances,
         }
     }
@@ -1416,12 +1420,12 @@ pub fn warm_step(
 /// instance at the top of the pool stops getting connections and exits on
 /// idle. Every socket stays watched by its slot, so whatever reached a socket
 /// outside the pool is still served. Ticks only while an instance runs.
-async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
+async fn warm_monitor(group: std::rc::Weak<ServedSocket>, shared: Rc<SystemdLink>) {
     let mut calm_ticks = 0u32;
     let mut cpu = crate::load::CpuMeter::default();
     loop {
         let Some(g) = group.upgrade() else { return };
-        if g.link.closed.get() {
+        if g.common.closed.get() {
             return;
         }
         let any_running = g
@@ -1441,9 +1445,9 @@ async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
             }
             calm_ticks = 0;
             cpu.clear();
-            let link = g.link.clone();
+            let common = g.common.clone();
             drop(g);
-            link.activity.notified().await;
+            common.activity.notified().await;
             continue;
         }
         let threshold = g
@@ -1510,13 +1514,13 @@ async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
 /// Companion listeners: when no instance runs (or is starting), something
 /// queued on one of them starts instance 0; while one runs, the instances
 /// accept from them (they share the sockets), so they are not watched.
-async fn companion_monitor(group: std::rc::Weak<Group>) {
+async fn companion_monitor(group: std::rc::Weak<ServedSocket>) {
     loop {
         let Some(g) = group.upgrade() else { return };
-        if g.link.closed.get() {
+        if g.common.closed.get() {
             return;
         }
-        let link = g.link.clone();
+        let common = g.common.clone();
         let first = g
             .slots
             .borrow()
@@ -1535,18 +1539,18 @@ async fn companion_monitor(group: std::rc::Weak<Group>) {
             })
         };
         if any_up() {
-            link.companion_wake.notified().await;
+            common.companion_wake.notified().await;
             continue;
         }
-        // Raw fds, not a borrow across the wait: `Group::remove` ends this
+        // Raw fds, not a borrow across the wait: `ServedSocket::remove` ends this
         // task before it closes the companions, so they stay open meanwhile.
-        let fds: Vec<std::os::fd::RawFd> = link
+        let fds: Vec<std::os::fd::RawFd> = common
             .companions
             .borrow()
             .iter()
             .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.fd))
             .collect();
-        if !wait_any_readable(&fds, &link.companion_wake).await {
+        if !wait_any_readable(&fds, &common.companion_wake).await {
             continue; // a slot changed state: look again
         }
         if any_up() {
@@ -1562,7 +1566,7 @@ async fn companion_monitor(group: std::rc::Weak<Group>) {
             let _ = start.send(SlotCommand::Start);
         }
         // Wait for the start to show (or a state change) before looking again.
-        link.companion_wake.notified().await;
+        common.companion_wake.notified().await;
     }
 }
 
@@ -1627,7 +1631,7 @@ fn slot_depth(slot: &Slot) -> u32 {
         .sum()
 }
 
-async fn main_pid(shared: &Shared, unit: &str) -> u32 {
+async fn main_pid(shared: &SystemdLink, unit: &str) -> u32 {
     let manager = shared.manager();
     // The object path follows from the name: no GetUnit round trip.
     let Ok(builder) = ServiceProxy::builder(manager.inner().connection())
@@ -1659,7 +1663,7 @@ mod tests {
     fn closing_replaced_sockets_leaves_the_new_ones_in_order() {
         for b in 1..6 {
             for m in 1..6 {
-                // As `Group::serve` pads: at least m old sockets.
+                // As `ServedSocket::serve` pads: at least m old sockets.
                 let padded = b.max(m);
                 let plan = close_plan(padded, m);
                 let mut closed: Vec<usize> = plan.iter().map(|s| s.close).collect();
