@@ -51,6 +51,9 @@ use std::time::Duration;
 
 pub mod http;
 mod server;
+mod timespan;
+
+pub use timespan::{parse_time_span_usec, TimeSpanError};
 
 pub use server::{run, Action, Config, ExitReason, Handler, Server, Stats};
 
