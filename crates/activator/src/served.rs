@@ -797,6 +797,16 @@ impl ServedSocket {
         }
     }
 
+    /// Remembers `m` for when what `rescale` waits for (`why`) is over.
+    fn rescale_later(&self, m: u32, why: &str, after: &str) -> Result<String, ControlError> {
+        self.queued.set(Some(m));
+        tracing::info!("{}: {why}", self.name);
+        Ok(format!(
+            "{}: {m} instances once {after} (DrainTimeoutSec=)",
+            self.name
+        ))
+    }
+
     /// Changes N to `m`. Returns a summary; a shrink completes in the background.
     pub async fn rescale(
         self: &Rc<Self>,
@@ -807,15 +817,13 @@ impl ServedSocket {
         if self.behind.get() {
             // The kernel positions of our sockets are in flux until the
             // replaced ones are closed; whoever asks gets an answer now.
-            self.queued.set(Some(m));
-            tracing::info!(
-                "{}: its replaced sockets are still draining; {m} instances once they are closed",
-                self.name
+            return self.rescale_later(
+                m,
+                &format!(
+                    "its replaced sockets are still draining; {m} instances once they are closed"
+                ),
+                "the replaced sockets have drained",
             );
-            return Ok(format!(
-                "{}: {m} instances once the replaced sockets have drained (DrainTimeoutSec=)",
-                self.name
-            ));
         }
         let _serial = self.rescale_lock.lock().await;
         if self.retired.get() {
@@ -833,15 +841,11 @@ impl ServedSocket {
         if draining {
             // The drain ends by itself, bounded by DrainTimeoutSec=; whoever
             // asks (D-Bus, a reload) gets an answer now.
-            self.queued.set(Some(m));
-            tracing::info!(
-                "{}: a shrink is still draining; {m} instances once it is done",
-                self.name
+            return self.rescale_later(
+                m,
+                &format!("a shrink is still draining; {m} instances once it is done"),
+                "the shrink in progress has drained",
             );
-            return Ok(format!(
-                "{}: {m} instances once the shrink in progress has drained (DrainTimeoutSec=)",
-                self.name
-            ));
         }
         self.queued.set(None);
         let n = self.active();
