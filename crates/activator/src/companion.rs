@@ -23,7 +23,7 @@ use distribute_config::{
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -31,17 +31,8 @@ use std::path::Path;
 /// A bound companion listener.
 #[derive(Debug)]
 pub struct CompanionSocket {
-    /// Its `Listen*=` line.
-    pub companion: Companion,
     /// The socket or FIFO.
     pub fd: OwnedFd,
-}
-
-impl CompanionSocket {
-    /// The fd.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
 }
 
 /// The fd store name of companion `k` of `config`.
@@ -114,10 +105,7 @@ pub fn bind_all(
         if !c.is_abstract() {
             make_symlinks(c, &spec.options);
         }
-        out.push(CompanionSocket {
-            companion: c.clone(),
-            fd,
-        });
+        out.push(CompanionSocket { fd });
     }
     Ok(out)
 }
@@ -465,7 +453,7 @@ mod tests {
         );
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
         let _c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        assert!(crate::supervisor::queued(bound[0].as_fd()).unwrap());
+        assert!(crate::sockets::queued(bound[0].fd.as_fd()).unwrap());
         // A second bind (another run) replaces the stale socket file.
         drop(bound);
         let again = bind_all(&spec, &store).unwrap();

@@ -25,7 +25,7 @@ pub enum Request {
     SetDistribute {
         /// Config name.
         name: String,
-        /// New N, 1..=MAX_DISTRIBUTE.
+        /// New N, checked by `distribute_config::check_distribute`.
         n: u32,
     },
     /// Start instance `index` now, even with nothing queued; clears a failed state.
@@ -101,6 +101,7 @@ pub async fn ask(tx: &CommandSender, request: Request) -> Result<Reply, ControlE
 
 /// Changes the control plane should publish (object added/removed, `PropertiesChanged`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after the D-Bus objects they publish
 pub enum Event {
     /// A config is now served (or failed to bind): create its object.
     SocketAdded(String),

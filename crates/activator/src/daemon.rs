@@ -3,17 +3,15 @@
 
 use crate::control::{Command, CommandSender, ControlError, Event, Reply, Request, SocketInfo};
 use crate::fdstore::FdStore;
-use crate::group::{
-    refreshable_change, replacement_needs_gap, resolve_n, socket_level_change, Group,
-};
 use crate::handoff;
-use crate::supervisor::{Shared, SlotCommand};
+use crate::served::{sockets_wanted, Reconciled, ServedSocket, SocketChange};
+use crate::supervisor::{SlotCommand, SystemdLink};
 use crate::systemd::{
     major_version, JobProxy, ManagerProxy, SystemdOwner, UnitProxy, EXTRA_FDS_SINCE,
 };
 use crate::template::{self, Mode};
 use anyhow::{bail, Context, Result};
-use distribute_config::{ConfigError, Loader, SocketSpec, MAX_DISTRIBUTE};
+use distribute_config::{check_distribute, ConfigError, Loader, SocketSpec};
 use futures_util::StreamExt;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,10 +56,10 @@ impl Changes {
 
 /// The daemon's state.
 pub struct Daemon {
-    shared: Rc<Shared>,
+    shared: Rc<SystemdLink>,
     store: Rc<FdStore>,
     loader: Loader,
-    groups: RefCell<BTreeMap<String, Rc<Group>>>,
+    served: RefCell<BTreeMap<String, Rc<ServedSocket>>>,
     /// Configs that could not be served at all, with the reason.
     failed: RefCell<BTreeMap<String, String>>,
     changes: Rc<Changes>,
@@ -82,7 +80,7 @@ pub struct Daemon {
     /// meanwhile; gone if the config was removed meanwhile.
     replacing: RefCell<BTreeMap<String, SocketSpec>>,
     /// Configs whose new sockets serve while the old ones drain behind them
-    /// (make-before-break, `Group::retire`): the old group, and a spec that
+    /// (make-before-break, `ServedSocket::retire`): the old group, and a spec that
     /// needs new sockets again, served once the old ones are closed (one
     /// replacement at a time keeps at most two groups per address).
     retiring: RefCell<BTreeMap<String, Retiring>>,
@@ -94,7 +92,7 @@ pub struct Daemon {
 
 /// A replaced group still draining, and a spec to serve after it (see
 /// `Daemon::retiring`).
-type Retiring = (Rc<Group>, Option<SocketSpec>);
+type Retiring = (Rc<ServedSocket>, Option<SocketSpec>);
 
 /// Runs until SIGTERM/SIGINT. Must be called inside a `LocalSet`.
 pub async fn run(opts: Options) -> Result<()> {
@@ -120,7 +118,7 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let changes = Rc::new(Changes::default());
     let (bus_generation, _) = tokio::sync::watch::channel(0u64);
-    let shared = Rc::new(Shared {
+    let shared = Rc::new(SystemdLink {
         manager: RefCell::new(manager),
         bus_generation,
         shim,
@@ -161,7 +159,7 @@ pub async fn run(opts: Options) -> Result<()> {
         shared,
         store,
         loader,
-        groups: RefCell::new(BTreeMap::new()),
+        served: RefCell::new(BTreeMap::new()),
         failed: RefCell::new(BTreeMap::new()),
         changes,
         events: RefCell::new(None),
@@ -307,7 +305,7 @@ impl Daemon {
         }
         tracing::info!("reconnected to the system bus");
         let manager = self.shared.manager();
-        let groups: Vec<Rc<Group>> = self.groups.borrow().values().cloned().collect();
+        let groups: Vec<Rc<ServedSocket>> = self.served.borrow().values().cloned().collect();
         for g in groups {
             for unit in g.units_believed_loaded() {
                 if manager.get_unit(&unit).await.is_err() {
@@ -339,11 +337,11 @@ impl Daemon {
         }
         for (name, err) in &errors_by_name {
             seen.insert(name.clone());
-            let group = self.groups.borrow().get(name).cloned();
+            let group = self.served.borrow().get(name).cloned();
             match group {
                 Some(g) => {
                     // Keep serving the last good config.
-                    *g.error.borrow_mut() = format!("{err} (still serving the last good config)");
+                    g.set_error(format!("{err} (still serving the last good config)"));
                     summary.push(format!("{name}: invalid, kept the last good config"));
                 }
                 None => {
@@ -355,35 +353,34 @@ impl Daemon {
         }
         // A directory that could not be listed says nothing about its
         // configs: keep serving the ones we had from it.
-        for (name, g) in self.groups.borrow().iter() {
+        for (name, g) in self.served.borrow().iter() {
             let dir = g
-                .spec
-                .borrow()
+                .spec()
                 .sources
                 .first()
                 .and_then(|p| p.parent().map(Path::to_path_buf));
             if !seen.contains(name) && dir.is_some_and(|d| report.unreadable_dirs.contains(&d)) {
-                *g.error.borrow_mut() = format!(
+                g.set_error(format!(
                     "{} cannot be read; still serving the last good config",
-                    g.spec.borrow().sources[0]
+                    g.spec().sources[0]
                         .parent()
                         .map(|d| d.display().to_string())
                         .unwrap_or_default()
-                );
+                ));
                 seen.insert(name.clone());
                 summary.push(format!("{name}: its directory cannot be read, kept"));
                 self.changes.mark(name);
             }
         }
         let gone: Vec<String> = self
-            .groups
+            .served
             .borrow()
             .keys()
             .filter(|n| !seen.contains(*n))
             .cloned()
             .collect();
         for name in gone {
-            if let Some(g) = self.groups.borrow_mut().remove(&name) {
+            if let Some(g) = self.served.borrow_mut().remove(&name) {
                 tracing::info!("{name}: config removed; draining and closing its sockets");
                 tokio::task::spawn_local(g.remove(self.store.clone()));
                 self.emit(Event::SocketRemoved(name.clone()));
@@ -401,7 +398,7 @@ impl Daemon {
             }
         }
         self.remove_unused_dropins().await;
-        if self.groups.borrow().is_empty() && self.failed.borrow().is_empty() {
+        if self.served.borrow().is_empty() && self.failed.borrow().is_empty() {
             tracing::warn!(
                 "no config found; add NAME.socket files to {:?}",
                 self.loader.dirs()
@@ -431,14 +428,14 @@ impl Daemon {
             *pending = spec;
             return format!("{name}: sockets being replaced; the new version follows");
         }
-        let existing = self.groups.borrow().get(&name).cloned();
+        let existing = self.served.borrow().get(&name).cloned();
         let Some(group) = existing else {
             return self.serve_new(spec).await;
         };
-        let old = group.spec.borrow().clone();
-        group.error.borrow_mut().clear();
+        group.set_error(String::new());
+        let change = group.socket_change(&spec);
         if let Some(pending) = self.deferred.borrow_mut().get_mut(&name) {
-            if socket_level_change(&old, &spec) {
+            if change.new_sockets() {
                 *pending = spec;
                 return format!(
                     "{name}: new sockets follow once the shrink in progress has drained"
@@ -452,7 +449,7 @@ impl Daemon {
             // newest spec decides; if it needs new sockets again, they follow
             // once the old ones are closed, otherwise it applies now (and an
             // earlier pending one is dropped).
-            if socket_level_change(&old, &spec) {
+            if change.new_sockets() {
                 *pending = Some(spec);
                 return format!(
                     "{name}: its previous sockets are still draining; new sockets follow once they are closed"
@@ -460,10 +457,10 @@ impl Daemon {
             }
             *pending = None;
         }
-        if socket_level_change(&old, &spec) {
-            let Some(why) = replacement_needs_gap(&old, &spec) else {
-                return self.replace_live(group, spec).await;
-            };
+        if change == SocketChange::Replace {
+            return self.replace_live(group, spec).await;
+        }
+        if let SocketChange::ReplaceWithGap(why) = change {
             // New addresses or socket options need new sockets, and these
             // cannot join the old ones' reuseport groups: the old ones drain
             // first, then the new ones are bound; connections arriving in
@@ -471,7 +468,7 @@ impl Daemon {
             tracing::warn!(
                 "{name}: listen addresses or socket options changed; replacing its sockets with a gap (old ones closed before the new ones are bound) because {why}"
             );
-            self.groups.borrow_mut().remove(&name);
+            self.served.borrow_mut().remove(&name);
             self.replacing.borrow_mut().insert(name.clone(), spec);
             let daemon = self.clone();
             let replaced = name.clone();
@@ -487,65 +484,27 @@ impl Daemon {
             });
             return format!("{name}: sockets replaced");
         }
-        if refreshable_change(&old, &spec) {
-            // Backlog=, buffers, NoDelay=, KeepAlive=, DeferAcceptSec=: set
-            // on the sockets as they are, queues untouched.
-            group.refresh_sockets(&spec);
-            tracing::info!("{name}: socket options applied in place");
-        }
         // The template's unit file may have appeared or gone (daemon-reload):
         // the mode is decided again; an error keeps the last good setup.
-        match self.prepare_mode(&spec).await {
-            Ok(mode) => {
-                let previous = group.link.mode.replace(mode.clone());
-                if previous != mode {
-                    tracing::info!(
-                        "{name}: instances now start in {} mode{}",
-                        mode.as_str(),
-                        if mode.unit_file().is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", mode.unit_file())
-                        }
-                    );
-                }
-            }
-            Err(e) => {
-                *group.error.borrow_mut() = format!("{e} (still serving the last good config)");
-                self.changes.mark(&name);
-                return format!("{name}: {e}; kept the last good config");
-            }
-        }
-        let m = resolve_n(spec.distribute);
-        let unchanged = *old == spec;
-        *group.spec.borrow_mut() = Rc::new(spec);
+        let probe = spec.clone();
+        let mode = self.prepare_mode(&probe);
+        let done = group.reconcile(&self.shared, &self.store, spec, mode).await;
         self.changes.mark(&name);
-        let retried = group.retry_failed();
-        if retried > 0 {
-            tracing::info!("{name}: reload: starting {retried} failed instance(s) again");
-        }
-        // A reload returns to the file's Distribute=, also after a run-time
-        // SetDistribute()/`distributectl scale`.
-        if m != group.active() {
-            match group.rescale(&self.shared, &self.store, m).await {
-                Ok(s) => return s,
-                Err(e) => {
-                    *group.error.borrow_mut() = e.to_string();
-                    return e.to_string();
-                }
+        match done {
+            Err(e) => format!("{name}: {e}; kept the last good config"),
+            Ok(Reconciled::Rescaled(summary)) => summary,
+            Ok(Reconciled::Unchanged) => format!("{name}: unchanged"),
+            Ok(Reconciled::Updated) => {
+                format!("{name}: [Service] updated; applies to instances started from now on")
             }
         }
-        if unchanged {
-            return format!("{name}: unchanged");
-        }
-        format!("{name}: [Service] updated; applies to instances started from now on")
     }
 
     /// Make-before-break: binds `spec`'s sockets next to `old`'s, steers new
     /// connections to them, and drains and closes the old ones behind them
-    /// (see `Group::retire`). If the new ones cannot be bound, the old ones
+    /// (see `ServedSocket::retire`). If the new ones cannot be bound, the old ones
     /// keep serving.
-    async fn replace_live(self: &Rc<Self>, old: Rc<Group>, spec: SocketSpec) -> String {
+    async fn replace_live(self: &Rc<Self>, old: Rc<ServedSocket>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
         // No rescale of the old group while new sockets join its reuseport
         // groups behind its own (their positions are counted on).
@@ -560,51 +519,39 @@ impl Daemon {
         let mode = match self.prepare_mode(&spec).await {
             Ok(mode) => mode,
             Err(e) => {
-                *old.error.borrow_mut() = format!("{e} (still serving the last good config)");
+                old.set_error(format!("{e} (still serving the last good config)"));
                 self.changes.mark(&name);
                 return format!("{name}: {e}; kept the last good config");
             }
         };
         old.begin_retiring(&self.store);
-        let want = resolve_n(spec.distribute) as usize * spec.listen.len();
-        if let Err(e) = self.store.room_for(want) {
+        if let Err(e) = self.store.room_for(sockets_wanted(&spec)) {
             old.restore_stored(&self.store);
-            *old.error.borrow_mut() = format!("{e} (still serving the last good config)");
+            old.set_error(format!("{e} (still serving the last good config)"));
             self.changes.mark(&name);
             return format!("{name}: {e}; kept the last good config");
         }
-        let mut release = HashMap::new();
-        let mut holds = HashMap::new();
-        for h in old.slots.borrow().iter() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            release.insert(h.slot.unit.clone(), tx);
-            holds.insert(h.slot.unit.clone(), rx);
-        }
+        let (release, holds) = old.hand_over();
         let new =
-            match Group::serve(&self.shared, &self.store, spec, mode, Some((&old, holds))).await {
+            match ServedSocket::serve(&self.shared, &self.store, spec, mode, Some((&old, holds)))
+                .await
+            {
                 Ok(g) => g,
                 Err(e) => {
                     old.restore_stored(&self.store);
                     old.unpin();
-                    *old.error.borrow_mut() =
-                        format!("new sockets: {e} (still serving the last good config)");
+                    old.set_error(format!(
+                        "new sockets: {e} (still serving the last good config)"
+                    ));
                     self.changes.mark(&name);
                     return format!("{name}: new sockets: {e}; kept the last good config");
                 }
             };
         // From here the new group steers the shared reuseport groups.
-        old.retired.set(true);
-        for h in old.slots.borrow().iter() {
-            {
-                let mut st = h.slot.status.borrow_mut();
-                st.retiring = true;
-                st.draining = true;
-            }
-            let _ = h.commands.send(SlotCommand::Drain);
-        }
+        old.retire_all();
         new.apply_steering();
         let n = new.active();
-        self.groups.borrow_mut().insert(name.clone(), new.clone());
+        self.served.borrow_mut().insert(name.clone(), new.clone());
         self.retiring
             .borrow_mut()
             .insert(name.clone(), (old.clone(), None));
@@ -613,7 +560,7 @@ impl Daemon {
         let replaced = name.clone();
         tokio::task::spawn_local(async move {
             let (shared, store) = (daemon.shared.clone(), daemon.store.clone());
-            Group::retire(old, new, release, shared, store).await;
+            ServedSocket::retire(old, new, release, shared, store).await;
             let pending = daemon
                 .retiring
                 .borrow_mut()
@@ -623,7 +570,7 @@ impl Daemon {
             if let Some(spec) = pending {
                 let _one_at_a_time = daemon.reload_lock.lock().await;
                 // Still configured? (A reload may have removed it meanwhile.)
-                if daemon.groups.borrow().contains_key(&replaced) {
+                if daemon.served.borrow().contains_key(&replaced) {
                     // Boxed: `apply` spawned this task.
                     let again: std::pin::Pin<Box<dyn std::future::Future<Output = String>>> =
                         Box::pin(daemon.apply(spec));
@@ -639,7 +586,7 @@ impl Daemon {
     /// A replacement asked for while `group` shrinks: applied (under the
     /// reload lock, newest spec) once the shrink has drained, which
     /// `DrainTimeoutSec=` bounds. Looks every 100 ms meanwhile.
-    fn defer_replacement(self: &Rc<Self>, group: Rc<Group>, spec: SocketSpec) -> String {
+    fn defer_replacement(self: &Rc<Self>, group: Rc<ServedSocket>, spec: SocketSpec) -> String {
         let name = spec.name.clone();
         tracing::info!("{name}: new sockets once the shrink in progress has drained");
         self.deferred.borrow_mut().insert(name.clone(), spec);
@@ -650,7 +597,7 @@ impl Daemon {
             }
             let _one_at_a_time = daemon.reload_lock.lock().await;
             let spec = daemon.deferred.borrow_mut().remove(&group.name);
-            let current = daemon.groups.borrow().get(&group.name).cloned();
+            let current = daemon.served.borrow().get(&group.name).cloned();
             // Still the group it was asked of (not removed or replaced since).
             if let (Some(spec), Some(current)) = (spec, current) {
                 if Rc::ptr_eq(&current, &group) {
@@ -670,28 +617,17 @@ impl Daemon {
             Ok(mode) => mode,
             Err(e) => return self.not_served(&name, e),
         };
-        let want = resolve_n(spec.distribute);
         // Sockets taken back after a restart are stored already.
         // Companion listeners are stored once per config.
-        let more = (want as usize * spec.listen.len() + spec.companions.len())
+        let more = (sockets_wanted(&spec) + spec.companions.len())
             .saturating_sub(self.store.stored_for(&name));
         if let Err(e) = self.store.room_for(more) {
             return self.not_served(&name, e);
         }
-        match Group::serve(&self.shared, &self.store, spec, mode, None).await {
+        match ServedSocket::serve(&self.shared, &self.store, spec, mode, None).await {
             Ok(group) => {
-                if group.active() > want {
-                    // Sockets of a shrink that a restart interrupted: finish it.
-                    tracing::info!(
-                        "{name}: the fd store still holds the sockets of instances {want}..{}; draining them",
-                        group.active() - 1
-                    );
-                    if let Err(e) = group.rescale(&self.shared, &self.store, want).await {
-                        tracing::warn!("{name}: {e}");
-                    }
-                }
                 let n = group.active();
-                self.groups.borrow_mut().insert(name.clone(), group);
+                self.served.borrow_mut().insert(name.clone(), group);
                 self.failed.borrow_mut().remove(&name);
                 self.emit(Event::SocketAdded(name.clone()));
                 tracing::info!("{name}: serving with {n} instances");
@@ -791,11 +727,10 @@ impl Daemon {
     /// Removes the drop-ins of templates no served config uses any more.
     async fn remove_unused_dropins(&self) {
         let keep: BTreeSet<String> = self
-            .groups
+            .served
             .borrow()
             .values()
-            .filter(|g| matches!(*g.link.mode.borrow(), Mode::Template { .. }))
-            .map(|g| g.spec.borrow().template_unit())
+            .filter_map(|g| g.template_in_use())
             .collect();
         let unit_dir = std::path::Path::new(template::RUNTIME_UNIT_DIR);
         if template::remove_dropins_except(unit_dir, &keep) {
@@ -805,8 +740,8 @@ impl Daemon {
         }
     }
 
-    fn group(&self, name: &str) -> Result<Rc<Group>, ControlError> {
-        self.groups
+    fn group(&self, name: &str) -> Result<Rc<ServedSocket>, ControlError> {
+        self.served
             .borrow()
             .get(name)
             .cloned()
@@ -829,11 +764,8 @@ impl Daemon {
             },
             Request::Reload => Ok(Reply::Done(self.reload_notified().await)),
             Request::SetDistribute { name, n } => {
-                if n == 0 || n > MAX_DISTRIBUTE {
-                    return Err(ControlError::InvalidArgs(format!(
-                        "Distribute must be between 1 and {MAX_DISTRIBUTE}, got {n}"
-                    )));
-                }
+                check_distribute(n)
+                    .map_err(|e| ControlError::InvalidArgs(format!("Distribute {e}, got {n}")))?;
                 let g = self.group(&name)?;
                 let s = g.rescale(&self.shared, &self.store, n).await?;
                 self.changes.mark(&name);
@@ -855,7 +787,7 @@ impl Daemon {
     }
 
     async fn list(&self) -> Vec<SocketInfo> {
-        let groups: Vec<Rc<Group>> = self.groups.borrow().values().cloned().collect();
+        let groups: Vec<Rc<ServedSocket>> = self.served.borrow().values().cloned().collect();
         let mut out = Vec::new();
         for g in groups {
             out.push(self.info_of(&g).await);
@@ -872,7 +804,7 @@ impl Daemon {
 
     /// A group's view; while its predecessor's sockets drain (make-before-
     /// break), state `replacing` and the old instances listed as draining.
-    async fn info_of(&self, g: &Rc<Group>) -> SocketInfo {
+    async fn info_of(&self, g: &Rc<ServedSocket>) -> SocketInfo {
         let mut info = g.info(&self.shared).await;
         let old = self.retiring.borrow().get(&g.name).map(|(o, _)| o.clone());
         if let Some(old) = old {
@@ -909,7 +841,7 @@ impl Daemon {
     }
 
     fn notify_status(&self) {
-        let groups = self.groups.borrow();
+        let groups = self.served.borrow();
         let (mut running, mut total) = (0, 0);
         let mut per_config = Vec::new();
         for g in groups.values() {
@@ -939,15 +871,13 @@ impl Daemon {
             Some(job) if job == "stop" => {
                 tracing::info!("stopping: stopping every instance");
                 for (old, _) in self.retiring.borrow().values() {
-                    for h in old.slots.borrow().iter() {
-                        let _ = h.commands.send(SlotCommand::Stop);
-                    }
+                    old.command_every(SlotCommand::Stop);
                 }
-                for g in self.groups.borrow().values() {
+                for g in self.served.borrow().values() {
                     g.command_all(SlotCommand::Stop);
                     // Not on a restart: the fd store keeps the sockets, whose
                     // files must stay where the clients look for them.
-                    crate::companion::remove_on_stop(&g.spec.borrow());
+                    crate::companion::remove_on_stop(&g.spec());
                 }
                 // Let the slot tasks send their StopUnit calls.
                 tokio::time::sleep(Duration::from_millis(100)).await;

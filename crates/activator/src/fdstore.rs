@@ -156,7 +156,8 @@ impl FdStore {
         Ok(())
     }
 
-    /// A store that neither receives nor stores (tests, runs outside systemd).
+    /// A store that neither receives nor stores (tests).
+    #[cfg(test)]
     pub fn disabled() -> FdStore {
         FdStore {
             enabled: false,

@@ -25,7 +25,7 @@
 //! `:`-separated ([`crate::fdpass`]), or no fds and `error: REASON`.
 
 use crate::fdpass;
-use crate::supervisor::{Shared, UnitEvent};
+use crate::supervisor::{SystemdLink, UnitEvent};
 use crate::systemd::{unit_at, unit_object_path};
 use crate::template::Mode;
 use nix::sys::socket::{
@@ -100,7 +100,7 @@ impl AsRawFd for Conn {
 }
 
 /// Accepts hand-off requests forever (one task per connection).
-pub async fn serve(listener: OwnedFd, shared: Rc<Shared>) {
+pub async fn serve(listener: OwnedFd, shared: Rc<SystemdLink>) {
     // SAFETY: `Conn` owns the fd, so it stays open and the same for the
     // `AsyncFd`'s whole life.
     let listener =
@@ -147,7 +147,7 @@ struct Peer {
     uid: u32,
 }
 
-async fn answer(conn: OwnedFd, shared: &Shared) {
+async fn answer(conn: OwnedFd, shared: &SystemdLink) {
     let peer = match getsockopt(&conn, sockopt::PeerCredentials) {
         Ok(c) => Peer {
             pid: c.pid(),
@@ -243,7 +243,7 @@ struct Grant {
 }
 
 /// The checks of the module docs, in order; the first that fails is the reason.
-async fn decide(shared: &Shared, peer: &Peer, unit: &str) -> Result<Grant, String> {
+async fn decide(shared: &SystemdLink, peer: &Peer, unit: &str) -> Result<Grant, String> {
     if peer.uid != 0 {
         return Err(format!(
             "the requesting process runs as uid {}, and only root may ask",
@@ -255,7 +255,7 @@ async fn decide(shared: &Shared, peer: &Peer, unit: &str) -> Result<Grant, Strin
             "{unit} is not an instance of any config served by systemd-distribute"
         ));
     };
-    if !matches!(*slot.link.mode.borrow(), Mode::Template { .. }) {
+    if !matches!(*slot.common.mode.borrow(), Mode::Template { .. }) {
         return Err(format!(
             "{unit} is a transient instance; it gets its sockets when the activator starts it"
         ));

@@ -12,7 +12,7 @@
 //!   `StuckTimeoutSec=` (default [`DEFAULT_STUCK_TIMEOUT`]), or it is full
 //!   (datagrams dropped) on two samples in a row without shrinking. The slot is
 //!   marked (`stuck` on D-Bus, since when and why; one journal line) and the
-//!   group's steering program leaves its sockets out ([`Group::apply_steering`],
+//!   group's steering program leaves its sockets out ([`ServedSocket::apply_steering`],
 //!   any `Steering=`). Nothing queued is touched: the connections stay in the
 //!   queue, nothing is reset.
 //! - **recovered**: every queue of the slot is empty again (the instance
@@ -30,9 +30,9 @@
 //! wakeups, and under load it wakes at most twice per tick, however many
 //! connections arrive.
 
-use crate::group::Group;
+use crate::served::ServedSocket;
 use crate::sockets::{queue_sample, QueueSample};
-use crate::supervisor::{Shared, SlotCommand, SlotState, Stuck};
+use crate::supervisor::{SlotCommand, SlotState, Stuck, SystemdLink};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -180,7 +180,7 @@ async fn wait_any_queued(slots: &[Rc<crate::supervisor::Slot>]) {
             futures_util::future::select_all(watches.iter().map(|w| Box::pin(w.readable()))).await;
         let Ok(mut guard) = res else { return };
         // Readiness may be stale; ask the kernel.
-        if crate::supervisor::queued(watches[i].get_ref().as_fd()).unwrap_or(true) {
+        if crate::sockets::queued(watches[i].get_ref().as_fd()).unwrap_or(true) {
             return;
         }
         guard.clear_ready();
@@ -199,15 +199,15 @@ fn fmt_ms(d: Duration) -> String {
 
 /// Watches the running instances of `group` (see the module docs); ends when
 /// the group is removed.
-pub async fn monitor(group: Weak<Group>, shared: Rc<Shared>) {
+pub async fn monitor(group: Weak<ServedSocket>, shared: Rc<SystemdLink>) {
     let mut tracks: Vec<SlotTrack> = Vec::new();
     loop {
         let Some(g) = group.upgrade() else { return };
-        if g.link.closed.get() {
+        if g.common.closed.get() {
             return;
         }
         let (timeout, restart_after) = {
-            let spec = g.spec.borrow();
+            let spec = g.spec();
             let o = &spec.options;
             (
                 match o.stuck_timeout_usec {
@@ -317,17 +317,17 @@ pub async fn monitor(group: Weak<Group>, shared: Rc<Shared>) {
             (shared.on_change)(&g.name);
         }
         if !any_running || timeout.is_none() {
-            let link = g.link.clone();
+            let common = g.common.clone();
             drop(g);
-            link.health.notified().await;
+            common.health.notified().await;
             continue;
         }
         let period = tick(timeout.unwrap_or(DEFAULT_STUCK_TIMEOUT));
-        let link = g.link.clone();
+        let common = g.common.clone();
         drop(g);
         if all_empty && watched_slots.is_empty() {
             // Only draining instances run: nothing to watch.
-            link.health.notified().await;
+            common.health.notified().await;
             continue;
         }
         if all_empty {
@@ -335,7 +335,7 @@ pub async fn monitor(group: Weak<Group>, shared: Rc<Shared>) {
             let readable = wait_any_queued(&watched_slots);
             tokio::select! {
                 _ = readable => {}
-                _ = link.health.notified() => {}
+                _ = common.health.notified() => {}
             }
             drop(watched_slots);
         }

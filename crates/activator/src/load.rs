@@ -10,7 +10,7 @@
 //! instance's life. Instances without a readable `cpu.stat` (no cgroup2, a
 //! unit without a cgroup of its own) fall back to the queue alone.
 
-use crate::supervisor::{Shared, Slot};
+use crate::supervisor::{Slot, SystemdLink};
 use crate::systemd::ServiceProxy;
 use std::collections::HashMap;
 use std::fs::File;
@@ -50,7 +50,7 @@ impl CpuMeter {
     /// instance life.
     pub async fn sample(
         &mut self,
-        shared: &Shared,
+        shared: &SystemdLink,
         slots: &[Rc<Slot>],
         window: Duration,
     ) -> Vec<Option<f64>> {
@@ -86,7 +86,7 @@ impl CpuMeter {
     }
 }
 
-async fn open_cpu_stat(shared: &Shared, unit: &str) -> Option<File> {
+async fn open_cpu_stat(shared: &SystemdLink, unit: &str) -> Option<File> {
     let manager = shared.manager();
     let proxy = ServiceProxy::builder(manager.inner().connection())
         .cache_properties(zbus::proxy::CacheProperties::No)

@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use systemd_distribute::daemon::{self, Options};
+use systemd_distribute::Options;
 
 /// Binds N SO_REUSEPORT sockets per listen address of every
 /// /etc/systemd/distribute/NAME.socket and starts NAME@I.service on demand.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         exec_shim: cli.exec_shim,
         handoff_helper: cli.handoff_helper,
     };
-    let result = local.block_on(&runtime, daemon::run(opts));
+    let result = local.block_on(&runtime, systemd_distribute::run(opts));
     {
         // Tasks still in the LocalSet hold D-Bus proxies whose destructors
         // spawn cleanup on the runtime: drop them inside its context.

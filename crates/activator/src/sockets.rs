@@ -7,11 +7,12 @@
 //! is down simply waits in its queue.
 
 use distribute_config::{
-    BindIpv6Only, Listen, ListenKind, SocketOptions, SocketProtocol, SocketSpec, Timestamping,
+    BindIpv6Only, Listen, ListenKind, SocketOptions, SocketProtocol, Timestamping,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 /// Listen backlog when `Backlog=` is not set (systemd uses SOMAXCONN too).
@@ -38,20 +39,6 @@ pub struct BindError {
     // Not `source`: the message already includes it, and anyhow would print it twice.
     err: io::Error,
     hint: String,
-}
-
-impl BindError {
-    /// The underlying OS error.
-    pub fn io(&self) -> &io::Error {
-        &self.err
-    }
-}
-
-fn key_of(kind: ListenKind) -> &'static str {
-    match kind {
-        ListenKind::Stream => "ListenStream",
-        ListenKind::Datagram => "ListenDatagram",
-    }
 }
 
 /// `IPPROTO_MPTCP` (linux/in.h; not in every libc crate version).
@@ -100,28 +87,11 @@ fn hint_for(err: &io::Error, addr: &SocketAddr, op: &str) -> String {
     }
 }
 
-/// Binds `n` sockets for every listen address of `spec`; returns them grouped
-/// per instance: `result[i]` holds instance i's sockets in `Listen*=` order.
-/// Either everything binds or nothing stays open.
-pub fn bind_all(spec: &SocketSpec, n: u32) -> Result<Vec<Vec<BoundSocket>>, BindError> {
-    let mut per_instance: Vec<Vec<BoundSocket>> = (0..n).map(|_| Vec::new()).collect();
-    for listen in &spec.listen {
-        for slot in per_instance.iter_mut() {
-            let socket = bind_one(listen, &spec.options)?;
-            slot.push(BoundSocket {
-                listen: listen.clone(),
-                socket,
-            });
-        }
-    }
-    Ok(per_instance)
-}
-
 /// Binds one reuseport socket for `listen` with `opts` applied.
 pub fn bind_one(listen: &Listen, opts: &SocketOptions) -> Result<Socket, BindError> {
     let addr = listen.addr;
     let fail = |op: &'static str, source: io::Error| BindError {
-        key: key_of(listen.kind),
+        key: listen.kind.key(),
         value: listen.original.clone(),
         addr,
         op,
@@ -435,6 +405,28 @@ pub fn cpus_in_affinity() -> u32 {
         .max(1)
 }
 
+/// CPUs (of this process's affinity set) whose connections `Steering=cpu`
+/// sends to socket `index` of `n`.
+pub fn cpus_for_slot(index: u32, n: u32) -> Vec<u32> {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..nix::sched::CpuSet::count() as u32)
+        .filter(|&c| set.is_set(c as usize).unwrap_or(false) && c % n.max(1) == index)
+        .collect()
+}
+
+/// Whether a connection or datagram is queued on `fd` right now.
+pub fn queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let n = poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(n > 0
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN)))
+}
+
 /// Reuses a socket systemd passed back from the fd store if it is still what
 /// `listen` asks for (same address, same type, listening); otherwise `None`,
 /// and the caller binds a fresh one.
@@ -685,7 +677,7 @@ mod tests {
     }
 
     /// A parsed config whose `127.0.0.1:1` listeners bind any free port.
-    fn parsed(text: &str) -> SocketSpec {
+    fn parsed(text: &str) -> distribute_config::SocketSpec {
         let mut spec =
             distribute_config::parse_str("t", std::path::Path::new("t.socket"), text).unwrap();
         for l in &mut spec.listen {
@@ -767,5 +759,14 @@ mod tests {
             msg.contains(&format!("ss -lntup 'sport = :{}'", addr.port())),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn queued_sees_a_pending_connection() {
+        use std::os::fd::AsFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!queued(l.as_fd()).unwrap());
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(queued(l.as_fd()).unwrap());
     }
 }

@@ -23,6 +23,7 @@
 //! activator creates sockets in index order and only ever closes the highest
 //! index, position i is always socket i.
 
+use distribute_config::Steering;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -122,12 +123,6 @@ impl Program {
     }
 }
 
-/// Makes the reuseport group that `member` belongs to pick only among its
-/// first `m` sockets.
-pub fn steer_to_first(member: BorrowedFd<'_>, m: u32) -> io::Result<()> {
-    attach(member, &Program::FirstM(m))
-}
-
 /// Attaches `program` to the reuseport group that `member` belongs to
 /// (replacing any earlier program).
 pub fn attach(member: BorrowedFd<'_>, program: &Program) -> io::Result<()> {
@@ -154,7 +149,7 @@ pub fn attach(member: BorrowedFd<'_>, program: &Program) -> io::Result<()> {
 
 /// `program` for a group whose sockets are not at positions 0..open: socket
 /// i is at `positions[i]` (a replaced config's old sockets still share the
-/// reuseport group, see `Group::retire`). `None` (the kernel's hash) becomes
+/// reuseport group, see `ServedSocket::retire`). `None` (the kernel's hash) becomes
 /// a random pick among the `open` sockets, so the others get nothing; sockets
 /// in `avoid` are left out while the list keeps one entry.
 pub fn relocate(program: Option<&Program>, open: u32, positions: &[u32], avoid: &[u32]) -> Program {
@@ -199,10 +194,68 @@ pub fn detach(member: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// The program for `steering` with `m` active sockets of `open`, a warm pool
+/// of `warm`, and the active sockets in `healthy` (ascending) not stuck;
+/// `None`: the kernel's own hash.
+pub fn steering_program(
+    steering: Steering,
+    m: u32,
+    open: u32,
+    warm: u32,
+    healthy: &[u32],
+) -> Option<Program> {
+    let all_healthy = healthy.is_empty() || healthy.len() as u32 == m;
+    match steering {
+        Steering::Hash if all_healthy && open > m => Some(Program::FirstM(m)),
+        Steering::Hash if all_healthy => None,
+        Steering::Hash => Some(Program::Pick {
+            source: Source::Random,
+            to: healthy.to_vec(),
+        }),
+        Steering::Cpu if all_healthy => Some(Program::Cpu(m)),
+        // CPU c still maps to socket c % m; a stuck one's CPUs are dealt
+        // out among the others.
+        Steering::Cpu => Some(Program::Pick {
+            source: Source::Cpu,
+            to: (0..m)
+                .map(|i| {
+                    if healthy.contains(&i) {
+                        i
+                    } else {
+                        healthy[i as usize % healthy.len()]
+                    }
+                })
+                .collect(),
+        }),
+        Steering::Warm => {
+            let r = warm.clamp(1, m.max(1));
+            if all_healthy {
+                return Some(Program::FirstM(r));
+            }
+            let pool: Vec<u32> = healthy.iter().copied().filter(|&i| i < r).collect();
+            if pool.len() as u32 == r {
+                return Some(Program::FirstM(r));
+            }
+            // The pool without its stuck members; if that leaves nobody,
+            // the first healthy instance outside it (the monitor grows the
+            // pool from there).
+            let to = if pool.is_empty() {
+                vec![healthy[0]]
+            } else {
+                pool
+            };
+            Some(Program::Pick {
+                source: Source::Random,
+                to,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::queued;
+    use crate::sockets::queued;
     use socket2::{Domain, Socket, Type};
     use std::net::SocketAddr;
     use std::os::fd::AsFd;
@@ -289,7 +342,7 @@ mod tests {
     #[test]
     fn steered_group_only_uses_the_first_m_sockets() {
         let (socks, addr) = group(4);
-        steer_to_first(socks[3].as_fd(), 2).unwrap();
+        attach(socks[3].as_fd(), &Program::FirstM(2)).unwrap();
         let conns: Vec<_> = (0..40)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
@@ -333,5 +386,51 @@ mod tests {
             assert!(queued(socks[i].as_fd()).unwrap(), "socket {i} got nothing");
         }
         drop(conns);
+    }
+
+    /// The policy as a table: (mode, m, open, warm pool, healthy) → program.
+    #[test]
+    fn steering_program_table() {
+        use Source::{Cpu, Random};
+        let pick = |source, to: &[u32]| {
+            Some(Program::Pick {
+                source,
+                to: to.to_vec(),
+            })
+        };
+        let all: &[u32] = &[0, 1, 2, 3];
+        // Socket 2 stuck.
+        let no2: &[u32] = &[0, 1, 3];
+        #[rustfmt::skip]
+        type Case<'a> = (Steering, u32, u32, u32, &'a [u32], Option<Program>);
+        let cases: &[Case] = &[
+            // Nothing stuck: the kernel's hash, or the first m while a shrink drains.
+            (Steering::Hash, 4, 4, 1, all, None),
+            (Steering::Hash, 3, 4, 1, &all[..3], Some(Program::FirstM(3))),
+            (Steering::Cpu, 4, 4, 1, all, Some(Program::Cpu(4))),
+            (Steering::Cpu, 2, 4, 1, &all[..2], Some(Program::Cpu(2))),
+            (Steering::Warm, 4, 4, 2, all, Some(Program::FirstM(2))),
+            // The warm pool is at least 1 and at most m.
+            (Steering::Warm, 4, 4, 0, all, Some(Program::FirstM(1))),
+            (Steering::Warm, 2, 4, 9, &all[..2], Some(Program::FirstM(2))),
+            // A stuck socket is left out.
+            (Steering::Hash, 4, 4, 1, no2, pick(Random, &[0, 1, 3])),
+            (Steering::Cpu, 4, 4, 1, no2, pick(Cpu, &[0, 1, 3, 3])),
+            (Steering::Warm, 4, 4, 3, no2, pick(Random, &[0, 1])),
+            (Steering::Warm, 4, 4, 2, no2, Some(Program::FirstM(2))),
+            // A pool of only stuck sockets moves on to the first healthy one.
+            (Steering::Warm, 4, 4, 1, &[1, 2, 3], pick(Random, &[1])),
+            // Every socket stuck: nowhere better to go.
+            (Steering::Hash, 4, 4, 1, &[], None),
+            (Steering::Cpu, 4, 4, 1, &[], Some(Program::Cpu(4))),
+            (Steering::Warm, 4, 4, 2, &[], Some(Program::FirstM(2))),
+        ];
+        for (mode, m, open, warm, healthy, want) in cases {
+            assert_eq!(
+                &steering_program(*mode, *m, *open, *warm, healthy),
+                want,
+                "{mode:?} m={m} open={open} warm={warm} healthy={healthy:?}"
+            );
+        }
     }
 }

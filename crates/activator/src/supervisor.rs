@@ -29,7 +29,7 @@
 //! until an operator starts it again or the config is reloaded.
 
 use crate::fdpass;
-use crate::sockets::BoundSocket;
+use crate::sockets::{queued, BoundSocket};
 use crate::systemd::{unit_at, ManagerProxy};
 use crate::template::Mode;
 use crate::unit::{self, FdHandOff};
@@ -171,9 +171,9 @@ pub const DEFAULT_TRIGGER_BURST: u32 = 20;
 /// covers handshakes that were already in flight when steering moved away.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
-/// Everything the slot tasks share: the bus, how fds are handed off, and the
-/// routing table from unit names to slots.
-pub struct Shared {
+/// The slots' link to systemd: the manager on the bus, how fds are handed
+/// off, and the routing table from unit names (and object paths) to slots.
+pub struct SystemdLink {
     /// systemd's manager on the current bus connection (replaced on reconnect).
     pub manager: RefCell<ManagerProxy<'static>>,
     /// Bumped every time the bus connection is (re)established.
@@ -190,7 +190,7 @@ pub struct Shared {
     pub on_change: Box<dyn Fn(&str)>,
 }
 
-impl Shared {
+impl SystemdLink {
     /// systemd's manager proxy on the current connection.
     pub fn manager(&self) -> ManagerProxy<'static> {
         self.manager.borrow().clone()
@@ -240,9 +240,10 @@ pub struct Registered {
     pub spec: std::rc::Weak<RefCell<Rc<SocketSpec>>>,
 }
 
-/// What the slots of one config share with their group.
+/// What the slots of one served socket have in common with it and each
+/// other: the instance mode, N, wake-ups, the companion listeners.
 #[derive(Default)]
-pub struct GroupLink {
+pub struct SocketCommon {
     /// Transient units or the template unit file's instances; decided when the
     /// config is served and on every reload.
     pub mode: RefCell<Mode>,
@@ -276,7 +277,7 @@ pub struct Slot {
     /// Shared status.
     pub status: RefCell<SlotStatus>,
     /// The group's shared bits.
-    pub link: Rc<GroupLink>,
+    pub common: Rc<SocketCommon>,
 }
 
 impl Slot {
@@ -286,14 +287,14 @@ impl Slot {
         index: u32,
         unit: String,
         sockets: Vec<BoundSocket>,
-        link: Rc<GroupLink>,
+        common: Rc<SocketCommon>,
     ) -> Slot {
         Slot {
             name: name.to_string(),
             index,
             unit,
             sockets,
-            link,
+            common,
             status: RefCell::new(SlotStatus {
                 state: SlotState::Listening,
                 draining: false,
@@ -322,7 +323,7 @@ pub enum Begin {
 /// Registers the slot's route and spawns its task on the current `LocalSet`.
 /// The task ends when the slot has drained or its command channel closes.
 pub fn spawn_slot(
-    shared: Rc<Shared>,
+    shared: Rc<SystemdLink>,
     spec: Rc<RefCell<Rc<SocketSpec>>>,
     slot: Rc<Slot>,
     begin: Begin,
@@ -336,9 +337,9 @@ pub fn spawn_slot(
 }
 
 /// [`spawn_slot`] with a command channel made earlier (a slot whose task
-/// starts later, see `Group::serve`).
+/// starts later, see `ServedSocket::serve`).
 pub fn spawn_slot_with(
-    shared: Rc<Shared>,
+    shared: Rc<SystemdLink>,
     spec: Rc<RefCell<Rc<SocketSpec>>>,
     slot: Rc<Slot>,
     begin: Begin,
@@ -381,7 +382,7 @@ pub fn spawn_slot_with(
 /// forever, and route a later instance's signals nowhere. Only entries that
 /// are still this slot's are removed (a new slot may own the name by then).
 struct Registration {
-    shared: Rc<Shared>,
+    shared: Rc<SystemdLink>,
     slot: Rc<Slot>,
     route: mpsc::UnboundedSender<UnitEvent>,
 }
@@ -411,7 +412,7 @@ impl Drop for Registration {
 }
 
 struct SlotTask {
-    shared: Rc<Shared>,
+    shared: Rc<SystemdLink>,
     spec: Rc<RefCell<Rc<SocketSpec>>>,
     slot: Rc<Slot>,
     events: mpsc::UnboundedReceiver<UnitEvent>,
@@ -441,9 +442,9 @@ impl SlotTask {
                 st.main_pid = 0;
             }
         }
-        self.slot.link.activity.notify_one();
-        self.slot.link.companion_wake.notify_one();
-        self.slot.link.health.notify_one();
+        self.slot.common.activity.notify_one();
+        self.slot.common.companion_wake.notify_one();
+        self.slot.common.health.notify_one();
         (self.shared.on_change)(&self.slot.name);
     }
 
@@ -537,7 +538,7 @@ impl SlotTask {
     }
 
     fn template_mode(&self) -> bool {
-        matches!(*self.slot.link.mode.borrow(), Mode::Template { .. })
+        matches!(*self.slot.common.mode.borrow(), Mode::Template { .. })
     }
 
     /// A draining slot with no instance: end once the queue stayed empty for
@@ -873,17 +874,6 @@ impl SlotTask {
 
 pub use crate::systemd::unit_object_path;
 
-/// CPUs (of this process's affinity set) whose connections `Steering=cpu`
-/// sends to socket `index` of `n`.
-pub fn cpus_for_slot(index: u32, n: u32) -> Vec<u32> {
-    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
-        return Vec::new();
-    };
-    (0..nix::sched::CpuSet::count() as u32)
-        .filter(|&c| set.is_set(c as usize).unwrap_or(false) && c % n.max(1) == index)
-        .collect()
-}
-
 /// Exponential backoff: `BACKOFF_START * 2^(n-1)`, capped at `BACKOFF_MAX`.
 pub fn backoff(n: u32) -> Duration {
     let shift = n.saturating_sub(1).min(16);
@@ -911,15 +901,19 @@ impl StartError {
     }
 }
 
-async fn start_instance(shared: &Shared, spec: &SocketSpec, slot: &Slot) -> Result<(), StartError> {
-    let template = matches!(*slot.link.mode.borrow(), Mode::Template { .. });
+async fn start_instance(
+    shared: &SystemdLink,
+    spec: &SocketSpec,
+    slot: &Slot,
+) -> Result<(), StartError> {
+    let template = matches!(*slot.common.mode.borrow(), Mode::Template { .. });
     if template {
         return start_template_instance(shared, &slot.unit).await;
     }
     let mut exec = spec.exec.for_instance(&spec.name, slot.index);
     if spec.options.steering == Steering::Cpu && exec.cpu_affinity.is_empty() {
         // Connections processed on CPU c land on socket c % N: run instance i there.
-        exec.cpu_affinity = cpus_for_slot(slot.index, slot.link.size.get());
+        exec.cpu_affinity = crate::sockets::cpus_for_slot(slot.index, slot.common.size.get());
     }
     let fd_name = spec.fd_name();
     // Copies, not a borrow across the call (the fds are dup'ed by systemd anyway).
@@ -997,7 +991,7 @@ pub fn instance_fds<'a>(
 
 /// Copies of the slot's companion fds (same sockets), for [`instance_fds`].
 pub fn companion_fds(slot: &Slot) -> io::Result<Vec<std::os::fd::OwnedFd>> {
-    slot.link
+    slot.common
         .companions
         .borrow()
         .iter()
@@ -1007,7 +1001,7 @@ pub fn companion_fds(slot: &Slot) -> io::Result<Vec<std::os::fd::OwnedFd>> {
 
 /// Template mode: `StartUnit` of the unit file's own instance; it fetches its
 /// sockets from the hand-off while it starts.
-async fn start_template_instance(shared: &Shared, unit: &str) -> Result<(), StartError> {
+async fn start_template_instance(shared: &SystemdLink, unit: &str) -> Result<(), StartError> {
     match shared.manager().start_unit(unit, "replace").await {
         Ok(_job) => Ok(()),
         Err(e @ zbus::Error::MethodError(..)) => Err(StartError::Other(e.to_string())),
@@ -1032,14 +1026,14 @@ impl InstanceState {
 }
 
 /// Whether `unit` is loaded and up (see [`InstanceState::is_up`]).
-pub async fn instance_is_up(shared: &Shared, unit: &str) -> bool {
+pub async fn instance_is_up(shared: &SystemdLink, unit: &str) -> bool {
     instance_state(shared, unit)
         .await
         .is_some_and(|st| st.is_up())
 }
 
 /// The state of `unit`, or `None` if it is not loaded (or systemd cannot say).
-pub async fn instance_state(shared: &Shared, unit: &str) -> Option<InstanceState> {
+pub async fn instance_state(shared: &SystemdLink, unit: &str) -> Option<InstanceState> {
     let manager = shared.manager();
     let path = manager.get_unit(unit).await.ok()?;
     let proxy = unit_at(manager.inner().connection(), path).await.ok()?;
@@ -1052,7 +1046,7 @@ pub async fn instance_state(shared: &Shared, unit: &str) -> Option<InstanceState
 /// file on disk rather than as one of our transient units: a template
 /// `NAME@.service` with a unit file, for which systemd refuses every
 /// `StartTransientUnit` ("was already loaded or has a fragment file").
-async fn fragment_on_disk(shared: &Shared, unit: &str) -> Option<String> {
+async fn fragment_on_disk(shared: &SystemdLink, unit: &str) -> Option<String> {
     let manager = shared.manager();
     let path = manager.load_unit(unit).await.ok()?;
     let proxy = unit_at(manager.inner().connection(), path).await.ok()?;
@@ -1103,17 +1097,6 @@ fn any_queued(sockets: &[BoundSocket]) -> bool {
         .any(|s| queued(s.socket.as_fd()).unwrap_or(false))
 }
 
-/// Whether a connection or datagram is queued on `fd` right now.
-pub fn queued(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    let n = poll(&mut fds, PollTimeout::ZERO)?;
-    Ok(n > 0
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1161,13 +1144,5 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_millis(200));
         assert_eq!(backoff(4), Duration::from_millis(800));
         assert_eq!(backoff(100), BACKOFF_MAX);
-    }
-
-    #[test]
-    fn queued_sees_a_pending_connection() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(!queued(l.as_fd()).unwrap());
-        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        assert!(queued(l.as_fd()).unwrap());
     }
 }

@@ -2,13 +2,9 @@
 //! instance unit `SERVICE@I.service`.
 
 use distribute_config::{PassthroughValue, ServiceSpec};
+use distribute_instance::{DISTRIBUTE_INSTANCE, DISTRIBUTE_NAME};
 use std::os::fd::BorrowedFd;
 use zbus::zvariant::{Fd, Value};
-
-/// Environment variable that tells an instance its index.
-pub const ENV_INSTANCE: &str = "DISTRIBUTE_INSTANCE";
-/// Environment variable that tells an instance its config name.
-pub const ENV_NAME: &str = "DISTRIBUTE_NAME";
 
 /// How the listening sockets reach the instance.
 pub enum FdHandOff<'a> {
@@ -34,11 +30,6 @@ pub fn instance_description(name: &str, description: Option<&str>, index: u32) -
     }
 }
 
-/// `NAME@I.service`.
-pub fn instance_unit_name(service: &str, index: u32) -> String {
-    format!("{service}@{index}.service")
-}
-
 /// The bitmask systemd's `CPUAffinity` property (`ay`) expects.
 pub fn cpu_mask(cpus: &[u32]) -> Vec<u8> {
     let Some(&max) = cpus.iter().max() else {
@@ -51,6 +42,7 @@ pub fn cpu_mask(cpus: &[u32]) -> Vec<u8> {
     mask
 }
 
+#[cfg(test)]
 /// All properties of instance `index` of config `name`. `exec` must already
 /// have its specifiers expanded for this instance.
 pub fn properties<'a>(
@@ -109,8 +101,8 @@ pub fn properties_described<'a>(
         }
     }
     let mut env = vec![
-        format!("{ENV_INSTANCE}={index}"),
-        format!("{ENV_NAME}={name}"),
+        format!("{DISTRIBUTE_INSTANCE}={index}"),
+        format!("{DISTRIBUTE_NAME}={name}"),
     ];
     env.extend(exec.environment.iter().cloned());
     push("Environment", Value::from(env));
@@ -224,11 +216,6 @@ mod tests {
             get("Description").unwrap(),
             r#""Web, instance 0 (systemd-distribute)""#
         );
-    }
-
-    #[test]
-    fn unit_names() {
-        assert_eq!(instance_unit_name("web", 7), "web@7.service");
     }
 
     #[test]

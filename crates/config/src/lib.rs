@@ -39,6 +39,7 @@ mod spec;
 mod specifier;
 mod validate;
 pub mod values;
+pub use values::check_distribute;
 mod words;
 
 pub use error::ConfigError;

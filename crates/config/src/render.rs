@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use crate::error::ConfigError;
 use crate::load::LoadReport;
 use crate::spec::{
-    Activation, Companion, CompanionKind, Distribute, Listen, ListenKind, PassthroughValue,
-    ServiceSpec, SocketOptions, SocketSpec, Steering, Timestamping,
+    Activation, Companion, CompanionKind, Distribute, Listen, PassthroughValue, ServiceSpec,
+    SocketOptions, SocketSpec, Steering, Timestamping,
 };
 
 /// Renders one spec.
@@ -48,11 +48,8 @@ pub fn render_spec(spec: &SocketSpec) -> String {
         original,
     } in listen
     {
-        // TODO(17): ListenKind::key() (this spelling is lower case, without `Listen`).
-        let kind = match kind {
-            ListenKind::Stream => "stream",
-            ListenKind::Datagram => "datagram",
-        };
+        // The dump's spelling of the key: `stream`, `datagram`.
+        let kind = kind.key().trim_start_matches("Listen").to_lowercase();
         line("listen", &format_args!("{kind} {addr} ({original:?})"));
     }
     for Companion {

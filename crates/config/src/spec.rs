@@ -158,8 +158,8 @@ impl CompanionKind {
     /// The key it comes from.
     pub fn key(self) -> &'static str {
         match self {
-            CompanionKind::Stream => "ListenStream",
-            CompanionKind::Datagram => "ListenDatagram",
+            CompanionKind::Stream => ListenKind::Stream.key(),
+            CompanionKind::Datagram => ListenKind::Datagram.key(),
             CompanionKind::SequentialPacket => "ListenSequentialPacket",
             CompanionKind::Fifo => "ListenFIFO",
         }
@@ -196,6 +196,16 @@ pub enum ListenKind {
     Datagram,
 }
 
+impl ListenKind {
+    /// The key it comes from: `ListenStream` or `ListenDatagram`.
+    pub fn key(self) -> &'static str {
+        match self {
+            ListenKind::Stream => "ListenStream",
+            ListenKind::Datagram => "ListenDatagram",
+        }
+    }
+}
+
 /// One `Listen*=` line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listen {
@@ -210,7 +220,7 @@ pub struct Listen {
 /// `Distribute=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Distribute {
-    /// A fixed count, 1..=MAX_DISTRIBUTE.
+    /// A fixed count (see [`crate::values::check_distribute`]).
     Count(u32),
     /// `cpus`: CPUs in the activator's affinity set, resolved at bind time.
     Cpus,

@@ -94,67 +94,16 @@ pub fn parse_size(s: &str) -> Result<u64> {
     Ok(total as u64)
 }
 
-/// Microseconds in each time unit that systemd's `parse_sec()` knows.
-const TIME_UNITS: &[(&[&str], u64)] = &[
-    (&["us", "usec", "µs", "μs"], 1),
-    (&["ms", "msec"], 1_000),
-    (&["s", "sec", "second", "seconds"], 1_000_000),
-    (&["m", "min", "minute", "minutes"], 60_000_000),
-    (&["h", "hr", "hour", "hours"], 3_600_000_000),
-    (&["d", "day", "days"], 86_400_000_000),
-    (&["w", "week", "weeks"], 604_800_000_000),
-    // systemd's month and year are averages: 30.44 days and 365.25 days.
-    (&["M", "month", "months"], 2_629_800_000_000),
-    (&["y", "year", "years"], 31_557_600_000_000),
-];
-
-/// Like systemd's `parse_sec()`: a time span in microseconds. A bare number is seconds;
-/// units (`us`, `ms`, `s`, `min`, `h`, `d`, `w`, `M`, `y` and their long forms) may be
-/// combined (`1min 30s`) and fractional (`1.5s`); `infinity` is `u64::MAX`.
+/// Like systemd's `parse_sec()`: a time span in microseconds (the instance
+/// library's [`distribute_instance::parse_time_span_usec`], the project's one
+/// time-span parser). A bare number is seconds; units (`us`, `ms`, `s`, `min`,
+/// `h`, `d`, `w`, `M`, `y` and their long forms) may be combined (`1min 30s`)
+/// and fractional (`1.5s`); `infinity` is `u64::MAX`.
 pub fn parse_time_span(s: &str) -> Result<u64> {
-    if s == "infinity" {
-        return Ok(u64::MAX);
-    }
-    let bad = || {
-        "not a time span: use e.g. 5s, 100ms, 1min 30s, or infinity (a bare number is seconds)"
-            .to_string()
-    };
-    let mut total: u128 = 0;
-    let mut rest = s.trim_start();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let (number, after) = split_number(rest).ok_or_else(bad)?;
-        let after = after.trim_start();
-        let unit_len = after
-            .char_indices()
-            .find(|&(_, c)| !(c.is_ascii_alphabetic() || c == 'µ' || c == 'μ'))
-            .map_or(after.len(), |(i, _)| i);
-        let (unit, after) = after.split_at(unit_len);
-        let usec = if unit.is_empty() {
-            1_000_000
-        } else {
-            TIME_UNITS
-                .iter()
-                .find(|(names, _)| names.contains(&unit))
-                .map(|&(_, usec)| usec)
-                .ok_or_else(|| {
-                    format!("unknown time unit \"{unit}\": use us, ms, s, min, h, d, w, M or y")
-                })?
-        };
-        total = number
-            .scale(usec.into())
-            .and_then(|v| total.checked_add(v))
-            // u64::MAX itself means infinity: a finite span must stay below it.
-            .filter(|&v| v < u128::from(u64::MAX))
-            .ok_or_else(|| "too large: use infinity for no limit".to_string())?;
-        rest = after.trim_start();
-    }
-    Ok(total as u64)
+    distribute_instance::parse_time_span_usec(s).map_err(|e| e.to_string())
 }
 
-/// A decimal number with an optional fraction, as used by sizes and time spans.
+/// A decimal number with an optional fraction, as used by sizes.
 struct Decimal {
     int: u128,
     /// Fraction digits as an integer, and 10^(number of digits).
@@ -321,7 +270,18 @@ pub fn describe_char(c: char) -> String {
     }
 }
 
-/// `Distribute=`: `1..=MAX_DISTRIBUTE` or `cpus`.
+/// The range of N, for `Distribute=` and for a run-time change
+/// (`SetDistribute()`): `Ok(n)` inside it, otherwise what is wrong
+/// ("must be at least 1", "must be at most [`MAX_DISTRIBUTE`]").
+pub fn check_distribute(n: u32) -> Result<u32> {
+    match n {
+        0 => Err("must be at least 1".into()),
+        n if n > MAX_DISTRIBUTE => Err(format!("must be at most {MAX_DISTRIBUTE}")),
+        n => Ok(n),
+    }
+}
+
+/// `Distribute=`: a count in the range of [`check_distribute`], or `cpus`.
 pub fn parse_distribute(s: &str) -> Result<Distribute> {
     if s == "cpus" {
         return Ok(Distribute::Cpus);
@@ -330,11 +290,11 @@ pub fn parse_distribute(s: &str) -> Result<Distribute> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("not a number ({valid})"));
     }
-    match s.parse::<u32>() {
-        Ok(0) => Err(format!("must be at least 1 ({valid})")),
-        Ok(n) if n <= MAX_DISTRIBUTE => Ok(Distribute::Count(n)),
-        _ => Err(format!("must be at most {MAX_DISTRIBUTE} ({valid})")),
-    }
+    // Beyond u32: too large as well.
+    let n = s.parse::<u32>().unwrap_or(u32::MAX);
+    check_distribute(n)
+        .map(Distribute::Count)
+        .map_err(|e| format!("{e} ({valid})"))
 }
 
 /// `BindIPv6Only=`: `default`, `both`, `ipv6-only`, or a boolean (yes = `ipv6-only`,
@@ -986,6 +946,20 @@ mod tests {
                 ("-1", Err("not a number")),
                 ("CPUs", Err("not a number")),
                 ("4 ", Err("not a number")),
+            ],
+        );
+    }
+
+    #[test]
+    fn distribute_range() {
+        table(
+            |s| check_distribute(s.parse().unwrap()),
+            &[
+                ("0", Err("must be at least 1")),
+                ("1", Ok(1)),
+                ("1024", Ok(1024)),
+                ("1025", Err("must be at most 1024")),
+                ("4294967295", Err("must be at most 1024")),
             ],
         );
     }

@@ -128,11 +128,7 @@ fn uses(spec: &SocketSpec) -> Vec<String> {
         out.push(match r {
             distribute_config::FdRef::Distributed(i) => {
                 let l = &spec.listen[i];
-                // TODO(17): ListenKind::key()
-                let key = match l.kind {
-                    distribute_config::ListenKind::Stream => "ListenStream",
-                    distribute_config::ListenKind::Datagram => "ListenDatagram",
-                };
+                let key = l.kind.key();
                 format!(
                     "{key}={}: distributed, one SO_REUSEPORT socket per instance ({n} instances)",
                     l.original

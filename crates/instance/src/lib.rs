@@ -51,6 +51,9 @@ use std::time::Duration;
 
 pub mod http;
 mod server;
+mod timespan;
+
+pub use timespan::{parse_time_span_usec, TimeSpanError};
 
 pub use server::{run, Action, Config, ExitReason, Handler, Server, Stats};
 
@@ -364,59 +367,15 @@ pub fn instance_name() -> Option<String> {
 #[error("invalid time span {0:?}: expected e.g. 10s, 500ms, 1min 30s, or infinity")]
 pub struct TimespanError(pub String);
 
-/// Parses a systemd-style time span (`systemd.time(7)`).
-///
-/// Accepts a sequence of numbers with units, optionally separated by spaces:
-/// `usec`/`us`/`µs`, `msec`/`ms`, `seconds`/`second`/`sec`/`s`,
-/// `minutes`/`minute`/`min`/`m`, `hours`/`hour`/`hr`/`h`, `days`/`day`/`d`,
-/// `weeks`/`week`/`w`. A number without a unit means seconds (`5` = `5s`);
-/// fractions are allowed (`1.5s`). `infinity` gives [`Duration::MAX`].
+/// Parses a systemd-style time span (`systemd.time(7)`) into a [`Duration`]
+/// with [`parse_time_span_usec`] (surrounding white space allowed): `5` =
+/// `5s`, `1.5s`, `1min 30s`, `250us`; `infinity` gives [`Duration::MAX`].
 pub fn parse_timespan(s: &str) -> std::result::Result<Duration, TimespanError> {
-    let err = || TimespanError(s.to_owned());
-    let t = s.trim();
-    if t == "infinity" {
-        return Ok(Duration::MAX);
+    match parse_time_span_usec(s.trim()) {
+        Ok(u64::MAX) => Ok(Duration::MAX),
+        Ok(usec) => Ok(Duration::from_micros(usec)),
+        Err(_) => Err(TimespanError(s.to_owned())),
     }
-    if t.is_empty() {
-        return Err(err());
-    }
-    let mut rest = t;
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_len];
-        if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
-            return Err(err());
-        }
-        let value: f64 = num.parse().map_err(|_| err())?;
-        rest = rest[num_len..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_alphabetic())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = rest[unit_len..].trim_start();
-        let nanos_per: f64 = match unit {
-            "" => 1e9,
-            "usec" | "us" | "µs" => 1e3,
-            "msec" | "ms" => 1e6,
-            "seconds" | "second" | "sec" | "s" => 1e9,
-            "minutes" | "minute" | "min" | "m" => 60e9,
-            "hours" | "hour" | "hr" | "h" => 3600e9,
-            "days" | "day" | "d" => 86400e9,
-            "weeks" | "week" | "w" => 7.0 * 86400e9,
-            _ => return Err(err()),
-        };
-        let nanos = value * nanos_per;
-        if !nanos.is_finite() || nanos >= u64::MAX as f64 {
-            return Err(err());
-        }
-        total = total
-            .checked_add(Duration::from_nanos(nanos.round() as u64))
-            .ok_or_else(err)?;
-    }
-    Ok(total)
 }
 
 /// Formats a duration the way [`parse_timespan`] reads it (`10s`, `300ms`, `infinity`).

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use tokio::sync::mpsc::UnboundedReceiver;
 use zbus::Connection;
 
-pub use objects::{Manager, Socket};
+pub use objects::Manager;
 
 /// Publishes the API on `conn` and takes the name `org.distribute1`.
 ///

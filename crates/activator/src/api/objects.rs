@@ -207,7 +207,8 @@ impl Socket {
 #[zbus::interface(name = "org.distribute1.Socket")]
 impl Socket {
     /// Changes N until the next reload: instances are added, or the highest
-    /// ones drain (finish what is queued) and go away. 1..=1024.
+    /// ones drain (finish what is queued) and go away. N in the range of
+    /// `distribute_config::check_distribute` (an error names it).
     async fn set_distribute(
         &self,
         n: u32,
@@ -215,11 +216,7 @@ impl Socket {
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<(), ApiError> {
         require_root(conn, &call).await?;
-        if n == 0 {
-            return Err(ApiError::InvalidArgs(
-                "Distribute must be at least 1".to_string(),
-            ));
-        }
+        // The range is checked once, by the daemon (config crate's check_distribute).
         act(
             &self.commands,
             Request::SetDistribute {

@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::process::ExitCode;
-use systemd_distribute::fdpass;
+use systemd_distribute::exec_side as fdpass;
 
 /// sd_listen_fds' first fd.
 const LISTEN_FDS_START: RawFd = 3;

@@ -11,9 +11,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use systemd_distribute::handoff;
-
-use systemd_distribute::fdstore::{self, BARRIER_TIMEOUT};
+use systemd_distribute::handoff_side::{self as handoff, BARRIER_TIMEOUT};
 
 fn main() -> ExitCode {
     match run() {
@@ -78,7 +76,7 @@ fn run() -> Result<String, String> {
 /// `BARRIER=1`: waits until systemd has processed every message we sent, so
 /// our exit (which ends the control process) cannot overtake the fds.
 fn barrier() -> Result<(), String> {
-    let read_end = fdstore::send_barrier()
+    let read_end = handoff::send_barrier()
         .map_err(|e| format!("BARRIER=1: {e}"))?
         .ok_or("$NOTIFY_SOCKET is not set")?;
     // systemd closes its copy of the write end once it got here: POLLHUP.

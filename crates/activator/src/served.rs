@@ -1,4 +1,6 @@
-//! One served config: its N slots, rescaling and removal.
+//! One served socket config ([`ServedSocket`], `org.distribute1.Socket`): its
+//! N slots, reconciling with a new version of the config, rescaling and
+//! removal.
 //!
 //! Rescaling never resets a queued connection:
 //! - **grow N→M**: bind M-N more sockets per address; they join the same
@@ -15,7 +17,7 @@ use crate::control::{ControlError, Instance, InstanceInfo, SocketInfo};
 use crate::fdstore::{fd_name, FdStore};
 use crate::sockets::{self, BindError, BoundSocket};
 use crate::steering;
-use crate::supervisor::{self, Begin, GroupLink, Shared, Slot, SlotCommand, SlotState};
+use crate::supervisor::{self, Begin, Slot, SlotCommand, SlotState, SocketCommon, SystemdLink};
 use crate::systemd::ServiceProxy;
 use crate::template::Mode;
 use distribute_config::{Activation, Distribute, ListenKind, SocketSpec, Steering};
@@ -56,21 +58,24 @@ pub struct SlotHandle {
     pub task: Option<JoinHandle<()>>,
 }
 
-/// One served config.
-pub struct Group {
+/// One served socket config: what a `NAME.socket` file is at run time (the
+/// D-Bus `Socket` object, `distributectl status NAME`). Its instances run in
+/// slots, one per socket index.
+pub struct ServedSocket {
     /// Config name.
     pub name: String,
     /// The effective spec; slots read it at every start, so a reload that only
-    /// changes `[Service]` applies to the next instance started.
-    pub spec: Rc<RefCell<Rc<SocketSpec>>>,
+    /// changes `[Service]` applies to the next instance started. Set by
+    /// [`ServedSocket::serve`] and [`ServedSocket::reconcile`] only.
+    spec: Rc<RefCell<Rc<SocketSpec>>>,
     /// Slots by index; draining ones stay here until closed.
     pub slots: RefCell<Vec<SlotHandle>>,
     /// Last reload error for this config ("" if none).
-    pub error: RefCell<String>,
-    /// Shared with the slots.
-    pub link: Rc<GroupLink>,
+    error: RefCell<String>,
+    /// What its slots have in common (mode, N, wake-ups, companions).
+    pub common: Rc<SocketCommon>,
     /// `Steering=warm`: how many sockets (from index 0) get new connections.
-    pub warm: Cell<u32>,
+    warm: Cell<u32>,
     rescale_lock: tokio::sync::Mutex<()>,
     drain: RefCell<Option<JoinHandle<()>>>,
     /// N asked for while a shrink was draining: applied when it ends (a
@@ -79,14 +84,14 @@ pub struct Group {
     /// Watches the companion listeners while no instance runs.
     companion_task: RefCell<Option<JoinHandle<()>>>,
     /// The sockets it replaced still share its reuseport groups (until
-    /// [`Group::retire`] closes them): a rescale waits for that, queued.
+    /// [`ServedSocket::retire`] closes them): a rescale waits for that, queued.
     behind: Cell<bool>,
     /// A replacement is binding sockets into our reuseport groups: new
     /// connections must stay on ours until its program takes over.
     pinned: Cell<bool>,
-    /// Its sockets were replaced on reload ([`Group::retire`]): it no longer
+    /// Its sockets were replaced on reload ([`ServedSocket::retire`]): it no longer
     /// steers the reuseport groups it shares with its successor.
-    pub retired: Cell<bool>,
+    retired: Cell<bool>,
     /// While a replaced config's old sockets share reuseport groups with
     /// ours: per `Listen*=` line, the kernel position of each slot's socket
     /// (`None`: position i is socket i).
@@ -94,7 +99,7 @@ pub struct Group {
     /// (listen line, slot) left out of steering while a close moves it.
     avoid: RefCell<Vec<(usize, u32)>>,
     /// Listening sockets that only pad a shared reuseport group so the old
-    /// sockets' closes leave ours at positions 0..N (see [`Group::retire`]).
+    /// sockets' closes leave ours at positions 0..N (see [`ServedSocket::retire`]).
     pads: RefCell<Vec<Vec<socket2::Socket>>>,
 }
 
@@ -155,11 +160,69 @@ pub fn replacement_needs_gap(a: &SocketSpec, b: &SocketSpec) -> Option<String> {
     None
 }
 
-/// N for a spec.
-pub fn resolve_n(d: Distribute) -> u32 {
-    match d {
+/// N for a spec (`Distribute=cpus`: the CPUs in our affinity set). The
+/// daemon never resolves N: [`ServedSocket::serve`] and [`ServedSocket::reconcile`] do.
+fn resolve_n(spec: &SocketSpec) -> u32 {
+    match spec.distribute {
         Distribute::Count(n) => n,
         Distribute::Cpus => sockets::cpus_in_affinity(),
+    }
+}
+
+/// How many distributed sockets serving `spec` takes (for
+/// [`FdStore::room_for`]).
+pub fn sockets_wanted(spec: &SocketSpec) -> usize {
+    resolve_n(spec) as usize * spec.listen.len()
+}
+
+/// What [`ServedSocket::reconcile`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    /// N changed: the rescale's summary (a shrink completes in the
+    /// background).
+    Rescaled(String),
+    /// Something other than N and the sockets changed (`[Service]`, socket
+    /// options applied in place, limits, timeouts).
+    Updated,
+    /// Nothing changed.
+    Unchanged,
+}
+
+/// What a new version of a served config asks of its sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketChange {
+    /// Nothing.
+    None,
+    /// Options applied to the sockets in place ([`refreshable_change`]).
+    Refresh,
+    /// New sockets ([`socket_level_change`]), bound next to the old ones.
+    Replace,
+    /// New sockets, bound only once the old ones are closed; why
+    /// ([`replacement_needs_gap`]).
+    ReplaceWithGap(String),
+}
+
+impl SocketChange {
+    /// Whether it needs new sockets.
+    pub fn new_sockets(&self) -> bool {
+        matches!(
+            self,
+            SocketChange::Replace | SocketChange::ReplaceWithGap(_)
+        )
+    }
+}
+
+/// The policy for a reload: which [`SocketChange`] going from `a` to `b` is.
+pub fn socket_change(a: &SocketSpec, b: &SocketSpec) -> SocketChange {
+    if socket_level_change(a, b) {
+        match replacement_needs_gap(a, b) {
+            Some(why) => SocketChange::ReplaceWithGap(why),
+            None => SocketChange::Replace,
+        }
+    } else if refreshable_change(a, b) {
+        SocketChange::Refresh
+    } else {
+        SocketChange::None
     }
 }
 
@@ -263,7 +326,7 @@ fn bind_slot_sockets(
     Ok(out)
 }
 
-impl Group {
+impl ServedSocket {
     /// Binds (or takes back from the fd store) every socket of `spec` and
     /// starts supervising its slots. All or nothing.
     ///
@@ -272,18 +335,18 @@ impl Group {
     /// gone: our slot of the same unit name starts watching only then (one
     /// unit cannot serve both). On an address both configs listen on, our
     /// sockets join its reuseport groups, behind its own (and behind pads,
-    /// see [`Group::retire`]), and the steering program sends every new
+    /// see [`ServedSocket::retire`]), and the steering program sends every new
     /// connection to ours.
     pub async fn serve(
-        shared: &Rc<Shared>,
-        store: &FdStore,
+        shared: &Rc<SystemdLink>,
+        store: &Rc<FdStore>,
         spec: SocketSpec,
         mode: Mode,
-        after: Option<(&Rc<Group>, Holds)>,
-    ) -> Result<Rc<Group>, String> {
-        let n = resolve_n(spec.distribute);
+        after: Option<(&Rc<ServedSocket>, Holds)>,
+    ) -> Result<Rc<ServedSocket>, String> {
+        let n = resolve_n(&spec);
         // Take back the stored sockets above N too (a restart during a
-        // shrink): the caller drains them through `rescale`, highest first,
+        // shrink): they drain through `rescale` below, highest first,
         // because closing them in any other order would reorder the group.
         let open = n.max(store.stored_slots(&spec.name));
         let (old, mut holds) = match after {
@@ -349,15 +412,15 @@ impl Group {
                 return Err(e.to_string());
             }
         };
-        let group = Rc::new(Group {
+        let group = Rc::new(ServedSocket {
             name: spec.name.clone(),
             spec: Rc::new(RefCell::new(Rc::new(spec))),
             slots: RefCell::new(Vec::new()),
             error: RefCell::new(String::new()),
-            link: Rc::new(GroupLink {
+            common: Rc::new(SocketCommon {
                 mode: RefCell::new(mode),
                 companions: RefCell::new(companions),
-                ..GroupLink::default()
+                ..SocketCommon::default()
             }),
             warm: Cell::new(1),
             rescale_lock: tokio::sync::Mutex::new(()),
@@ -371,7 +434,7 @@ impl Group {
             avoid: RefCell::new(Vec::new()),
             pads: RefCell::new(pads),
         });
-        group.link.size.set(bound.len() as u32);
+        group.common.size.set(bound.len() as u32);
         for (i, sockets) in (0u32..).zip(bound) {
             let unit = group.spec.borrow().instance_unit(i);
             match holds.remove(&unit) {
@@ -383,7 +446,7 @@ impl Group {
         if group.spec.borrow().options.steering == Steering::Warm {
             tokio::task::spawn_local(warm_monitor(Rc::downgrade(&group), shared.clone()));
         }
-        if !group.link.companions.borrow().is_empty() {
+        if !group.common.companions.borrow().is_empty() {
             let task = tokio::task::spawn_local(companion_monitor(Rc::downgrade(&group)));
             *group.companion_task.borrow_mut() = Some(task);
         }
@@ -391,7 +454,149 @@ impl Group {
             Rc::downgrade(&group),
             shared.clone(),
         ));
+        if old.is_none() && group.active() > n {
+            // Sockets of a shrink that a restart interrupted: finish it.
+            tracing::info!(
+                "{}: the fd store still holds the sockets of instances {n}..{}; draining them",
+                group.name,
+                group.active() - 1
+            );
+            if let Err(e) = group.rescale(shared, store, n).await {
+                tracing::warn!("{}: {e}", group.name);
+            }
+        }
         Ok(group)
+    }
+
+    /// Brings a served config to `spec`, a new version of it that needs no
+    /// new sockets ([`socket_change`] is `None` or `Refresh`; replacing
+    /// sockets is the daemon's, as it involves two served configs): applies
+    /// changed socket options in place, takes the instance mode that `mode`
+    /// (the template unit file's presence, decided again) gives, makes
+    /// `spec` the effective spec, starts failed instances again, and
+    /// rescales to its N (a reload returns to the file's `Distribute=`, also
+    /// after a run-time `SetDistribute()`). An error of `mode` keeps the last
+    /// good config (and is the config's error until the next reload).
+    pub async fn reconcile(
+        self: &Rc<Self>,
+        shared: &Rc<SystemdLink>,
+        store: &Rc<FdStore>,
+        spec: SocketSpec,
+        mode: impl std::future::Future<Output = Result<Mode, String>>,
+    ) -> Result<Reconciled, String> {
+        let old = self.spec();
+        if refreshable_change(&old, &spec) {
+            // Backlog=, buffers, NoDelay=, KeepAlive=, DeferAcceptSec=: set
+            // on the sockets as they are, queues untouched.
+            self.refresh_sockets(&spec);
+            tracing::info!("{}: socket options applied in place", self.name);
+        }
+        match mode.await {
+            Ok(mode) => {
+                let previous = self.common.mode.replace(mode.clone());
+                if previous != mode {
+                    tracing::info!(
+                        "{}: instances now start in {} mode{}",
+                        self.name,
+                        mode.as_str(),
+                        if mode.unit_file().is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", mode.unit_file())
+                        }
+                    );
+                }
+            }
+            Err(e) => {
+                self.set_error(format!("{e} (still serving the last good config)"));
+                return Err(e);
+            }
+        }
+        let m = resolve_n(&spec);
+        let unchanged = *old == spec;
+        *self.spec.borrow_mut() = Rc::new(spec);
+        let retried = self.retry_failed();
+        if retried > 0 {
+            tracing::info!(
+                "{}: reload: starting {retried} failed instance(s) again",
+                self.name
+            );
+        }
+        if m != self.active() {
+            return match self.rescale(shared, store, m).await {
+                Ok(s) => Ok(Reconciled::Rescaled(s)),
+                Err(e) => {
+                    self.set_error(e.to_string());
+                    Ok(Reconciled::Rescaled(e.to_string()))
+                }
+            };
+        }
+        Ok(if unchanged {
+            Reconciled::Unchanged
+        } else {
+            Reconciled::Updated
+        })
+    }
+
+    /// The effective spec.
+    pub fn spec(&self) -> Rc<SocketSpec> {
+        self.spec.borrow().clone()
+    }
+
+    /// What [`socket_change`] going from the effective spec to `spec` is.
+    pub fn socket_change(&self, spec: &SocketSpec) -> SocketChange {
+        socket_change(&self.spec.borrow(), spec)
+    }
+
+    /// Sets the config's error (shown as `Error`); "" clears it.
+    pub fn set_error(&self, error: String) {
+        *self.error.borrow_mut() = error;
+    }
+
+    /// The template unit whose drop-in its instances need, in template mode.
+    pub fn template_in_use(&self) -> Option<String> {
+        matches!(*self.common.mode.borrow(), Mode::Template { .. })
+            .then(|| self.spec.borrow().template_unit())
+    }
+
+    /// For a replacement ([`ServedSocket::serve`] with `after`): per unit name of
+    /// our slots, a sender that [`ServedSocket::retire`] fires once our instance is
+    /// gone, and the receiver the new slot of that name waits on.
+    pub fn hand_over(
+        &self,
+    ) -> (
+        std::collections::HashMap<String, oneshot::Sender<()>>,
+        Holds,
+    ) {
+        let mut release = std::collections::HashMap::new();
+        let mut holds = Holds::new();
+        for h in self.slots.borrow().iter() {
+            let (tx, rx) = oneshot::channel();
+            release.insert(h.slot.unit.clone(), tx);
+            holds.insert(h.slot.unit.clone(), rx);
+        }
+        (release, holds)
+    }
+
+    /// Its replacement serves from now on: it stops steering, and every slot
+    /// drains.
+    pub fn retire_all(&self) {
+        self.retired.set(true);
+        for h in self.slots.borrow().iter() {
+            {
+                let mut st = h.slot.status.borrow_mut();
+                st.retiring = true;
+                st.draining = true;
+            }
+            let _ = h.commands.send(SlotCommand::Drain);
+        }
+    }
+
+    /// Sends `cmd` to every slot, draining ones included.
+    pub fn command_every(&self, cmd: SlotCommand) {
+        for h in self.slots.borrow().iter() {
+            let _ = h.commands.send(cmd);
+        }
     }
 
     /// Attaches the steering program that the mode and the current N (and
@@ -413,7 +618,7 @@ impl Group {
         let healthy: Vec<u32> = (0..m)
             .filter(|&i| slots[i as usize].slot.status.borrow().stuck.is_none())
             .collect();
-        let mut program = steering_program(
+        let mut program = steering::steering_program(
             self.spec.borrow().options.steering,
             m,
             open,
@@ -456,7 +661,7 @@ impl Group {
     /// How slot `unit` begins: an instance that outlived a restart of the
     /// activator is still running with its own copy of the socket: adopt it
     /// instead of watching.
-    async fn begin_for(shared: &Shared, spec: &SocketSpec, unit: &str) -> Begin {
+    async fn begin_for(shared: &SystemdLink, spec: &SocketSpec, unit: &str) -> Begin {
         if supervisor::instance_is_up(shared, unit).await {
             Begin::Adopt
         } else if spec.options.activation == Activation::Eager {
@@ -466,12 +671,12 @@ impl Group {
         }
     }
 
-    /// Like [`Group::spawn`], but the slot's task (its routes, its watch)
+    /// Like [`ServedSocket::spawn`], but the slot's task (its routes, its watch)
     /// begins only once `hold` fires or is dropped: the old instance of the
     /// same unit name is gone. Meanwhile connections queue on its socket.
     fn spawn_held(
         &self,
-        shared: &Rc<Shared>,
+        shared: &Rc<SystemdLink>,
         index: u32,
         sockets: Vec<BoundSocket>,
         hold: oneshot::Receiver<()>,
@@ -483,7 +688,7 @@ impl Group {
             index,
             unit,
             sockets,
-            self.link.clone(),
+            self.common.clone(),
         ));
         slot.status.borrow_mut().reason = "waiting for the old instance to drain".into();
         let (commands, rx) = mpsc::unbounded_channel();
@@ -492,7 +697,7 @@ impl Group {
             let _ = hold.await;
             held.status.borrow_mut().reason.clear();
             let spec = spec_cell.borrow().clone();
-            let begin = Group::begin_for(&shared, &spec, &held.unit).await;
+            let begin = ServedSocket::begin_for(&shared, &spec, &held.unit).await;
             let mut inner = AbortOnDrop(supervisor::spawn_slot_with(
                 shared, spec_cell, held, begin, rx,
             ));
@@ -505,16 +710,16 @@ impl Group {
         });
     }
 
-    async fn spawn(&self, shared: &Rc<Shared>, index: u32, sockets: Vec<BoundSocket>) {
+    async fn spawn(&self, shared: &Rc<SystemdLink>, index: u32, sockets: Vec<BoundSocket>) {
         let spec = self.spec.borrow().clone();
         let unit = spec.instance_unit(index);
-        let begin = Group::begin_for(shared, &spec, &unit).await;
+        let begin = ServedSocket::begin_for(shared, &spec, &unit).await;
         let slot = Rc::new(Slot::new(
             &spec.name,
             index,
             unit,
             sockets,
-            self.link.clone(),
+            self.common.clone(),
         ));
         let (commands, task) =
             supervisor::spawn_slot(shared.clone(), self.spec.clone(), slot.clone(), begin);
@@ -592,25 +797,33 @@ impl Group {
         }
     }
 
+    /// Remembers `m` for when what `rescale` waits for (`why`) is over.
+    fn rescale_later(&self, m: u32, why: &str, after: &str) -> Result<String, ControlError> {
+        self.queued.set(Some(m));
+        tracing::info!("{}: {why}", self.name);
+        Ok(format!(
+            "{}: {m} instances once {after} (DrainTimeoutSec=)",
+            self.name
+        ))
+    }
+
     /// Changes N to `m`. Returns a summary; a shrink completes in the background.
     pub async fn rescale(
         self: &Rc<Self>,
-        shared: &Rc<Shared>,
+        shared: &Rc<SystemdLink>,
         store: &Rc<FdStore>,
         m: u32,
     ) -> Result<String, ControlError> {
         if self.behind.get() {
             // The kernel positions of our sockets are in flux until the
             // replaced ones are closed; whoever asks gets an answer now.
-            self.queued.set(Some(m));
-            tracing::info!(
-                "{}: its replaced sockets are still draining; {m} instances once they are closed",
-                self.name
+            return self.rescale_later(
+                m,
+                &format!(
+                    "its replaced sockets are still draining; {m} instances once they are closed"
+                ),
+                "the replaced sockets have drained",
             );
-            return Ok(format!(
-                "{}: {m} instances once the replaced sockets have drained (DrainTimeoutSec=)",
-                self.name
-            ));
         }
         let _serial = self.rescale_lock.lock().await;
         if self.retired.get() {
@@ -628,15 +841,11 @@ impl Group {
         if draining {
             // The drain ends by itself, bounded by DrainTimeoutSec=; whoever
             // asks (D-Bus, a reload) gets an answer now.
-            self.queued.set(Some(m));
-            tracing::info!(
-                "{}: a shrink is still draining; {m} instances once it is done",
-                self.name
+            return self.rescale_later(
+                m,
+                &format!("a shrink is still draining; {m} instances once it is done"),
+                "the shrink in progress has drained",
             );
-            return Ok(format!(
-                "{}: {m} instances once the shrink in progress has drained (DrainTimeoutSec=)",
-                self.name
-            ));
         }
         self.queued.set(None);
         let n = self.active();
@@ -654,7 +863,7 @@ impl Group {
                 })?;
                 self.spawn(shared, i, sockets).await;
             }
-            self.link.size.set(m);
+            self.common.size.set(m);
             self.apply_steering();
             tracing::info!("{}: grew from {n} to {m} instances", self.name);
             return Ok(format!("{}: {n} → {m} instances", self.name));
@@ -663,7 +872,7 @@ impl Group {
         for h in &self.slots.borrow()[m as usize..] {
             h.slot.status.borrow_mut().draining = true;
         }
-        self.link.size.set(m);
+        self.common.size.set(m);
         self.apply_steering();
         for h in &self.slots.borrow()[m as usize..] {
             let _ = h.commands.send(SlotCommand::Drain);
@@ -786,13 +995,13 @@ impl Group {
             task.abort();
             let _ = task.await;
         }
-        drop(self.link.companions.take());
+        drop(self.common.companions.take());
         companion::forget(&self.spec.borrow(), &store, true);
         tracing::info!("{}: removed; all its sockets are closed", self.name);
         // Wakes the warm-steering and health monitors, which end on it.
-        self.link.closed.set(true);
-        self.link.activity.notify_one();
-        self.link.health.notify_one();
+        self.common.closed.set(true);
+        self.common.activity.notify_one();
+        self.common.health.notify_one();
     }
 
     /// Whether a shrink is draining (its closes move sockets in the kernel's
@@ -817,9 +1026,9 @@ impl Group {
         self.rescale_lock.lock().await
     }
 
-    /// Before a replacement (no shrink in progress, see [`Group::shrinking`]):
+    /// Before a replacement (no shrink in progress, see [`ServedSocket::shrinking`]):
     /// takes our sockets out of systemd's fd store (the new ones take the
-    /// same names; our own fds keep ours open until [`Group::retire`]).
+    /// same names; our own fds keep ours open until [`ServedSocket::retire`]).
     pub fn begin_retiring(&self, store: &FdStore) {
         let spec = self.spec.borrow().clone();
         for h in self.slots.borrow().iter() {
@@ -829,7 +1038,7 @@ impl Group {
         }
     }
 
-    /// Undoes [`Group::begin_retiring`]'s fd store removals (the new sockets
+    /// Undoes [`ServedSocket::begin_retiring`]'s fd store removals (the new sockets
     /// could not be bound: we keep serving).
     pub fn restore_stored(&self, store: &FdStore) {
         let spec = self.spec.borrow().clone();
@@ -858,10 +1067,10 @@ impl Group {
     /// then is hashed onto any socket of the group, possibly an old one
     /// about to close.
     pub async fn retire(
-        old: Rc<Group>,
-        new: Rc<Group>,
+        old: Rc<ServedSocket>,
+        new: Rc<ServedSocket>,
         mut release: std::collections::HashMap<String, oneshot::Sender<()>>,
-        shared: Rc<Shared>,
+        shared: Rc<SystemdLink>,
         store: Rc<FdStore>,
     ) {
         // The new group keeps its size until the old sockets are gone.
@@ -905,9 +1114,9 @@ impl Group {
         old.close_under(&new);
         new.apply_steering();
         // Wakes the old group's monitors, which end on it.
-        old.link.closed.set(true);
-        old.link.activity.notify_one();
-        old.link.health.notify_one();
+        old.common.closed.set(true);
+        old.common.activity.notify_one();
+        old.common.health.notify_one();
         tracing::info!("{}: the replaced sockets are closed", old.name);
         new.behind.set(false);
         drop(_serial);
@@ -920,9 +1129,9 @@ impl Group {
         }
     }
 
-    /// The closing part of [`Group::retire`]: synchronous, so nothing else
+    /// The closing part of [`ServedSocket::retire`]: synchronous, so nothing else
     /// steers in between.
-    fn close_under(&self, new: &Group) {
+    fn close_under(&self, new: &ServedSocket) {
         let handles: Vec<SlotHandle> = self.slots.borrow_mut().drain(..).collect();
         let mut handles: Vec<Option<SlotHandle>> = handles.into_iter().map(Some).collect();
         let mut pads: Vec<Vec<Option<socket2::Socket>>> = new
@@ -991,7 +1200,7 @@ impl Group {
     }
 
     /// The control plane's view, with live queue depths and main PIDs.
-    pub async fn info(&self, shared: &Shared) -> SocketInfo {
+    pub async fn info(&self, shared: &SystemdLink) -> SocketInfo {
         let spec = self.spec.borrow().clone();
         let slots: Vec<Rc<Slot>> = self.slots.borrow().iter().map(|h| h.slot.clone()).collect();
         let mut instances = Vec::with_capacity(slots.len());
@@ -1053,10 +1262,7 @@ impl Group {
                 .map(|r| match r {
                     distribute_config::FdRef::Distributed(i) => {
                         let l = &spec.listen[i];
-                        match l.kind {
-                            ListenKind::Stream => format!("ListenStream={}", l.addr),
-                            ListenKind::Datagram => format!("ListenDatagram={}", l.addr),
-                        }
+                        format!("{}={}", l.kind.key(), l.addr)
                     }
                     distribute_config::FdRef::Companion(i) => {
                         let c = &spec.companions[i];
@@ -1074,8 +1280,8 @@ impl Group {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
-            mode: self.link.mode.borrow().as_str().into(),
-            unit_file: self.link.mode.borrow().unit_file().into(),
+            mode: self.common.mode.borrow().as_str().into(),
+            unit_file: self.common.mode.borrow().unit_file().into(),
             instances,
         }
     }
@@ -1168,62 +1374,50 @@ pub fn close_plan(padded: usize, m: usize) -> Vec<CloseStep> {
     plan
 }
 
-/// The program for `steering` with `m` active sockets of `open`, a warm pool
-/// of `warm`, and the active sockets in `healthy` (ascending) not stuck;
-/// `None`: the kernel's own hash.
-pub fn steering_program(
-    steering: Steering,
+/// One tick of the `Steering=warm` pool: what [`warm_step`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmStep {
+    /// One more socket gets new connections (and its instance starts).
+    Grow,
+    /// The highest socket of the pool stops getting new connections.
+    Shrink,
+    /// The pool stays as it is.
+    Hold,
+}
+
+/// The warm pool's policy for one tick: a pool of `r` of the `m` active
+/// sockets, whose members that are not stuck have these queue `depths` and
+/// CPU shares (`busy`, `None`: not known), with `WarmQueueDepth=` `threshold`,
+/// after `calm_ticks` calm ticks in a row. Grows when every member is behind
+/// (a queue over the threshold or a busy CPU), shrinks after
+/// [`WARM_SHRINK_TICKS`] calm ticks in a row (queues at most half the
+/// threshold, CPU under half of [`WARM_BUSY`]). Returns the step and the calm
+/// ticks in a row from now.
+pub fn warm_step(
+    r: u32,
     m: u32,
-    open: u32,
-    warm: u32,
-    healthy: &[u32],
-) -> Option<steering::Program> {
-    use steering::{Program, Source};
-    let all_healthy = healthy.is_empty() || healthy.len() as u32 == m;
-    match steering {
-        Steering::Hash if all_healthy && open > m => Some(Program::FirstM(m)),
-        Steering::Hash if all_healthy => None,
-        Steering::Hash => Some(Program::Pick {
-            source: Source::Random,
-            to: healthy.to_vec(),
-        }),
-        Steering::Cpu if all_healthy => Some(Program::Cpu(m)),
-        // CPU c still maps to socket c % m; a stuck one's CPUs are dealt
-        // out among the others.
-        Steering::Cpu => Some(Program::Pick {
-            source: Source::Cpu,
-            to: (0..m)
-                .map(|i| {
-                    if healthy.contains(&i) {
-                        i
-                    } else {
-                        healthy[i as usize % healthy.len()]
-                    }
-                })
-                .collect(),
-        }),
-        Steering::Warm => {
-            let r = warm.clamp(1, m.max(1));
-            if all_healthy {
-                return Some(Program::FirstM(r));
-            }
-            let pool: Vec<u32> = healthy.iter().copied().filter(|&i| i < r).collect();
-            if pool.len() as u32 == r {
-                return Some(Program::FirstM(r));
-            }
-            // The pool without its stuck members; if that leaves nobody,
-            // the first healthy instance outside it (the monitor grows the
-            // pool from there).
-            let to = if pool.is_empty() {
-                vec![healthy[0]]
-            } else {
-                pool
-            };
-            Some(Program::Pick {
-                source: Source::Random,
-                to,
-            })
+    threshold: u32,
+    depths: &[u32],
+    busy: &[Option<f64>],
+    calm_ticks: u32,
+) -> (WarmStep, u32) {
+    let behind = depths
+        .iter()
+        .zip(busy)
+        .all(|(&d, b)| d > threshold || b.is_some_and(|b| b >= WARM_BUSY));
+    let calm = depths
+        .iter()
+        .zip(busy)
+        .all(|(&d, b)| d <= threshold / 2 && !b.is_some_and(|b| b >= WARM_BUSY / 2.0));
+    if behind && r < m {
+        (WarmStep::Grow, 0)
+    } else if r > 1 && calm {
+        match calm_ticks + 1 {
+            t if t >= WARM_SHRINK_TICKS => (WarmStep::Shrink, 0),
+            t => (WarmStep::Hold, t),
         }
+    } else {
+        (WarmStep::Hold, 0)
     }
 }
 
@@ -1232,12 +1426,12 @@ pub fn steering_program(
 /// instance at the top of the pool stops getting connections and exits on
 /// idle. Every socket stays watched by its slot, so whatever reached a socket
 /// outside the pool is still served. Ticks only while an instance runs.
-async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
+async fn warm_monitor(group: std::rc::Weak<ServedSocket>, shared: Rc<SystemdLink>) {
     let mut calm_ticks = 0u32;
     let mut cpu = crate::load::CpuMeter::default();
     loop {
         let Some(g) = group.upgrade() else { return };
-        if g.link.closed.get() {
+        if g.common.closed.get() {
             return;
         }
         let any_running = g
@@ -1257,9 +1451,9 @@ async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
             }
             calm_ticks = 0;
             cpu.clear();
-            let link = g.link.clone();
+            let common = g.common.clone();
             drop(g);
-            link.activity.notified().await;
+            common.activity.notified().await;
             continue;
         }
         let threshold = g
@@ -1297,15 +1491,9 @@ async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
                 .collect()
         };
         let Some(g) = group.upgrade() else { return };
-        let behind = depths
-            .iter()
-            .zip(&busy)
-            .all(|(&d, b)| d > threshold || b.is_some_and(|b| b >= WARM_BUSY));
-        let calm = depths
-            .iter()
-            .zip(&busy)
-            .all(|(&d, b)| d <= threshold / 2 && !b.is_some_and(|b| b >= WARM_BUSY / 2.0));
-        if behind && r < m {
+        let step;
+        (step, calm_ticks) = warm_step(r, m, threshold, &depths, &busy, calm_ticks);
+        if step == WarmStep::Grow {
             g.warm.set(r + 1);
             g.apply_steering();
             let _ = g.command(r, SlotCommand::Start);
@@ -1319,17 +1507,10 @@ async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
                 r + 1,
                 busy.join(" ")
             );
-            calm_ticks = 0;
-        } else if r > 1 && calm {
-            calm_ticks += 1;
-            if calm_ticks >= WARM_SHRINK_TICKS {
-                g.warm.set(r - 1);
-                g.apply_steering();
-                tracing::info!("{}: warm pool {r} → {}", g.name, r - 1);
-                calm_ticks = 0;
-            }
-        } else {
-            calm_ticks = 0;
+        } else if step == WarmStep::Shrink {
+            g.warm.set(r - 1);
+            g.apply_steering();
+            tracing::info!("{}: warm pool {r} → {}", g.name, r - 1);
         }
         drop(g);
         tokio::time::sleep(WARM_TICK).await;
@@ -1339,13 +1520,13 @@ async fn warm_monitor(group: std::rc::Weak<Group>, shared: Rc<Shared>) {
 /// Companion listeners: when no instance runs (or is starting), something
 /// queued on one of them starts instance 0; while one runs, the instances
 /// accept from them (they share the sockets), so they are not watched.
-async fn companion_monitor(group: std::rc::Weak<Group>) {
+async fn companion_monitor(group: std::rc::Weak<ServedSocket>) {
     loop {
         let Some(g) = group.upgrade() else { return };
-        if g.link.closed.get() {
+        if g.common.closed.get() {
             return;
         }
-        let link = g.link.clone();
+        let common = g.common.clone();
         let first = g
             .slots
             .borrow()
@@ -1364,18 +1545,18 @@ async fn companion_monitor(group: std::rc::Weak<Group>) {
             })
         };
         if any_up() {
-            link.companion_wake.notified().await;
+            common.companion_wake.notified().await;
             continue;
         }
-        // Raw fds, not a borrow across the wait: `Group::remove` ends this
+        // Raw fds, not a borrow across the wait: `ServedSocket::remove` ends this
         // task before it closes the companions, so they stay open meanwhile.
-        let fds: Vec<std::os::fd::RawFd> = link
+        let fds: Vec<std::os::fd::RawFd> = common
             .companions
             .borrow()
             .iter()
             .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.fd))
             .collect();
-        if !wait_any_readable(&fds, &link.companion_wake).await {
+        if !wait_any_readable(&fds, &common.companion_wake).await {
             continue; // a slot changed state: look again
         }
         if any_up() {
@@ -1391,7 +1572,7 @@ async fn companion_monitor(group: std::rc::Weak<Group>) {
             let _ = start.send(SlotCommand::Start);
         }
         // Wait for the start to show (or a state change) before looking again.
-        link.companion_wake.notified().await;
+        common.companion_wake.notified().await;
     }
 }
 
@@ -1433,7 +1614,7 @@ async fn wait_any_readable(fds: &[std::os::fd::RawFd], wake: &tokio::sync::Notif
             let Ok(mut guard) = res else { return };
             // SAFETY: open for the whole wait (see above).
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[i]) };
-            if supervisor::queued(fd).unwrap_or(false) {
+            if sockets::queued(fd).unwrap_or(false) {
                 return;
             }
             guard.clear_ready();
@@ -1451,14 +1632,12 @@ fn slot_depth(slot: &Slot) -> u32 {
         .iter()
         .map(|s| match s.listen.kind {
             ListenKind::Stream => sockets::accept_queue_depth(&s.socket),
-            ListenKind::Datagram => {
-                u32::from(supervisor::queued(s.socket.as_fd()).unwrap_or(false))
-            }
+            ListenKind::Datagram => u32::from(sockets::queued(s.socket.as_fd()).unwrap_or(false)),
         })
         .sum()
 }
 
-async fn main_pid(shared: &Shared, unit: &str) -> u32 {
+async fn main_pid(shared: &SystemdLink, unit: &str) -> u32 {
     let manager = shared.manager();
     // The object path follows from the name: no GetUnit round trip.
     let Ok(builder) = ServiceProxy::builder(manager.inner().connection())
@@ -1485,13 +1664,12 @@ fn forget_stored(spec: &SocketSpec, failed_index: u32, store: &FdStore) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use steering::{Program, Source};
 
     #[test]
     fn closing_replaced_sockets_leaves_the_new_ones_in_order() {
         for b in 1..6 {
             for m in 1..6 {
-                // As `Group::serve` pads: at least m old sockets.
+                // As `ServedSocket::serve` pads: at least m old sockets.
                 let padded = b.max(m);
                 let plan = close_plan(padded, m);
                 let mut closed: Vec<usize> = plan.iter().map(|s| s.close).collect();
@@ -1591,58 +1769,103 @@ mod tests {
     }
 
     #[test]
-    fn every_steering_mode_leaves_stuck_sockets_out() {
-        let all = [0, 1, 2, 3];
-        // Nothing stuck: as before.
-        assert_eq!(steering_program(Steering::Hash, 4, 4, 1, &all), None);
-        assert_eq!(
-            steering_program(Steering::Hash, 3, 4, 1, &all[..3]),
-            Some(Program::FirstM(3))
-        );
-        assert_eq!(
-            steering_program(Steering::Cpu, 4, 4, 1, &all),
-            Some(Program::Cpu(4))
-        );
-        assert_eq!(
-            steering_program(Steering::Warm, 4, 4, 2, &all),
-            Some(Program::FirstM(2))
-        );
-        // Socket 2 stuck.
-        let healthy = [0, 1, 3];
-        assert_eq!(
-            steering_program(Steering::Hash, 4, 4, 1, &healthy),
-            Some(Program::Pick {
-                source: Source::Random,
-                to: vec![0, 1, 3]
-            })
-        );
-        assert_eq!(
-            steering_program(Steering::Cpu, 4, 4, 1, &healthy),
-            Some(Program::Pick {
-                source: Source::Cpu,
-                to: vec![0, 1, 3, 3]
-            })
-        );
-        // Warm pool 0..3 without 2; a pool of only stuck sockets moves on.
-        assert_eq!(
-            steering_program(Steering::Warm, 4, 4, 3, &healthy),
-            Some(Program::Pick {
-                source: Source::Random,
-                to: vec![0, 1]
-            })
-        );
-        assert_eq!(
-            steering_program(Steering::Warm, 4, 4, 2, &healthy),
-            Some(Program::FirstM(2))
-        );
-        assert_eq!(
-            steering_program(Steering::Warm, 4, 4, 1, &[1, 2, 3]),
-            Some(Program::Pick {
-                source: Source::Random,
-                to: vec![1]
-            })
-        );
-        // Every socket stuck: nowhere better to go.
-        assert_eq!(steering_program(Steering::Hash, 4, 4, 1, &[]), None);
+    fn warm_pool_policy_table() {
+        use WarmStep::{Grow, Hold, Shrink};
+        let last = WARM_SHRINK_TICKS - 1;
+        #[rustfmt::skip]
+        type Case<'a> = (u32, u32, &'a [u32], &'a [Option<f64>], u32, (WarmStep, u32));
+        let cases: &[Case] = &[
+            // (r, m, depths, busy, calm ticks so far) with WarmQueueDepth=4.
+            // Every member's queue over the threshold: grow, if there is room.
+            (1, 4, &[5], &[None], 0, (Grow, 0)),
+            (2, 4, &[5, 9], &[None, None], 7, (Grow, 0)),
+            (4, 4, &[5, 5, 5, 5], &[None; 4], 7, (Hold, 0)),
+            // One member keeping up: no growth.
+            (2, 4, &[5, 4], &[None, None], 0, (Hold, 0)),
+            // A busy CPU counts as behind (keep-alive work), a quiet one does not.
+            (1, 4, &[0], &[Some(WARM_BUSY)], 0, (Grow, 0)),
+            (1, 4, &[0], &[Some(WARM_BUSY - 0.01)], 0, (Hold, 0)),
+            // Calm (queues ≤ threshold/2, CPU < half busy): count, then shrink.
+            (3, 4, &[2, 0, 1], &[None, Some(0.1), None], 0, (Hold, 1)),
+            (3, 4, &[0, 0, 0], &[None; 3], last, (Shrink, 0)),
+            (2, 2, &[0, 0], &[None; 2], last, (Shrink, 0)),
+            // Never below one.
+            (1, 4, &[0], &[None], last, (Hold, 0)),
+            // Not calm, not behind: the count starts again.
+            (3, 4, &[3, 0, 0], &[None; 3], 50, (Hold, 0)),
+            (
+                3,
+                4,
+                &[0, 0, 0],
+                &[Some(WARM_BUSY / 2.0), None, None],
+                50,
+                (Hold, 0),
+            ),
+            // Every member stuck (left out): behind and calm at once; grows.
+            (2, 4, &[], &[], 0, (Grow, 0)),
+            (4, 4, &[], &[], 0, (Hold, 1)),
+        ];
+        for (r, m, depths, busy, calm, want) in cases {
+            assert_eq!(
+                warm_step(*r, *m, 4, depths, busy, *calm),
+                *want,
+                "r={r} m={m} depths={depths:?} busy={busy:?} calm={calm}"
+            );
+        }
+    }
+
+    #[test]
+    fn socket_change_table() {
+        let spec = |extra: &str| {
+            distribute_config::parse_str(
+                "web",
+                std::path::Path::new("web.socket"),
+                &format!(
+                    "[Socket]\nListenStream=127.0.0.1:8080\nDistribute=2\n{extra}\n\
+                     [Service]\nExecStart=/bin/true\n"
+                ),
+            )
+            .unwrap()
+        };
+        let base = spec("");
+        let gap = |why: &str| SocketChange::ReplaceWithGap(why.into());
+        let unix = "ListenStream=/run/web.sock";
+        let cases: &[(&str, SocketChange)] = &[
+            ("", SocketChange::None),
+            // N, activation, limits and timeouts: not the sockets' business.
+            ("Distribute=4", SocketChange::None),
+            ("Activation=eager", SocketChange::None),
+            ("TriggerLimitBurst=3", SocketChange::None),
+            ("FileDescriptorName=x", SocketChange::None),
+            ("DrainTimeoutSec=3s", SocketChange::None),
+            ("WarmQueueDepth=9", SocketChange::None),
+            // Set on listening sockets as they are.
+            ("Backlog=77", SocketChange::Refresh),
+            ("ReceiveBuffer=1M", SocketChange::Refresh),
+            ("NoDelay=yes", SocketChange::Refresh),
+            ("KeepAlive=yes", SocketChange::Refresh),
+            ("DeferAcceptSec=5", SocketChange::Refresh),
+            // Fixed at bind time: new sockets, next to the old ones.
+            ("ListenStream=127.0.0.1:8081", SocketChange::Replace),
+            ("FreeBind=yes", SocketChange::Replace),
+            ("Service=other", SocketChange::Replace),
+            // Steering= too (the program belongs to the sockets).
+            ("Steering=warm", SocketChange::Replace),
+            ("Backlog=77\nFreeBind=yes", SocketChange::Replace),
+            // ... or after them.
+            ("BindToDevice=lo", gap("BindToDevice= changed")),
+            ("SocketProtocol=mptcp", gap("SocketProtocol= changed")),
+            (unix, gap("AF_UNIX or FIFO")),
+        ];
+        for (extra, want) in cases {
+            let got = socket_change(&base, &spec(extra));
+            match (&got, want) {
+                (SocketChange::ReplaceWithGap(g), SocketChange::ReplaceWithGap(w)) => {
+                    assert!(g.contains(w.as_str()), "{extra:?}: {g:?}")
+                }
+                _ => assert_eq!(&got, want, "{extra:?}"),
+            }
+            assert_eq!(got.new_sockets(), want.new_sockets(), "{extra:?}");
+        }
     }
 }
