@@ -311,6 +311,20 @@ impl Activator {
             .expect("MainPID is a number")
     }
 
+    /// For a failure message: each thread of the activator with the kernel
+    /// function it sleeps in (`wchan`: e.g. `unix_wait_for_peer` is a send to
+    /// a full datagram socket) and its kernel stack.
+    pub fn where_blocked(&self) -> String {
+        let pid = self.main_pid();
+        let script = format!(
+            "for t in /proc/{pid}/task/*; do echo \"$t $(cat $t/comm) wchan=$(cat $t/wchan) \
+             state=$(grep State $t/status)\"; cat $t/stack 2>/dev/null; done"
+        );
+        self.sb
+            .run("/bin/sh", &["-c", &script])
+            .unwrap_or_else(|e| format!("(cannot read /proc/{pid}: {e:#})"))
+    }
+
     /// Waits until `pred(log)` holds; false on timeout.
     pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
         wait_until(timeout, || pred(&self.log()))

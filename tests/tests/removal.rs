@@ -41,10 +41,16 @@ fn a_reload_after_removing_a_busy_config_finishes() {
         ),
     );
     a.reload();
-    a.assert_logged_within(
-        Duration::from_secs(20),
-        "busy16: removed; all its sockets are closed",
-    );
+    if !a.wait_log(Duration::from_secs(20), |l| {
+        l.contains("busy16: removed; all its sockets are closed")
+    }) {
+        panic!(
+            "the removal did not finish within 20 s (its drain is bounded by 10 s)\n\
+             --- where the activator's threads wait ---\n{}\n--- log ---\n{}",
+            a.where_blocked(),
+            a.log()
+        );
+    }
     get_hello(addr(p64), Duration::from_secs(10)).expect("the new config serves");
     for i in 0..3 {
         std::thread::sleep(Duration::from_secs(2));
