@@ -179,6 +179,15 @@ async fn wait_any_queued(slots: &[Rc<crate::supervisor::Slot>]) {
         let (res, i, _) =
             futures_util::future::select_all(watches.iter().map(|w| Box::pin(w.readable()))).await;
         let Ok(mut guard) = res else { return };
+        // A socket shut down meanwhile (its slot is being closed: a shrink,
+        // a removal, a replacement) stays "read closed" for tokio, which
+        // `clear_ready()` does not clear: looping here would find it ready
+        // again at once, forever, without yielding, and freeze the whole
+        // activator. Back to the monitor, which samples again and no longer
+        // watches a draining slot.
+        if guard.ready().is_read_closed() {
+            return;
+        }
         // Readiness may be stale; ask the kernel.
         if crate::sockets::queued(watches[i].get_ref().as_fd()).unwrap_or(true) {
             return;
@@ -346,6 +355,39 @@ pub async fn monitor(group: Weak<ServedSocket>, shared: Rc<SystemdLink>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Why `wait_any_queued` checks `is_read_closed()`: a listener shut down
+    /// while a duplicate of it is watched (a slot closed during a removal,
+    /// shrink or replacement) is ready for tokio again right after
+    /// `clear_ready()`, while the kernel says nothing is queued. Without the
+    /// check the loop spun inside one poll and froze the activator (seen as a
+    /// removal that never finished, on 257 under load).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_shut_down_listener_stays_ready_but_has_nothing_queued() {
+        use socket2::{Domain, Socket, Type};
+        use std::os::fd::AsFd;
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        s.listen(16).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let dup = s.as_fd().try_clone_to_owned().unwrap();
+        // SAFETY: the AsyncFd owns the duplicate for as long as it is registered.
+        let watch = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE)
+        }
+        .unwrap();
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+        for _ in 0..3 {
+            let mut guard = tokio::time::timeout(Duration::from_secs(1), watch.readable())
+                .await
+                .expect("ready at once")
+                .unwrap();
+            assert!(guard.ready().is_read_closed());
+            assert!(!crate::sockets::queued(watch.get_ref().as_fd()).unwrap());
+            guard.clear_ready();
+        }
+    }
 
     fn s(depth: u64) -> (QueueSample, bool) {
         (

@@ -1612,6 +1612,11 @@ async fn wait_any_readable(fds: &[std::os::fd::RawFd], wake: &tokio::sync::Notif
                 futures_util::future::select_all(watches.iter().map(|w| Box::pin(w.readable())))
                     .await;
             let Ok(mut guard) = res else { return };
+            // A shut-down socket stays ready for tokio (see
+            // `health::wait_any_queued`): report it rather than spin.
+            if guard.ready().is_read_closed() {
+                return;
+            }
             // SAFETY: open for the whole wait (see above).
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[i]) };
             if sockets::queued(fd).unwrap_or(false) {

@@ -1083,6 +1083,15 @@ async fn wait_readable(sockets: &[BoundSocket]) -> io::Result<()> {
     loop {
         let (res, i, _) = select_all(watches.iter().map(|w| Box::pin(w.readable()))).await;
         let mut guard = res?;
+        // A shut-down socket stays ready for tokio ("read closed" survives
+        // `clear_ready()`): looping would spin without yielding and freeze
+        // the activator. The slot cannot serve it any more: say so.
+        if guard.ready().is_read_closed() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the listening socket was shut down",
+            ));
+        }
         // tokio's readiness is edge-triggered and may be stale; ask the kernel.
         if queued(sockets[i].socket.as_fd())? {
             return Ok(());
