@@ -67,7 +67,7 @@ fn instance_crashing_at_start_fails_its_slot_and_the_activator_sleeps() {
         // One instance: once it runs, nothing about `good` involves the activator.
         // Without the health check (StuckTimeoutSec=0): with it, each
         // request to `good` after a quiet spell wakes the activator to look
-        // at the queue (tests/health.rs); here only the failed slot counts.
+        // at the queue (tests/tests/health.rs); here only the failed slot counts.
         &[
             (
                 "good",
