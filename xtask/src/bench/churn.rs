@@ -16,7 +16,7 @@
 //! on purpose; this one must not).
 
 use super::testbed::ACTIVATOR;
-use super::{release_bin, Profile, Progress};
+use super::{Profile, Progress};
 use anyhow::{bail, Context, Result};
 use distribute_sandbox::{Sandbox, Systemd};
 use serde::{Deserialize, Serialize};
@@ -148,19 +148,15 @@ fn boot(variant: &str, port: u16) -> Result<ChurnBed> {
         &[crate::root().join("units/org.distribute1.conf")],
         Systemd::Host,
     )?;
-    let mut bin = String::new();
-    for b in [
-        "systemd-distribute",
-        "systemd-distribute-exec",
-        "systemd-distribute-handoff",
-        "distribute-bench-server",
-    ] {
-        let inner = sb.install_file(&release_bin(b))?;
-        bin = inner
-            .rsplit_once('/')
-            .map(|(d, _)| d.to_string())
-            .unwrap_or_default();
-    }
+    let bin = super::testbed::install_release_bins(
+        &sb,
+        &[
+            "systemd-distribute",
+            "systemd-distribute-exec",
+            "systemd-distribute-handoff",
+            "distribute-bench-server",
+        ],
+    )?;
     let server = format!("{bin}/distribute-bench-server --model listen-fds");
     let ours = matches!(variant, V_TRANSIENT | V_TEMPLATE);
     // The units and configs mirror the cold-activation scenario's (no start

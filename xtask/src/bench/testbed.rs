@@ -9,6 +9,20 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Installs the release builds of `names` into `sb`; returns the directory
+/// they are in, as seen inside the sandbox.
+pub(super) fn install_release_bins(sb: &Sandbox, names: &[&str]) -> Result<String> {
+    let mut bin = String::new();
+    for b in names {
+        let inner = sb.install_file(&release_bin(b))?;
+        bin = inner
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
+    }
+    Ok(bin)
+}
+
 /// The sandbox with the activator and every config of the load scenarios.
 pub(super) struct Bed {
     pub(super) sb: Sandbox,
@@ -28,20 +42,16 @@ impl Bed {
             &[crate::root().join("units/org.distribute1.conf")],
             systemd,
         )?;
-        let mut bin = String::new();
-        for b in [
-            "systemd-distribute",
-            "systemd-distribute-exec",
-            "systemd-distribute-handoff",
-            "distribute-hello",
-            "distribute-bench-server",
-        ] {
-            let inner = sb.install_file(&release_bin(b))?;
-            bin = inner
-                .rsplit_once('/')
-                .map(|(d, _)| d.to_string())
-                .unwrap_or_default();
-        }
+        let bin = install_release_bins(
+            &sb,
+            &[
+                "systemd-distribute",
+                "systemd-distribute-exec",
+                "systemd-distribute-handoff",
+                "distribute-hello",
+                "distribute-bench-server",
+            ],
+        )?;
         let unit = std::fs::read_to_string(crate::root().join("units/systemd-distribute.service"))?;
         let unit_text = unit.replace(
             "ExecStart=/usr/lib/systemd/systemd-distribute",
