@@ -779,6 +779,29 @@ impl Rng {
     }
 }
 
+/// `busctl` arguments that forge systemd's "UNIT is failed" signal
+/// (`PropertiesChanged` of `ActiveState` on `unit_path`), sent straight to
+/// the bus name `destination`: what an unprivileged user could try.
+pub fn forged_failed_signal(destination: &str, unit_path: &str) -> Vec<String> {
+    [
+        "emit",
+        &format!("--destination={destination}"),
+        unit_path,
+        "org.freedesktop.DBus.Properties",
+        "PropertiesChanged",
+        "sa{sv}as",
+        "org.freedesktop.systemd1.Unit",
+        "1",
+        "ActiveState",
+        "s",
+        "failed",
+        "0",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

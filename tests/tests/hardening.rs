@@ -3,8 +3,8 @@
 //! to `port(135)`, `port(137)`, and 100 above some of those.
 
 use distribute_tests::{
-    addr, assert_contains_all, get_hello, hello_config, port, socket_path, wait_until, Activator,
-    MANAGER, MANAGER_PATH, NOBODY, ROOT, SOCKET,
+    addr, assert_contains_all, forged_failed_signal, get_hello, hello_config, port, socket_path,
+    wait_until, Activator, MANAGER, MANAGER_PATH, NOBODY, ROOT, SOCKET,
 };
 use std::time::Duration;
 
@@ -15,30 +15,15 @@ fn forged_systemd_signals_from_an_unprivileged_user_are_ignored() {
         return;
     };
     let first = get_hello(addr(p), Duration::from_secs(10)).expect("served");
-    let dest = format!("--destination={}", a.unique_name());
+    let unique = a.unique_name();
+    let dest = format!("--destination={unique}");
     let unit_path = "/org/freedesktop/systemd1/unit/web_400_2eservice";
+    let forged = forged_failed_signal(&unique, unit_path);
+    let forged: Vec<&str> = forged.iter().map(String::as_str).collect();
     // What the issue tried: "web@0.service failed", five times, between
     // connections, sent by `nobody` straight to the activator.
     for i in 0..5 {
-        a.run_as(
-            NOBODY,
-            "busctl",
-            &[
-                "emit",
-                &dest,
-                unit_path,
-                "org.freedesktop.DBus.Properties",
-                "PropertiesChanged",
-                "sa{sv}as",
-                "org.freedesktop.systemd1.Unit",
-                "1",
-                "ActiveState",
-                "s",
-                "failed",
-                "0",
-            ],
-        )
-        .ok();
+        a.run_as(NOBODY, "busctl", &forged).ok();
         let h = get_hello(addr(p), Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("request after forged signal {i}: {e:#}\n{}", a.log()));
         assert_eq!(h.pid, first.pid, "the instance was not touched");

@@ -27,7 +27,7 @@
 //! time; the sandbox is torn down on exit (its `Drop`).
 
 use anyhow::{bail, Context, Result};
-use distribute_tests::{get_hello, port, Activator, KeepAlive, Rng};
+use distribute_tests::{forged_failed_signal, get_hello, port, Activator, KeepAlive, Rng};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -314,27 +314,15 @@ pub fn run(minutes: u64, seed: u64, restarts: bool) -> Result<()> {
                 let unique = a.unique_name();
                 let i = rng.below(u64::from(web_n.max(1)));
                 let path = format!("/org/freedesktop/systemd1/unit/web_40{i}_2eservice");
-                let r = a.sb.run(
-                    "setpriv",
-                    &[
-                        "--reuid=65534",
-                        "--regid=65534",
-                        "--clear-groups",
-                        "busctl",
-                        "emit",
-                        &format!("--destination={unique}"),
-                        &path,
-                        "org.freedesktop.DBus.Properties",
-                        "PropertiesChanged",
-                        "sa{sv}as",
-                        "org.freedesktop.systemd1.Unit",
-                        "1",
-                        "ActiveState",
-                        "s",
-                        "failed",
-                        "0",
-                    ],
-                );
+                let mut args = vec![
+                    "--reuid=65534".to_string(),
+                    "--regid=65534".into(),
+                    "--clear-groups".into(),
+                    "busctl".into(),
+                ];
+                args.extend(forged_failed_signal(&unique, &path));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let r = a.sb.run("setpriv", &args);
                 counts[6] += 1;
                 println!(
                     "{at:>8.1?} [{at_mono:.3}]  forged 'web@{i} failed' from nobody{}",

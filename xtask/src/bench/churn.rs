@@ -223,15 +223,7 @@ fn boot(variant: &str, port: u16) -> Result<ChurnBed> {
     }
     let mut activator_pid = None;
     if ours {
-        let unit = std::fs::read_to_string(crate::root().join("units/systemd-distribute.service"))?;
-        let unit = unit.replace(
-            "ExecStart=/usr/lib/systemd/systemd-distribute",
-            &format!(
-                "ExecStart={bin}/systemd-distribute --config-dir {}",
-                sb.inside("config")
-            ),
-        );
-        sb.install_unit(ACTIVATOR, &unit)?;
+        super::testbed::install_activator_unit(&sb, &bin)?;
         if let Err(e) = sb.systemctl(&["start", ACTIVATOR]) {
             bail!(
                 "{variant}: starting systemd-distribute failed: {e:#}\n{}",

@@ -23,6 +23,20 @@ pub(super) fn install_release_bins(sb: &Sandbox, names: &[&str]) -> Result<Strin
     Ok(bin)
 }
 
+/// Installs the shipped `systemd-distribute.service` into `sb`, running the
+/// binary from `bin` with the sandbox's config directory (not started).
+pub(super) fn install_activator_unit(sb: &Sandbox, bin: &str) -> Result<()> {
+    let unit = std::fs::read_to_string(crate::root().join("units/systemd-distribute.service"))?;
+    let unit = unit.replace(
+        "ExecStart=/usr/lib/systemd/systemd-distribute",
+        &format!(
+            "ExecStart={bin}/systemd-distribute --config-dir {}",
+            sb.inside("config")
+        ),
+    );
+    sb.install_unit(ACTIVATOR, &unit)
+}
+
 /// The sandbox with the activator and every config of the load scenarios.
 pub(super) struct Bed {
     pub(super) sb: Sandbox,
@@ -52,15 +66,7 @@ impl Bed {
                 "distribute-bench-server",
             ],
         )?;
-        let unit = std::fs::read_to_string(crate::root().join("units/systemd-distribute.service"))?;
-        let unit_text = unit.replace(
-            "ExecStart=/usr/lib/systemd/systemd-distribute",
-            &format!(
-                "ExecStart={bin}/systemd-distribute --config-dir {}",
-                sb.inside("config")
-            ),
-        );
-        sb.install_unit(ACTIVATOR, &unit_text)?;
+        install_activator_unit(&sb, &bin)?;
         // Unit files the configs refer to: the activator decides a config's
         // mode (transient or template) when it reads it, so they go first.
         for (name, text) in activation::units(&bin) {
